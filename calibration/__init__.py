@@ -1,0 +1,1 @@
+"""INT8 calibration and quantization (installed as ``edge.calibration``)."""

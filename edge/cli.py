@@ -1,0 +1,183 @@
+"""``edge-tsm`` command line (also ``python -m edge``).
+
+Each verb's handler imports what it needs when it runs, so ``edge-tsm --help`` and the runtime verbs
+never import torch. Errors derived from :class:`edge.errors.EdgeError` print one line and exit with
+their sysexits code (64 usage, 65 bad data/model, 66 missing input, 69 device unavailable, 78 config).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge import __version__
+from edge.errors import EX_USAGE, EdgeError, UsageError
+
+logger = logging.getLogger("edge")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# --- dataset ---------------------------------------------------------------------------------------
+def cmd_dataset_synth(a: argparse.Namespace) -> int:
+    from edge.models.synth import generate_dataset
+    size = _parse_size(a.size, "--size")
+    summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
+                               progress=not a.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _parse_size(text: str, flag: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected WIDTHxHEIGHT such as 160x120") from None
+    if w < 16 or h < 16:
+        raise UsageError(f"{flag} {text!r}: width and height must be >= 16")
+    return w, h
+
+
+# --- train / export / eval -------------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> int:
+    try:
+        from edge.models import recipe
+    except ImportError as e:
+        raise UsageError(f"train needs the train extra ({e.name} is missing): pip install 'edge-tsm[train]'") from None
+    if a.recipe:
+        out = recipe.run_recipe(a.recipe, out=a.out, data_dir=a.data_dir, no_shift=a.no_shift,
+                                ablation=a.ablation, threads=a.threads, max_steps=a.max_steps)
+        print(out)
+        return 0
+    if not a.data:
+        raise UsageError("train: give --data DIR (a ROOT/<label>/*.mp4 dataset) or --recipe default")
+    from edge.models.train import TrainConfig, train
+    cfg = TrainConfig(data=a.data, out=a.out, val=a.val, split=a.split, size=a.size, width=a.width,
+                      frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                      weight_decay=a.weight_decay, shift="none" if a.no_shift else a.shift, seed=a.seed,
+                      threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name)
+    print(train(cfg, progress=not a.quiet))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    try:
+        from edge.models.export import export_checkpoint
+    except ImportError as e:
+        raise UsageError(f"export needs the train extra ({e.name} is missing): pip install 'edge-tsm[train]'") from None
+    print(export_checkpoint(a.checkpoint, a.out, arch=a.arch, labels=a.labels, size=a.size, name=a.name))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from edge.models.evaluate import evaluate, format_report, plot_confusion
+    result = evaluate(a.model, a.data, engine=a.engine, precision=a.precision, split=a.split, device=a.device,
+                      progress=not a.quiet and not a.json)
+    if a.plot:
+        plot_confusion(result, a.plot)
+    print(json.dumps(result) if a.json else format_report(result))
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-tsm", description="Online TSM video classification for edge devices.")
+    p.add_argument("--version", action="version", version=f"edge-tsm {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    ds = sub.add_parser("dataset", help="make datasets in the ROOT/<label>/*.mp4 layout")
+    dsub = ds.add_subparsers(dest="dataset_verb", metavar="KIND")
+    sy = dsub.add_parser("synth", help="procedural motion clips (9 classes told apart only over time)")
+    sy.add_argument("--out", required=True, help="dataset folder to write")
+    sy.add_argument("--per-class", type=int, default=100, help="clips per class (default 100)")
+    sy.add_argument("--seed", type=int, default=0, help="random seed; another seed gives a held-out split")
+    sy.add_argument("--size", default="160x120", help="frame size WIDTHxHEIGHT (default 160x120)")
+    sy.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+    sy.add_argument("--fps", type=float, default=15.0, help="frame rate written to the files (default 15)")
+    sy.set_defaults(func=cmd_dataset_synth)
+
+    tr = sub.add_parser("train", help="train a MobileNetV2-TSM and export it as a bundle (needs [train])")
+    tr.add_argument("--data", help="training dataset ROOT/<label>/*.mp4")
+    tr.add_argument("--out", required=True, help="output folder: the bundle plus checkpoint.pt")
+    tr.add_argument("--recipe", choices=["default"], help="reproduce the embedded default model end to end")
+    tr.add_argument("--data-dir", default="data", help="with --recipe: where the generated datasets go")
+    tr.add_argument("--ablation", action="store_true", help="with --recipe: also train the --no-shift ablation")
+    tr.add_argument("--val", help="a held-out dataset scored at the end (offline causal model)")
+    tr.add_argument("--split", help="use ROOT/<split>.txt to select the training clips")
+    tr.add_argument("--size", type=int, default=112, help="square input size (default 112)")
+    tr.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
+    tr.add_argument("--frames", type=int, default=8, help="frames per training clip (default 8)")
+    tr.add_argument("--stride", type=int, default=1, help="frame stride inside a clip (default 1)")
+    tr.add_argument("--epochs", type=int, default=8)
+    tr.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
+    tr.add_argument("--lr", type=float, default=0.05)
+    tr.add_argument("--weight-decay", type=float, default=1e-4)
+    tr.add_argument("--shift", choices=["causal", "bidirectional"], default="causal",
+                    help="temporal shift (causal runs online unchanged; default causal)")
+    tr.add_argument("--no-shift", action="store_true", help="no temporal shift: the TSN-style ablation")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--init", help="fine-tune from a checkpoint file or a bundle folder with weights.pt")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    tr.add_argument("--name", help="bundle name (default: the output folder's name)")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="checkpoint (ours or reference TSM) -> online ONNX bundle (needs [train])")
+    ex.add_argument("--checkpoint", required=True, help="a .pt/.pth/.tar checkpoint")
+    ex.add_argument("--arch", default="mobilenetv2_tsm", help="network architecture (mobilenetv2_tsm)")
+    ex.add_argument("--labels", help="label preset (jester) or a text file, one label per line")
+    ex.add_argument("--size", type=int, help="input size (default: the checkpoint's, 224 for reference ones)")
+    ex.add_argument("--name", help="bundle name (default: the output folder's name)")
+    ex.add_argument("--out", required=True, help="bundle folder to write")
+    ex.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("eval", help="accuracy, macro-F1, confusion of a bundle on a dataset (runtime engines)")
+    ev.add_argument("--model", default="default", help="bundle folder or name (default: default)")
+    ev.add_argument("--data", required=True, help="dataset ROOT/<label>/*.mp4")
+    ev.add_argument("--split", help="use ROOT/<split>.txt")
+    ev.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino")
+    ev.add_argument("--device", default="CPU", help="engine device (CPU, GPU, NPU, AUTO, cuda, tensorrt)")
+    ev.add_argument("--precision", choices=["fp32", "int8"], help="graph to run (default: the bundle's)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--plot", help="write the confusion matrix as a PNG")
+    ev.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors; sysexits says 64
+        return EX_USAGE if e.code not in (0, None) else 0
+    _setup_logging(-1 if a.quiet else a.verbose)
+    func = getattr(a, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        return int(func(a) or 0)
+    except EdgeError as e:
+        print(f"edge-tsm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edge-tsm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Video datasets in the ``ROOT/<label>/*.mp4`` layout, read without torch.
+
+Layout: one folder per label holding video files (``.mp4``, ``.avi``, ``.mkv``, ``.mov``).
+Optional files in ROOT:
+
+* ``labels.txt``: one label per line, fixing the label order (else: folder names, sorted);
+* ``train.txt``, ``val.txt``, ``test.txt`` (any ``<split>.txt``): one clip per line, as a path
+  relative to ROOT (``swipe_left/clip_00001.mp4``), selecting a split.
+
+Also the temporally consistent augmentation used for training: one crop, flip and colour jitter
+drawn per clip and applied to all its frames; a horizontal flip swaps left/right labels and the
+rotation direction, a vertical flip swaps up/down labels and the rotation direction.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import DataError, InputError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: int
+
+
+@dataclass
+class VideoDataset:
+    root: Path
+    labels: list[str]
+    clips: list[Clip] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in self.labels}
+        for c in self.clips:
+            out[self.labels[c.label]] += 1
+        return out
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def load_dataset(root: str | Path, split: str | None = None, labels: list[str] | None = None) -> VideoDataset:
+    """List the clips of a dataset folder.
+
+    ``labels`` (e.g. a model's) fixes the label order; a label folder outside it is an error.
+    Raises:
+        InputError: ROOT or a split file is missing.
+        DataError: no label folders, no clips, or a clip whose label is unknown.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"dataset {root}: not a folder (expected ROOT/<label>/*.mp4)")
+    dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if labels is None:
+        labels = _read_lines(root / "labels.txt") if (root / "labels.txt").is_file() else dirs
+    if not labels:
+        raise DataError(f"dataset {root}: no label folders (expected ROOT/<label>/*.mp4)")
+    index = {name: i for i, name in enumerate(labels)}
+    if split is not None:
+        split_file = root / f"{split}.txt"
+        if not split_file.is_file():
+            raise InputError(f"dataset {root}: split file {split_file.name} not found")
+        rels = _read_lines(split_file)
+    else:
+        rels = [f"{d}/{f.name}" for d in dirs for f in sorted((root / d).iterdir())
+                if f.suffix.lower() in VIDEO_EXTS]
+    clips = []
+    for rel in rels:
+        label = Path(rel).parts[0] if len(Path(rel).parts) > 1 else ""
+        if label not in index:
+            raise DataError(f"dataset {root}: clip {rel} has label {label!r}, not one of the "
+                            f"{len(labels)} labels ({', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})")
+        clips.append(Clip(root / rel, index[label]))
+    if not clips:
+        raise DataError(f"dataset {root}: no video clips ({'/'.join(VIDEO_EXTS)}) in the label folders"
+                        + (f" of split {split}" if split else ""))
+    return VideoDataset(root, list(labels), clips)
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
+    """Decode a whole video file into a T x H x W x 3 uint8 array (BGR).
+
+    Raises:
+        InputError: the file is missing, cannot be opened or holds no frame.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video {path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while max_frames is None or len(frames) < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise InputError(f"video {path}: cannot be decoded (no frame read)")
+    return np.stack(frames)
+
+
+def video_fps(path: str | Path, default: float = 15.0) -> float:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return float(fps) if fps and fps > 0 else default
+
+
+_HFLIP_TOKENS = (("left", "right"), ("ccw", "cw"), ("counterclockwise", "clockwise"))
+_VFLIP_TOKENS = (("up", "down"), ("ccw", "cw"), ("counterclockwise", "clockwise"))
+
+
+def _swap_tokens(name: str, pairs: tuple[tuple[str, str], ...]) -> str | None:
+    """The label a mirror turns ``name`` into; ``None`` when it has a direction without a partner."""
+    tokens = re.split(r"([_\s-]+)", name)
+    out = []
+    for tok in tokens:
+        low = tok.lower()
+        for a, b in pairs:
+            if low == a:
+                tok = b if tok.islower() else b.capitalize()
+                break
+            if low == b:
+                tok = a if tok.islower() else a.capitalize()
+                break
+        out.append(tok)
+    return "".join(out)
+
+
+def flip_permutation(labels: list[str], vertical: bool = False) -> list[int] | None:
+    """Label index map for a mirror, or ``None`` when some label's mirrored partner is missing."""
+    pairs = _VFLIP_TOKENS if vertical else _HFLIP_TOKENS
+    index = {name: i for i, name in enumerate(labels)}
+    perm = []
+    for name in labels:
+        other = _swap_tokens(name, pairs)
+        if other not in index:
+            return None
+        perm.append(index[other])
+    return perm
+
+
+@dataclass
+class ClipAugment:
+    """Per-clip random crop (scale and position), flips and colour jitter; same for every frame."""
+
+    size: tuple[int, int]                  # H, W of the network input
+    labels: list[str]
+    crop_scale: float = 1.0
+    scale_range: tuple[float, float] = (0.75, 1.0)
+    hflip: bool = True
+    vflip: bool = True
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.hperm = flip_permutation(self.labels) if self.hflip else None
+        self.vperm = flip_permutation(self.labels, vertical=True) if self.vflip else None
+
+    def __call__(self, frames: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """frames: T x H x W x 3 uint8 BGR -> (T x H' x W' x 3 uint8 RGB at ``size``, new label)."""
+        t, h, w = frames.shape[:3]
+        side = min(h, w) * rng.uniform(*self.scale_range)
+        aspect = np.exp(rng.uniform(-0.1, 0.1))
+        ch, cw = min(h, side * aspect), min(w, side / aspect)
+        y0, x0 = rng.uniform(0, h - ch), rng.uniform(0, w - cw)
+        # One affine map per clip: crop + resize in a single warp per frame.
+        sx, sy = self.size[1] / cw, self.size[0] / ch
+        m = np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy]], dtype=np.float32)
+        if self.hperm is not None and rng.random() < 0.5:
+            m[0] = -m[0]
+            m[0, 2] += self.size[1] - 1
+            label = self.hperm[label]
+        if self.vperm is not None and rng.random() < 0.25:
+            m[1] = -m[1]
+            m[1, 2] += self.size[0] - 1
+            label = self.vperm[label]
+        gain = 1.0 + rng.uniform(-self.jitter, self.jitter, size=3) * np.array([1.0, 0.3, 0.3])
+        bias = rng.uniform(-self.jitter, self.jitter) * 64.0
+        lut = np.clip(np.arange(256, dtype=np.float32)[None, :] * gain[:, None] + bias, 0, 255).astype(np.uint8)
+        out = np.empty((t, self.size[0], self.size[1], 3), np.uint8)
+        for i in range(t):
+            warped = cv2.warpAffine(frames[i], m, (self.size[1], self.size[0]), flags=cv2.INTER_AREA,
+                                    borderMode=cv2.BORDER_REFLECT)
+            out[i] = warped[:, :, ::-1]
+            for c in range(3):
+                out[i, :, :, c] = lut[c][out[i, :, :, c]]
+        return out, label
+
+
+def center_crop_frames(frames: np.ndarray, size: tuple[int, int], crop_scale: float = 1.0) -> np.ndarray:
+    """Deterministic eval transform: short side to size/crop_scale, centre crop; BGR -> RGB."""
+    t, h, w = frames.shape[:3]
+    s = min(size) / crop_scale / min(h, w)
+    rh, rw = max(size[0], round(h * s)), max(size[1], round(w * s))
+    y0, x0 = (rh - size[0]) // 2, (rw - size[1]) // 2
+    out = np.empty((t, size[0], size[1], 3), np.uint8)
+    for i in range(t):
+        r = cv2.resize(frames[i], (rw, rh), interpolation=cv2.INTER_AREA)
+        out[i] = r[y0:y0 + size[0], x0:x0 + size[1], ::-1]
+    return out

@@ -1,0 +1,207 @@
+"""``edge-tsm train --recipe default``: the embedded default model, end to end, in one command.
+
+Generates the procedural motion datasets (training: seed 0; held out: seed 1), trains the causal
+TSM (and with ``--ablation`` the same recipe without the shift), evaluates the exported bundles
+through the runtime engines on the held-out split and writes the figures into ``model.yaml`` and
+``CARD.md``. Copy the resulting bundle folder to ``models/default/`` to ship it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from edge.models.train import TrainConfig, train
+from edge.models.tsm import TSMNet
+
+logger = logging.getLogger(__name__)
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {
+        "synth": {"size": (160, 120), "frames": 24, "fps": 15.0},
+        "train_set": {"seed": 0, "per_class": 200},
+        "test_set": {"seed": 1, "per_class": 60},
+        "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 1, "epochs": 6, "batch": 16, "lr": 0.05,
+                  "weight_decay": 1e-4, "seed": 0},
+    },
+}
+DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
+                     "rotate_ccw")
+
+
+def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> Path:
+    """Generate the dataset unless ``root/synth.json`` says it is already exactly that."""
+    from edge.models.synth import generate_dataset
+    meta = root / "synth.json"
+    want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
+            "fps": synth["fps"]}
+    if meta.is_file():
+        have = json.loads(meta.read_text())
+        if all(have.get(k) == v for k, v in want.items()):
+            logger.info("dataset %s already generated", root)
+            return root
+    logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
+    generate_dataset(root, per_class, seed, size=tuple(synth["size"]), frames=synth["frames"], fps=synth["fps"])
+    return root
+
+
+def count_macs(net: TSMNet, size: int) -> int:
+    """Multiply-accumulates of one online frame (convolutions and the classifier)."""
+    macs = 0
+
+    def conv_hook(m, inp, out):
+        nonlocal macs
+        macs += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def lin_hook(m, inp, out):
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks += [m.register_forward_hook(lin_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return macs
+
+
+def direction_accuracy(result: dict[str, Any]) -> float:
+    """Accuracy over the clips whose true label is one of the eight direction classes."""
+    labels = result["labels"]
+    conf = np.array(result["confusion"])
+    rows = [labels.index(c) for c in DIRECTION_CLASSES if c in labels]
+    total = conf[rows].sum()
+    return float(sum(conf[r, r] for r in rows) / total) if total else float("nan")
+
+
+def _evaluate_all(bundle: Path, test_root: Path) -> dict[str, Any]:
+    from edge.backends import available_engines
+    from edge.models.evaluate import evaluate
+    out = {}
+    for engine in available_engines():
+        t0 = time.perf_counter()
+        r = evaluate(str(bundle), str(test_root), engine=engine, progress=True)
+        r["direction_accuracy"] = direction_accuracy(r)
+        r["seconds"] = round(time.perf_counter() - t0, 1)
+        out[engine] = r
+        logger.info("%s on %s: accuracy %.4f, macro-F1 %.4f, direction classes %.4f", engine, test_root,
+                    r["accuracy"], r["macro_f1"], r["direction_accuracy"])
+    return out
+
+
+def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, threads: int | None,
+               max_steps: int | None, command: str) -> tuple[Path, float]:
+    t = recipe["train"]
+    cfg = TrainConfig(data=str(train_root), out=str(out), shift=shift, threads=threads, max_steps=max_steps,
+                      name="default" if shift != "none" else "default-noshift",
+                      provenance={"recipe": "default", "command": command}, **t)
+    t0 = time.perf_counter()
+    train(cfg)
+    return out, time.perf_counter() - t0
+
+
+def run_recipe(name: str, *, out: str, data_dir: str = "data", no_shift: bool = False, ablation: bool = False,
+               threads: int | None = None, max_steps: int | None = None) -> Path:
+    recipe = RECIPES[name]
+    data = Path(data_dir)
+    s = recipe["synth"]
+    train_root = ensure_synth(data / f"synth-train-s{recipe['train_set']['seed']}", recipe["train_set"]["seed"],
+                              recipe["train_set"]["per_class"], s)
+    test_root = ensure_synth(data / f"synth-test-s{recipe['test_set']['seed']}", recipe["test_set"]["seed"],
+                             recipe["test_set"]["per_class"], s)
+    out_path = Path(out)
+    command = f"edge-tsm train --recipe {name} --out {out}" + (" --ablation" if ablation else "") + \
+        (" --no-shift" if no_shift else "")
+    runs = [("causal" if not no_shift else "none", out_path)]
+    if ablation and not no_shift:
+        runs.append(("none", out_path.parent / f"{out_path.name}-noshift"))
+    results: dict[str, Any] = {}
+    for shift, path in runs:
+        bundle, secs = _train_one(recipe, path, train_root, shift, threads, max_steps, command)
+        results[shift] = {"bundle": str(bundle), "train_seconds": round(secs), "eval": _evaluate_all(bundle, test_root)}
+    main_shift = runs[0][0]
+    _write_figures(out_path, recipe, results, main_shift, test_root, command)
+    return out_path
+
+
+def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any], main_shift: str,
+                   test_root: Path, command: str) -> None:
+    spec = yaml.safe_load((bundle / "model.yaml").read_text())
+    net = TSMNet(len(spec["labels"]), width=spec["width"])
+    macs = count_macs(net, spec["input"]["size"][0])
+    params = sum(p.numel() for p in net.parameters())
+    main = results[main_shift]["eval"]
+    summary = {eng: {"accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4),
+                     "direction_accuracy": round(r["direction_accuracy"], 4), "n": r["n"]}
+               for eng, r in main.items()}
+    spec["provenance"]["heldout"] = {"data": str(test_root), "seed": recipe["test_set"]["seed"], "metrics": summary}
+    spec["provenance"]["train_seconds"] = results[main_shift]["train_seconds"]
+    abl = results.get("none") if main_shift != "none" else None
+    if abl:
+        spec["provenance"]["ablation_noshift"] = {
+            eng: {"accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4),
+                  "direction_accuracy": round(r["direction_accuracy"], 4)} for eng, r in abl["eval"].items()}
+    (bundle / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=120), encoding="utf-8")
+    (bundle / "figures.json").write_text(json.dumps({"results": results, "macs": macs, "params": params},
+                                                    indent=1, default=str), encoding="utf-8")
+    onnx_mb = (bundle / "model.onnx").stat().st_size / 1e6
+    first = next(iter(main.values()))
+    lines = [
+        f"# {spec['name']}: procedural motion classifier (MobileNetV2-TSM, online)", "",
+        "The embedded default model of edge-tsm. It tells nine kinds of motion apart, which a single frame "
+        "cannot show: the classes differ only in how an object moves over time.", "",
+        "## Classes", "",
+        "| # | label | meaning (image coordinates, as displayed) |", "|---|---|---|",
+    ]
+    meaning = {"no_motion": "static scene (flicker, noise, shake only)",
+               "swipe_left": "an object moves towards smaller x", "swipe_right": "towards larger x",
+               "swipe_up": "towards smaller y", "swipe_down": "towards larger y", "zoom_in": "the object grows",
+               "zoom_out": "the object shrinks", "rotate_cw": "turns clockwise", "rotate_ccw": "turns counter-clockwise"}
+    lines += [f"| {i} | {lab} | {meaning.get(lab, '')} |" for i, lab in enumerate(spec["labels"])]
+    t = recipe["train"]
+    lines += [
+        "", "## Network", "",
+        f"- MobileNetV2 width {spec['width']:g}, temporal shift of 1/8 of the channels in the 10 residual blocks, "
+        f"**{spec['temporal']['shift']}** (online: 10 state tensors carried between frames).",
+        f"- Input {spec['input']['size'][0]}x{spec['input']['size'][1]} RGB, ImageNet mean/std, short side "
+        "resized then centre crop.",
+        f"- {params / 1e6:.2f} M parameters, {macs / 1e6:.1f} M multiply-accumulates per frame, "
+        f"model.onnx {onnx_mb:.1f} MB (FP32).", "",
+        "## Training", "",
+        f"- Reproduce: `{command}` (about {results[main_shift]['train_seconds'] / 60:.0f} min of training on a "
+        "2-core CPU, plus data generation and evaluation).",
+        f"- Data: `edge-tsm dataset synth --seed {recipe['train_set']['seed']} --per-class "
+        f"{recipe['train_set']['per_class']}` ({recipe['synth']['size'][0]}x{recipe['synth']['size'][1]}, "
+        f"{recipe['synth']['frames']} frames at {recipe['synth']['fps']:g} fps).",
+        f"- {t['epochs']} epochs, batch {t['batch']} clips of {t['frames']} consecutive frames, SGD momentum 0.9 "
+        f"(Nesterov), lr {t['lr']} with warm-up and cosine decay, weight decay {t['weight_decay']}, label "
+        "smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap the mirrored labels), "
+        f"seed {t['seed']}, from scratch.", "",
+        "## Held-out results", "",
+        f"Held-out split: `edge-tsm dataset synth --seed {recipe['test_set']['seed']} --per-class "
+        f"{recipe['test_set']['per_class']}` ({first['n']} clips), run through the exported bundle by the runtime "
+        "engines (`edge-tsm eval`): clip prediction = argmax of the mean softmax over all the clip's frames.", "",
+        "| model | engine | accuracy | macro-F1 | accuracy on the 8 direction classes |", "|---|---|---|---|---|",
+    ]
+    for eng, r in main.items():
+        lines.append(f"| TSM ({main_shift}) | {eng} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+                     f"{r['direction_accuracy']:.4f} |")
+    if abl:
+        for eng, r in abl["eval"].items():
+            lines.append(f"| no shift (TSN-style ablation, same recipe) | {eng} | {r['accuracy']:.4f} | "
+                         f"{r['macro_f1']:.4f} | {r['direction_accuracy']:.4f} |")
+    lines += ["", "Per-class recall (TSM, " + next(iter(main)) + "):", ""]
+    lines += [f"- {lab}: {first['per_class'][lab]['recall']:.3f}" for lab in spec["labels"]]
+    lines += ["", "## Limits", "",
+              "- Trained only on generated clips: it recognises these nine motions of a single object well, "
+              "real scenes with several moving things far less. Fine-tune on your own clips "
+              "(`edge-tsm train --init`).",
+              f"- Expects about {spec['temporal']['fps']:g} fps; the runtime subsamples faster cameras.", ""]
+    (bundle / "CARD.md").write_text("\n".join(lines), encoding="utf-8")

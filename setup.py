@@ -1,0 +1,46 @@
+"""edge-tsm: online TSM video classification for edge devices (runtime + model toolchain)."""
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+about: dict = {}
+exec((ROOT / "edge" / "__init__.py").read_text(), about)
+
+setup(
+    name="edge-tsm",
+    version=about["__version__"],
+    description="Online Temporal Shift Module video classifier for edge devices (OpenVINO / ONNX Runtime)",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
+    packages=["edge", "edge.backends", "edge.models", "edge.calibration"],
+    package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration"},
+    package_data={"edge.models": ["default/*", "presets/*.txt"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6.0",
+        "pydantic>=2.5",
+        "pyserial>=3.5",
+        "onnx>=1.15",
+    ],
+    extras_require={
+        # Engines are extras: on a Jetson the GPU build of ONNX Runtime comes from JetPack and
+        # must not be replaced by the CPU wheel.
+        "onnxruntime": ["onnxruntime>=1.17"],
+        "openvino": ["openvino>=2024.0"],
+        "train": ["torch==2.13.0", "onnxscript>=0.1", "tqdm>=4.60"],
+        "gpio": ["gpiod>=2.1"],
+        "mqtt": ["paho-mqtt>=2.0"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.90", "tqdm>=4.60"],
+    },
+    entry_points={"console_scripts": ["edge-tsm = edge.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
