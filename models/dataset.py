@@ -191,14 +191,14 @@ class ClipAugment:
             label = self.vperm[label]
         gain = 1.0 + rng.uniform(-self.jitter, self.jitter, size=3) * np.array([1.0, 0.3, 0.3])
         bias = rng.uniform(-self.jitter, self.jitter) * 64.0
-        lut = np.clip(np.arange(256, dtype=np.float32)[None, :] * gain[:, None] + bias, 0, 255).astype(np.uint8)
+        # Per-channel gain (in RGB order) and brightness bias as one lookup table, applied to BGR frames.
+        lut = np.clip(np.arange(256, dtype=np.float32)[:, None] * gain[None, ::-1] + bias, 0, 255)
+        lut = lut.astype(np.uint8).reshape(256, 1, 3)
         out = np.empty((t, self.size[0], self.size[1], 3), np.uint8)
         for i in range(t):
-            warped = cv2.warpAffine(frames[i], m, (self.size[1], self.size[0]), flags=cv2.INTER_AREA,
+            warped = cv2.warpAffine(frames[i], m, (self.size[1], self.size[0]), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT)
-            out[i] = warped[:, :, ::-1]
-            for c in range(3):
-                out[i, :, :, c] = lut[c][out[i, :, :, c]]
+            out[i] = cv2.LUT(warped, lut)[:, :, ::-1]
         return out, label
 
 

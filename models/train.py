@@ -140,9 +140,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                           nesterov=True)
     aug = ClipAugment((cfg.size, cfg.size), ds.labels)
     steps_per_epoch = max(1, len(src) // cfg.batch)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    total = steps_per_epoch * cfg.epochs          # the schedule's length
+    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     ckpt_path = out / "checkpoint.pt"
     start_epoch, step, history = 0, 0, []
     if cfg.resume and ckpt_path.is_file():
@@ -150,17 +149,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step, history = ck["epoch"], ck["step"], ck.get("history", [])
+        torch.set_rng_state(ck["torch_rng"])
         logger.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
 
     bar = None
     if progress:
         try:
             from tqdm import tqdm
-            bar = tqdm(total=total, initial=step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
         except ImportError:
             bar = None
     for epoch in range(start_epoch, cfg.epochs):
-        if step >= total:
+        if step >= stop_at:
             break
         net.train()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -168,7 +168,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         seen = correct = 0
         loss_sum = 0.0
         for b in range(steps_per_epoch):
-            if step >= total:
+            if step >= stop_at:
                 break
             idx = order[b * cfg.batch:(b + 1) * cfg.batch]
             clips, targets = [], []
@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             step += 1
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -200,7 +200,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         logger.info("epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, cfg.epochs, history[-1]["loss"],
                     history[-1]["train_acc"])
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                    "history": history, "meta": checkpoint_meta(cfg, ds.labels, fps)}, ckpt_path)
+                    "history": history, "torch_rng": torch.get_rng_state(),
+                    "meta": checkpoint_meta(cfg, ds.labels, fps)}, ckpt_path)
     if bar is not None:
         bar.close()
     net = net.to(memory_format=torch.contiguous_format).eval()

@@ -1,0 +1,162 @@
+"""Per-frame probabilities -> classification events. Pure: no I/O, no clock (time is passed in).
+
+One detector per camera. Each frame: the probabilities are smoothed (moving average over
+``window`` frames, or EMA), then a small state machine with hysteresis runs:
+
+* idle: the best non-ignored label must stay at or above its ``enter`` threshold for ``min_frames``
+  consecutive frames, and its ``cooldown_s`` since its last event must have passed -> ``start``;
+* active: the event ends when its label's smoothed score falls below ``exit`` -> ``end``
+  (``frames`` = frames the event lasted, ``score`` = its peak smoothed score).
+
+:meth:`EventDetector.flush` ends an active event (a capture gap, shutdown).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    enter: float = 0.7
+    exit: float = 0.5
+    min_frames: int = 4
+    cooldown_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    window: int = 8
+    smoothing: str = "mean"          # mean | ema
+    ema_alpha: float | None = None   # default 2 / (window + 1)
+    defaults: Thresholds = field(default_factory=Thresholds)
+    ignore: tuple[str, ...] = ()
+    classes: dict[str, Thresholds] = field(default_factory=dict)
+
+
+def iso_ts(t: float) -> str:
+    """Seconds since the epoch -> ``2026-11-24T14:03:05.123Z``."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class EventDetector:
+    """Hysteresis over smoothed scores for one camera; see the module docstring."""
+
+    def __init__(self, labels: list[str], settings: EventSettings, camera: str = "camera") -> None:
+        self.labels = list(labels)
+        self.settings = settings
+        self.camera = camera
+        k = len(labels)
+        unknown = [n for n in (*settings.ignore, *settings.classes) if n not in self.labels]
+        if unknown:
+            raise ValueError(f"unknown label {unknown[0]!r}; the model's labels are {', '.join(self.labels)}")
+        th = [settings.classes.get(n, settings.defaults) for n in self.labels]
+        self._enter = np.array([t.enter for t in th], np.float32)
+        self._exit = np.array([t.exit for t in th], np.float32)
+        self._min_frames = [t.min_frames for t in th]
+        self._cooldown = [t.cooldown_s for t in th]
+        self._eligible = np.array([n not in settings.ignore for n in self.labels])
+        self._ring = np.zeros((max(1, settings.window), k), np.float32)
+        self._sum = np.zeros(k, np.float64)
+        self._smoothed = np.zeros(k, np.float32)
+        self._alpha = settings.ema_alpha or 2.0 / (settings.window + 1)
+        self._count = 0
+        self._seq = 0
+        self._n_events = 0
+        self._last_end = np.full(k, -np.inf)
+        self._candidate = -1
+        self._candidate_frames = 0
+        self._candidate_since = 0.0
+        self._active: dict[str, Any] | None = None
+
+    @property
+    def smoothed(self) -> np.ndarray:
+        return self._smoothed
+
+    @property
+    def active_label(self) -> str | None:
+        return self._active["label"] if self._active else None
+
+    def reset(self, ts: float) -> list[dict[str, Any]]:
+        """Forget the smoothing history (after a capture gap); ends an active event."""
+        events = self.flush(ts)
+        self._ring[:] = 0
+        self._sum[:] = 0
+        self._count = 0
+        self._candidate, self._candidate_frames = -1, 0
+        return events
+
+    def update(self, probs: np.ndarray, ts: float) -> list[dict[str, Any]]:
+        """Feed one frame's probabilities at time ``ts`` (seconds); return the events it causes."""
+        s = self._smooth(probs)
+        events: list[dict[str, Any]] = []
+        if self._active is not None:
+            i = self._active["index"]
+            if s[i] < self._exit[i]:
+                events.append(self._end(ts))
+            else:
+                self._active["frames"] += 1
+                self._active["peak"] = max(self._active["peak"], float(s[i]))
+                return events
+        masked = np.where(self._eligible, s, -1.0)
+        best = int(np.argmax(masked))
+        if masked[best] >= self._enter[best]:
+            if best != self._candidate:
+                self._candidate, self._candidate_frames, self._candidate_since = best, 0, ts
+            self._candidate_frames += 1
+            if (self._candidate_frames >= self._min_frames[best]
+                    and ts - self._last_end[best] >= self._cooldown[best]):
+                events.append(self._start(best, float(s[best]), ts))
+        else:
+            self._candidate, self._candidate_frames = -1, 0
+        return events
+
+    def flush(self, ts: float) -> list[dict[str, Any]]:
+        return [self._end(ts)] if self._active is not None else []
+
+    def _smooth(self, probs: np.ndarray) -> np.ndarray:
+        if self.settings.smoothing == "ema":
+            if self._count == 0:
+                self._smoothed[:] = probs
+            else:
+                self._smoothed += self._alpha * (probs - self._smoothed)
+            self._count += 1
+            return self._smoothed
+        w = self._ring.shape[0]
+        slot = self._count % w
+        if self._count >= w:
+            self._sum -= self._ring[slot]
+        self._ring[slot] = probs
+        self._sum += probs
+        self._count += 1
+        np.divide(self._sum, min(self._count, w), out=self._smoothed, casting="unsafe")
+        return self._smoothed
+
+    def _event(self, kind: str, ts: float) -> dict[str, Any]:
+        a = self._active
+        assert a is not None
+        self._seq += 1
+        return {"v": SCHEMA_VERSION, "event": kind, "id": a["id"], "camera": self.camera, "label": a["label"],
+                "score": round(a["peak"] if kind == "end" else a["score"], 4), "ts": iso_ts(ts),
+                "start_ts": iso_ts(a["start"]), "frames": a["frames"], "seq": self._seq}
+
+    def _start(self, index: int, score: float, ts: float) -> dict[str, Any]:
+        self._n_events += 1
+        start = self._candidate_since
+        self._active = {"index": index, "label": self.labels[index], "score": score, "peak": score,
+                        "start": start, "frames": self._candidate_frames,
+                        "id": f"{self.camera}-{int(start * 1000):x}-{self._n_events}"}
+        self._candidate, self._candidate_frames = -1, 0
+        return self._event("start", ts)
+
+    def _end(self, ts: float) -> dict[str, Any]:
+        ev = self._event("end", ts)
+        assert self._active is not None
+        self._last_end[self._active["index"]] = ts
+        self._active = None
+        return ev
