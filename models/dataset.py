@@ -161,8 +161,8 @@ class ClipAugment:
 
     size: tuple[int, int]                  # H, W of the network input
     labels: list[str]
-    crop_scale: float = 1.0
-    scale_range: tuple[float, float] = (0.75, 1.0)
+    resize: str = "stretch"                # stretch: crops of the whole frame; short_side_crop: square crops
+    scale_range: tuple[float, float] = (0.8, 1.0)
     hflip: bool = True
     vflip: bool = True
     jitter: float = 0.25
@@ -174,9 +174,13 @@ class ClipAugment:
     def __call__(self, frames: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """frames: T x H x W x 3 uint8 BGR -> (T x H' x W' x 3 uint8 RGB at ``size``, new label)."""
         t, h, w = frames.shape[:3]
-        side = min(h, w) * rng.uniform(*self.scale_range)
+        scale = rng.uniform(*self.scale_range)
         aspect = np.exp(rng.uniform(-0.1, 0.1))
-        ch, cw = min(h, side * aspect), min(w, side / aspect)
+        if self.resize == "stretch":
+            ch, cw = min(h, h * scale * aspect), min(w, w * scale / aspect)
+        else:
+            side = min(h, w) * scale
+            ch, cw = min(h, side * aspect), min(w, side / aspect)
         y0, x0 = rng.uniform(0, h - ch), rng.uniform(0, w - cw)
         # One affine map per clip: crop + resize in a single warp per frame.
         sx, sy = self.size[1] / cw, self.size[0] / ch
@@ -202,9 +206,13 @@ class ClipAugment:
         return out, label
 
 
-def center_crop_frames(frames: np.ndarray, size: tuple[int, int], crop_scale: float = 1.0) -> np.ndarray:
-    """Deterministic eval transform: short side to size/crop_scale, centre crop; BGR -> RGB."""
+def center_crop_frames(frames: np.ndarray, size: tuple[int, int], crop_scale: float = 1.0,
+                       resize: str = "short_side_crop") -> np.ndarray:
+    """Deterministic eval transform, BGR -> RGB: ``stretch`` resizes the whole frame to ``size``;
+    ``short_side_crop`` resizes the short side to size/crop_scale and takes the centre crop."""
     t, h, w = frames.shape[:3]
+    if resize == "stretch":
+        return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)[:, :, ::-1] for f in frames])
     s = min(size) / crop_scale / min(h, w)
     rh, rw = max(size[0], round(h * s)), max(size[1], round(w * s))
     y0, x0 = (rh - size[0]) // 2, (rw - size[1]) // 2

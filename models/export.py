@@ -151,7 +151,7 @@ def export_onnx(net: TSMNet, path: Path, size: tuple[int, int]) -> list[dict[str
 
 def export_bundle(net: TSMNet, out: str | Path, labels: list[str], *, size: tuple[int, int], name: str,
                   fps: float = 15.0, frame_stride: int = 1, clip_frames: int = 8, shift: str | None = None,
-                  crop_scale: float = 1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  crop_scale: float = 1.0, resize: str = "short_side_crop", mean=IMAGENET_MEAN, std=IMAGENET_STD,
                   provenance: dict[str, Any] | None = None, card: str | None = None) -> Path:
     """Write ``model.onnx``, ``model.yaml`` and ``CARD.md`` into ``out``; return the folder."""
     out = Path(out)
@@ -166,7 +166,7 @@ def export_bundle(net: TSMNet, out: str | Path, labels: list[str], *, size: tupl
         "labels": list(labels),
         "input": {"name": "frame", "size": [int(size[0]), int(size[1])], "layout": "NCHW", "colour": "RGB",
                   "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-                  "resize": "short_side_crop", "crop_scale": float(crop_scale)},
+                  "resize": resize, "crop_scale": float(crop_scale)},
         "output": {"name": "logits"},
         "states": states,
         "temporal": {"shift": shift or net.shift_mode, "fps": float(fps), "frame_stride": int(frame_stride),
@@ -206,9 +206,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, arch: str = "m
     if layout == "edge":
         side = meta.get("size", [112, 112])
         crop_scale = float(meta.get("crop_scale", 1.0))
+        resize = meta.get("resize", "stretch")
     else:  # the reference models were trained at 224 from a 256 short side
         side = [224, 224]
         crop_scale = 224 / 256
+        resize = "short_side_crop"
     if size:
         side = [size, size]
     prov = {"checkpoint": str(checkpoint), "layout": layout}
@@ -217,4 +219,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, arch: str = "m
                          name=name or meta.get("name") or Path(out).name,
                          fps=float(meta.get("fps", 15.0 if layout == "edge" else 12.0)),
                          frame_stride=int(meta.get("frame_stride", 1)), clip_frames=int(meta.get("clip_frames", 8)),
-                         shift=meta.get("shift", "causal"), crop_scale=crop_scale, provenance=prov)
+                         shift=meta.get("shift", "causal"), crop_scale=crop_scale, resize=resize,
+                         provenance=prov)

@@ -104,7 +104,7 @@ def validate(net: TSMNet, src: ClipSource, size: int, stride: int) -> dict[str, 
     correct = 0
     for i, clip in enumerate(src.ds.clips):
         frames = src.frames(i)[::stride]
-        x = to_tensor(center_crop_frames(frames, (size, size)))[None].contiguous(memory_format=torch.contiguous_format)
+        x = to_tensor(center_crop_frames(frames, (size, size), resize="stretch"))[None].contiguous(memory_format=torch.contiguous_format)
         prob = F.softmax(net(x)[0], dim=-1).mean(0)
         correct += int(prob.argmax()) == clip.label
     return {"accuracy": correct / max(1, len(src))}
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=True)
-    aug = ClipAugment((cfg.size, cfg.size), ds.labels)
+    aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
     steps_per_epoch = max(1, len(src) // cfg.batch)
     total = steps_per_epoch * cfg.epochs          # the schedule's length
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     prov = dict(meta["provenance"])
     prov["metrics"] = metrics
     export_bundle(net, out, ds.labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,
-                  frame_stride=cfg.stride, clip_frames=cfg.frames, provenance=prov)
+                  frame_stride=cfg.stride, clip_frames=cfg.frames, resize="stretch", provenance=prov)
     (out / "train.json").write_text(json.dumps({"config": asdict(cfg), "history": history, "metrics": metrics},
                                                indent=1), encoding="utf-8")
     return out
@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
 def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str, Any]:
     return {"layout": "edge", "labels": list(labels), "width": cfg.width, "shift": cfg.shift,
-            "size": [cfg.size, cfg.size], "crop_scale": 1.0, "fps": fps, "frame_stride": cfg.stride,
+            "size": [cfg.size, cfg.size], "crop_scale": 1.0, "resize": "stretch", "fps": fps, "frame_stride": cfg.stride,
             "clip_frames": cfg.frames, "name": cfg.name,
             "provenance": {"data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs, "shift": cfg.shift,
                            **cfg.provenance}}

@@ -1,0 +1,143 @@
+"""OpenVINO engine: CPU, Intel GPU, NPU, or AUTO (with a priority list, ``AUTO:NPU,GPU,CPU``).
+
+Trap: on CPUs with bf16 (AMX/AVX512-BF16) OpenVINO runs a float model in bf16 unless
+``INFERENCE_PRECISION_HINT`` is ``f32``; ``precision_hint='f32'`` (the default) sets it, and the
+precision actually used is logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from edge.backends import one_line, zero_feeds
+from edge.errors import DeviceError, InputError, ModelError
+
+logger = logging.getLogger(__name__)
+
+VIRTUAL = ("AUTO", "MULTI", "HETERO", "BATCH")  # devices that pick or combine the real ones
+
+
+def _base(device: str) -> str:
+    return device.split(".")[0]
+
+
+def check_device(device: str, available: list[str]) -> str | None:
+    """None when ``device`` can run here, else why not (one line)."""
+    kind, _, rest = device.partition(":")
+    if kind in VIRTUAL:
+        wanted = [d for d in rest.split(",") if d]
+        if wanted and not any(d in available or _base(d) in {_base(a) for a in available} for d in wanted):
+            return f"none of {', '.join(wanted)} is available"
+        return None
+    if device in available or (device == _base(device) and device in {_base(a) for a in available}):
+        return None
+    return "not available"
+
+
+class OpenVinoBackend:
+    """One compiled model and one infer request, tuned for latency (see :func:`create_backend`)."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: Path, *, device: str = "CPU", threads: int | None = None,
+                 precision_hint: str = "f32", cache_dir: Path | None = None, allow_fallback: bool = False) -> None:
+        """Read, compile and warm up the model.
+
+        Raises:
+            DeviceError: the device is not available (unless allow_fallback) or cannot compile the model.
+            InputError: ``model_path`` does not exist.
+            ModelError: OpenVINO cannot read the model or run it.
+        """
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise InputError(f"model {self.model_path}: no such file")
+        core = ov.Core()
+        available = list(core.available_devices)
+        device = device.strip()
+        device = device.upper()  # OpenVINO device names are upper case: 'cpu' -> 'CPU'
+        requested = device
+        why = check_device(device, available)
+        if why:
+            msg = f"openvino device {device!r}: {why} (available: {', '.join(available) or 'none'}; also AUTO)"
+            if not allow_fallback:
+                raise DeviceError(msg)
+            logger.warning("%s; falling back to CPU", msg)
+            device = "CPU"
+        try:
+            model = core.read_model(str(self.model_path))
+        except RuntimeError as e:
+            raise ModelError(f"model {self.model_path}: openvino cannot read it ({one_line(e)})") from None
+        config = self._config(device, threads, precision_hint, cache_dir)
+        try:
+            self._compiled: Any = core.compile_model(model, device, config)
+        except RuntimeError as e:
+            raise DeviceError(f"openvino device {device!r}: cannot compile {self.model_path} ({one_line(e)})") from None
+        self._request: Any = self._compiled.create_infer_request()
+        self.requested_device = requested
+        self.device = ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
+        self.precision_note = self._precision(precision_hint)
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self._compiled.outputs]
+        self._input_set = set(self.input_names)
+        specs = []
+        for p in self._compiled.inputs:
+            shape = tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
+            specs.append((p.get_any_name(), shape, p.get_element_type().to_dtype()))
+        t0 = time.perf_counter()
+        self.run(zero_feeds(specs))
+        self.warmup_s = time.perf_counter() - t0
+        logger.info("openvino: %s on %s (asked %s), precision %s, threads %s, warm-up %.1f ms",
+                    self.model_path.name, self.device, requested, self.precision_note, threads or "default",
+                    self.warmup_s * 1e3)
+
+    @staticmethod
+    def _config(device: str, threads: int | None, precision_hint: str, cache_dir: Path | None) -> dict[str, Any]:
+        kind = device.partition(":")[0]
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision_hint == "f32" and _base(kind) != "NPU":  # the NPU computes in f16 whatever it is told
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(cache_dir)
+        if threads:
+            if _base(kind) == "CPU":
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+            elif kind in VIRTUAL:
+                config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_NUM_THREADS": int(threads)}}
+            else:
+                logger.debug("openvino: threads=%s ignored on %s (a CPU setting)", threads, device)
+        return config
+
+    def _precision(self, precision_hint: str) -> str:
+        try:
+            return str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        except RuntimeError:  # AUTO and friends do not report it
+            return "f32 (requested)" if precision_hint == "f32" else "device default"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference; outputs by name, copied out of the request (it reuses its tensors).
+
+        Raises:
+            ModelError: the inference failed (wrong feed names, shapes or types).
+        """
+        if self._request is None:
+            raise ModelError(f"model {self.model_path}: the openvino backend is closed")
+        if feeds.keys() != self._input_set:  # OpenVINO would silently reuse the last value of a missing input
+            missing = sorted(self._input_set - feeds.keys())
+            unknown = sorted(feeds.keys() - self._input_set)
+            raise ModelError(f"model {self.model_path}: openvino inference failed (missing inputs: "
+                             f"{', '.join(missing) or 'none'}; unknown inputs: {', '.join(unknown) or 'none'})")
+        try:
+            res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
+        return dict(zip(self.output_names, res.to_tuple()))
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None

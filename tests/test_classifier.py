@@ -1,0 +1,107 @@
+"""Online classification: states fed back frame by frame, reset, clip windows; both engines and numpy agree."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from edge.backends import ENGINES, available_engines, create_backend
+from edge.bundle import load_bundle
+from edge.classifier import OnlineClassifier
+from edge.errors import DataError, ModelError
+from tinymodel import build_tiny_bundle, build_tiny_clip_bundle, reference
+
+ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                                                             reason=f"{name} not installed"))
+                 for name in ENGINES]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(build_tiny_bundle(tmp_path_factory.mktemp("tiny")))
+
+
+def _frames(n: int, seed: int = 0, hw=(24, 32)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), np.uint8) for _ in range(n)]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z.reshape(-1).astype(np.float64) - z.max())
+    return e / e.sum()
+
+
+def _classifier(bundle, engine: str) -> OnlineClassifier:
+    return OnlineClassifier(bundle, create_backend(engine, bundle.graph_path()))
+
+
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
+def test_steps_equal_numpy_reimplementation(bundle, engine):
+    clf = _classifier(bundle, engine)
+    frames = _frames(8)
+    inputs = [clf.preprocess(f).copy() for f in frames]
+    want = [_softmax(z) for z in reference().run_sequence(inputs)]
+    got = [clf.step(f) for f in frames]
+    for g, w in zip(got, want):
+        assert g.dtype == np.float32 and g.shape == (3,)
+        np.testing.assert_allclose(g, w, atol=1e-5)
+        assert abs(float(g.sum()) - 1) < 1e-5
+    # States matter: the same frame again scores differently than after a reset.
+    clf.reset()
+    a, b = clf.step(frames[0]), clf.step(frames[0])
+    assert not np.allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(a, want[0], atol=1e-5)
+
+
+@pytest.mark.skipif(len(available_engines()) < 2, reason="needs two engines")
+def test_engines_agree_frame_by_frame(bundle):
+    a, b = (_classifier(bundle, e) for e in available_engines()[:2])
+    for f in _frames(12, seed=3, hw=(48, 64)):
+        np.testing.assert_allclose(a.step(f), b.step(f), atol=1e-5)
+
+
+def test_reset_starts_over(bundle):
+    clf = _classifier(bundle, available_engines()[0])
+    frames = _frames(5, seed=4)
+    first = [clf.step(f) for f in frames]
+    assert clf.frames == 5
+    clf.reset()
+    assert clf.frames == 0
+    assert all(not s.any() for name, s in clf._feeds.items() if name.startswith("state"))
+    again = [clf.step(f) for f in frames]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_step_input_and_its_checks(bundle):
+    clf = _classifier(bundle, available_engines()[0])
+    x = np.random.default_rng(5).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    want = _softmax(reference().run_sequence([x])[0])
+    np.testing.assert_allclose(clf.step_input(x), want, atol=1e-5)
+    with pytest.raises(DataError, match=r"expected float32 \[1, 3, 16, 16\]"):
+        clf.step_input(np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(DataError):
+        clf.step_input(x.astype(np.float64))
+
+
+def test_backend_of_another_graph_is_refused(bundle, tmp_path):
+    clip = build_tiny_clip_bundle(tmp_path / "clip")
+    with pytest.raises(ModelError, match="does not match model.yaml"):
+        OnlineClassifier(bundle, create_backend(available_engines()[0], clip / "model.onnx"))
+
+
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
+def test_clip_bundle_runs_as_sliding_window(engine, tmp_path):
+    t = 4
+    b = load_bundle(build_tiny_clip_bundle(tmp_path / "clip", clip_frames=t))
+    clf = _classifier(b, engine)
+    frames = _frames(7, seed=6)
+    xs = [clf.preprocess(f).copy()[0] for f in frames]
+    ref = reference(clip_frames=t)
+    for i, f in enumerate(frames):
+        window = [xs[0]] * max(0, t - 1 - i) + xs[max(0, i - t + 1):i + 1]  # padded with the first frame
+        want = _softmax(ref.clip(np.stack(window)[None]))
+        np.testing.assert_allclose(clf.step(f), want, atol=1e-5)
+    clf.reset()
+    np.testing.assert_allclose(clf.step(frames[3]), _softmax(ref.clip(np.stack([xs[3]] * t)[None])), atol=1e-5)
