@@ -88,6 +88,47 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- classify / run --------------------------------------------------------------------------------
+def _print_event(ev: dict) -> None:
+    print(json.dumps(ev, separators=(",", ":")), flush=True)
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    from edge.classify import classify_video
+    res = classify_video(a.video, model=a.model, engine=a.engine, precision=a.precision, device=a.device,
+                         threads=a.threads, per_frame=a.per_frame, camera=a.camera, on_event=_print_event)
+    logger.info("%d frames at %.1f frames/s, %d events", res.frames_read, res.classify_fps, len(res.events))
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    if not a.demo:
+        raise UsageError("run: this version runs only the demo (edge-tsm run --demo); the camera daemon "
+                         "with a config file is not built yet")
+    import tempfile
+
+    from edge.classify import classify_video
+    from edge.demo import make_demo_clip
+    with tempfile.TemporaryDirectory(prefix="edge-tsm-demo-") as tmp:
+        clip = Path(tmp) / "demo.avi"
+        segments = make_demo_clip(clip)
+        print("demo: a generated 640x480 clip shows " + ", ".join(
+            f"{s.label} at {s.start_s:.1f}-{s.end_s:.1f} s" for s in segments), file=sys.stderr)
+        res = classify_video(clip, model=a.model, engine=a.engine, precision=a.precision, device=a.device,
+                             camera="demo", start_time=0.0, on_event=_print_event)
+    starts = [e for e in res.events if e["event"] == "start"]
+    hits = sum(1 for s in segments if any(e["label"] == s.label for e in starts
+                                          if s.start_s - 0.5 <= _seconds(e["ts"]) <= s.end_s + 1.5))
+    print(f"demo: {len(segments)} motions shown, {len(starts)} events started, {hits} of the motions "
+          f"recognised; {res.frames_read} frames at {res.classify_fps:.0f} frames/s", file=sys.stderr)
+    return 0
+
+
+def _seconds(ts: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
 # --- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-tsm", description="Online TSM video classification for edge devices.")
@@ -143,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.set_defaults(func=cmd_export)
 
+    rn = sub.add_parser("run", help="the classifier; --demo: the embedded model on a generated clip")
+    rn.add_argument("--demo", action="store_true", help="classify a generated clip and print the events")
+    _engine_args(rn)
+    rn.set_defaults(func=cmd_run)
+
+    cl = sub.add_parser("classify", help="events (JSON lines) from a video file")
+    cl.add_argument("video", help="a video file OpenCV can decode (mp4v, MJPG, ...)")
+    _engine_args(cl)
+    cl.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")
+    cl.add_argument("--camera", help="camera name in the events (default: the file's name)")
+    cl.add_argument("--per-frame", metavar="CSV", help="write per-frame probabilities (frame, time, one column per label)")
+    cl.set_defaults(func=cmd_classify)
+
     ev = sub.add_parser("eval", help="accuracy, macro-F1, confusion of a bundle on a dataset (runtime engines)")
     ev.add_argument("--model", default="default", help="bundle folder or name (default: default)")
     ev.add_argument("--data", required=True, help="dataset ROOT/<label>/*.mp4")
@@ -154,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", help="write the confusion matrix as a PNG")
     ev.set_defaults(func=cmd_eval)
     return p
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="bundle folder or name (default: default)")
+    p.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino (default: onnxruntime)")
+    p.add_argument("--device", default="CPU", help="engine device (CPU, GPU, NPU, AUTO, cuda, tensorrt)")
+    p.add_argument("--precision", choices=["fp32", "int8"], help="graph to run (default: the bundle's)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,54 @@
+"""``edge-tsm run --demo``: a generated camera clip with known motions, classified by a bundle.
+
+The clip strings together procedural motion segments (``edge.models.synth``) separated by still
+stretches, upscaled to 640x480 like a camera's frames and written as MJPG, then runs through the
+same path as ``classify``. The script of what was shown goes to stderr so the events on stdout can
+be checked against it by eye.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import InputError
+
+DEMO_SCRIPT = ("swipe_left", "zoom_in", "rotate_cw", "swipe_down", "zoom_out", "swipe_right")
+
+
+@dataclass(frozen=True)
+class Segment:
+    label: str
+    start_s: float
+    end_s: float
+
+
+def make_demo_clip(path: str | Path, *, seed: int = 7, fps: float = 15.0, size: tuple[int, int] = (640, 480),
+                   motion_frames: int = 24, still_frames: int = 18,
+                   script: tuple[str, ...] = DEMO_SCRIPT) -> list[Segment]:
+    """Write the demo clip to ``path`` (MJPG .avi) and return the motion segments it shows.
+
+    Raises:
+        InputError: the file cannot be written.
+    """
+    from edge.models.synth import render_clip
+    path = Path(path)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not vw.isOpened():
+        raise InputError(f"demo clip {path}: cannot be written (OpenCV VideoWriter with MJPG failed)")
+    rng = np.random.default_rng(seed)
+    segments: list[Segment] = []
+    n = 0
+    try:
+        for label in ("no_motion", *sum(((lab, "no_motion") for lab in script), ())):
+            frames = render_clip(label, rng, frames=motion_frames if label != "no_motion" else still_frames)
+            if label != "no_motion":
+                segments.append(Segment(label, n / fps, (n + len(frames)) / fps))
+            for f in frames:
+                vw.write(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR))
+            n += len(frames)
+    finally:
+        vw.release()
+    return segments
