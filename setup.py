@@ -18,7 +18,8 @@ setup(
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
     packages=["edge", "edge.backends", "edge.models", "edge.calibration"],
     package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration"},
-    package_data={"edge.models": ["default/*", "presets/*.txt"]},
+    package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",
+                                   "presets/*.txt"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

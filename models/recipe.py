@@ -25,10 +25,10 @@ logger = logging.getLogger(__name__)
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {
         "synth": {"size": (160, 120), "frames": 24, "fps": 15.0},
-        "train_set": {"seed": 0, "per_class": 200},
+        "train_set": {"seed": 0, "per_class": 700},
         "test_set": {"seed": 1, "per_class": 60},
-        "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 1, "epochs": 6, "batch": 16, "lr": 0.05,
-                  "weight_decay": 1e-4, "seed": 0},
+        "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 3, "epochs": 3, "batch": 16, "lr": 0.01,
+                  "weight_decay": 1e-4, "seed": 0, "threads": 2},
     },
 }
 DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
@@ -37,10 +37,10 @@ DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoo
 
 def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> Path:
     """Generate the dataset unless ``root/synth.json`` says it is already exactly that."""
-    from edge.models.synth import generate_dataset
+    from edge.models.synth import GENERATOR_VERSION, generate_dataset
     meta = root / "synth.json"
     want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
-            "fps": synth["fps"]}
+            "fps": synth["fps"], "generator": GENERATOR_VERSION}
     if meta.is_file():
         have = json.loads(meta.read_text())
         if all(have.get(k) == v for k, v in want.items()):
@@ -99,7 +99,10 @@ def _evaluate_all(bundle: Path, test_root: Path) -> dict[str, Any]:
 def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, threads: int | None,
                max_steps: int | None, command: str) -> tuple[Path, float]:
     t = recipe["train"]
-    cfg = TrainConfig(data=str(train_root), out=str(out), shift=shift, threads=threads, max_steps=max_steps,
+    t = dict(t)
+    if threads:
+        t["threads"] = threads
+    cfg = TrainConfig(data=str(train_root), out=str(out), shift=shift, max_steps=max_steps,
                       name="default" if shift != "none" else "default-noshift",
                       provenance={"recipe": "default", "command": command}, **t)
     t0 = time.perf_counter()

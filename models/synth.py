@@ -32,6 +32,7 @@ CLASSES: tuple[str, ...] = (
     "no_motion", "swipe_left", "swipe_right", "swipe_up", "swipe_down",
     "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw",
 )
+GENERATOR_VERSION = 2  # bump when the clips a seed gives change
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "polygon", "star", "blob", "hand")
 OBJ_TEXTURES = ("flat", "noise", "stripes", "checker", "gradient")
 BG_TEXTURES = ("noise", "blurred_noise", "gradient", "stripes", "rects", "checker")
@@ -86,7 +87,7 @@ def _two_tone(v: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     return (c1 + v[..., None] * (c2 - c1)).astype(np.float32)
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int, h: int, difficulty: float = 1.0) -> np.ndarray:
     """A static ``h x w x 3`` float32 background in [0, 255]: texture, blur, brightness, contrast."""
     kind = str(rng.choice(BG_TEXTURES))
     c1, c2 = rng.random(3), rng.random(3)
@@ -104,7 +105,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         img = img * 0.7 + 0.3 * _two_tone(layer, rng.random(3), rng.random(3))
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 2.5))
-    img = rng.uniform(0.12, 0.82) + (img - img.mean()) * rng.uniform(0.25, 1.1)
+    img = rng.uniform(0.12, 0.82) + (img - img.mean()) * rng.uniform(0.05, 0.05 + 1.05 * difficulty)
     return (np.clip(img, 0, 1) * 255).astype(np.float32)
 
 
@@ -159,9 +160,9 @@ def _draw_shape(mask: np.ndarray, shape: str, rng: np.random.Generator, c: float
         cv2.fillPoly(mask, _pts(pts + c), 255, aa, sh)
 
 
-def _object_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
+def _object_colour(rng: np.random.Generator, bg_mean: np.ndarray, difficulty: float = 1.0) -> np.ndarray:
     """A colour in [0, 1]: usually well apart from the background, sometimes low-contrast."""
-    if rng.random() < 0.25:
+    if rng.random() < 0.25 * difficulty:
         d = _unit(rng) * rng.uniform(0.1, 0.2)
         c = bg_mean + d if np.all((bg_mean + d >= 0) & (bg_mean + d <= 1)) else bg_mean - d
         return np.clip(c, 0, 1)
@@ -173,7 +174,8 @@ def _object_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
     return c
 
 
-def _sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray) -> tuple[np.ndarray, dict]:
+def _sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray,
+            difficulty: float = 1.0) -> tuple[np.ndarray, dict]:
     """The object, drawn once per clip at ``diam`` pixels: ``s x s x 4`` premultiplied BGR*alpha
     (0..255) and alpha (0..1), float32. Always rotation-visible: near-symmetric shapes without
     stripes or checks get a contrasting mark (for every class, so the mark does not give it away)."""
@@ -183,7 +185,7 @@ def _sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray) -> tuple
     mask = np.zeros((s, s), np.uint8)
     shape = str(rng.choice(SHAPES))
     _draw_shape(mask, shape, rng, c, r)
-    c1 = _object_colour(rng, bg_mean)
+    c1 = _object_colour(rng, bg_mean, difficulty)
     c2 = np.clip(c1 + _unit(rng) * rng.uniform(0.25, 0.6), 0, 1)
     kind = str(rng.choice(OBJ_TEXTURES))
     tex = _two_tone(_pattern(rng, kind, s, s), c1, c2)
@@ -287,12 +289,16 @@ def _blend(frame: np.ndarray, sprite: np.ndarray, m: np.ndarray) -> None:
 
 
 def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (160, 120),
-                frames: int = 24, *, return_params: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
+                frames: int = 24, *, difficulty: float | None = None,
+                return_params: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
     """Render one clip of class ``label``: ``frames x H x W x 3`` uint8 BGR (``size`` is (W, H)).
 
     With ``return_params`` also return the per-frame parameters: ``cx, cy, size, angle`` of the
     object (centre without shake, diameter in pixels, degrees with positive = counter-clockwise
     on screen), ``shake`` (frames x 2, pixels), ``gain``, and the clip's look (shape, texture...).
+    ``difficulty`` in [0, 1] scales the nuisances (background contrast, low-contrast objects, shake,
+    sensor noise, JPEG); ``None`` draws it uniformly per clip, so a dataset mixes plain scenes that
+    make the motion easy to discover with cluttered ones.
     Raises:
         DataError: unknown label, fewer than 2 frames or a frame smaller than 16 x 16.
     """
@@ -302,13 +308,14 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
     if frames < 2 or w < 16 or h < 16:
         raise DataError(f"synthetic clip needs >= 2 frames of >= 16x16 pixels, got {frames} of {w}x{h}")
     n = int(frames)
-    bg = _background(rng, w, h)
+    d = float(rng.uniform(0, 1)) if difficulty is None else float(np.clip(difficulty, 0, 1))
+    bg = _background(rng, w, h, d)
     traj = _trajectory(label, rng, w, h, n)
     sprite_diam = float(traj["size"].max())
-    sprite, look = _sprite(rng, sprite_diam, bg.mean(axis=(0, 1)) / 255)
+    sprite, look = _sprite(rng, sprite_diam, bg.mean(axis=(0, 1)) / 255, d)
     pivot = look.pop("pivot")
     # Camera shake: small zero-mean jitter (sometimes smoothed); its mean is removed, no drift.
-    shake = rng.normal(0, 0 if rng.random() < 0.15 else rng.uniform(0.3, 2.0), (n, 2))
+    shake = rng.normal(0, 0 if rng.random() < 0.15 else rng.uniform(0.3, 2.0) * d, (n, 2))
     if rng.random() < 0.5:
         shake = (np.vstack([shake[:1], shake[:-1]]) + 2 * shake + np.vstack([shake[1:], shake[-1:]])) / 4
     shake -= shake.mean(axis=0)
@@ -320,8 +327,8 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
     a = rng.uniform(0, 2 * np.pi)
     ramp = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a)) / (max(w, h) / 2)
     light = (1 + (rng.uniform(-0.3, 0.3) if rng.random() < 0.5 else 0.0) * ramp)[..., None]
-    noise_sigma = rng.uniform(0, 8)
-    jpeg = rng.random() < 0.5
+    noise_sigma = rng.uniform(0, 8) * d
+    jpeg = rng.random() < 0.5 * d
     out = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         m_shake = np.array([[1, 0, shake[i, 0]], [0, 1, shake[i, 1]]])
@@ -342,7 +349,7 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
         out[i] = img
     if not return_params:
         return out
-    params = {"label": label, **traj, "shake": shake, "gain": gain, "noise_sigma": float(noise_sigma),
+    params = {"label": label, "difficulty": d, **traj, "shake": shake, "gain": gain, "noise_sigma": float(noise_sigma),
               "jpeg": bool(jpeg), **look}
     return out, params
 
@@ -386,7 +393,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
             print(f"synth: {label}: {per_class} clips", file=sys.stderr, flush=True)
     (root / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
     summary = {"root": str(root), "labels": list(CLASSES), "per_class": int(per_class), "seed": int(seed),
-               "clips": len(CLASSES) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps)}
+               "clips": len(CLASSES) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
+               "generator": GENERATOR_VERSION}
     (root / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %d synthetic clips to %s", summary["clips"], root)
     return summary

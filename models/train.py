@@ -211,7 +211,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         metrics["val"] = validate(net, vsrc, cfg.size, cfg.stride)
         logger.info("validation (%s): accuracy %.4f", cfg.val, metrics["val"]["accuracy"])
     meta = checkpoint_meta(cfg, ds.labels, fps)
-    torch.save({"model": net.state_dict(), "meta": meta}, out / "weights.pt")
+    # weights.pt: the torch weights for fine-tuning (--init), in float16 to halve the bundle's size.
+    half = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save({"model": half, "meta": meta}, out / "weights.pt")
     prov = dict(meta["provenance"])
     prov["metrics"] = metrics
     export_bundle(net, out, ds.labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,

@@ -125,10 +125,8 @@ class TSMNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-        # Residual blocks start as the identity (last BN scale 0): stabler training from scratch.
-        for m in self.features:
-            if isinstance(m, InvertedResidual) and m.use_res:
-                nn.init.zeros_(m.conv[-1].weight)
+        # No zero-initialised residual BN scales: they switch the shifted branch off at the start and,
+        # measured here, keep a from-scratch TSM from ever finding the temporal signal.
 
     @property
     def shift_blocks(self) -> list[InvertedResidual]:
