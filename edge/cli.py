@@ -62,7 +62,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise UsageError("train: give --data DIR (a ROOT/<label>/*.mp4 dataset) or --recipe default")
     from edge.models.train import TrainConfig, train
     cfg = TrainConfig(data=a.data, out=a.out, val=a.val, split=a.split, size=a.size, width=a.width,
-                      frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                      frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr, optimizer=a.optimizer,
                       weight_decay=a.weight_decay, shift="none" if a.no_shift else a.shift, seed=a.seed,
                       threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name)
     print(train(cfg, progress=not a.quiet))
@@ -159,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--size", type=int, default=112, help="square input size (default 112)")
     tr.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
     tr.add_argument("--frames", type=int, default=8, help="frames per training clip (default 8)")
-    tr.add_argument("--stride", type=int, default=1, help="frame stride inside a clip (default 1)")
+    tr.add_argument("--stride", type=int, default=3, help="frame stride inside a clip (default 3)")
     tr.add_argument("--epochs", type=int, default=8)
     tr.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
-    tr.add_argument("--lr", type=float, default=0.05)
+    tr.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
+    tr.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                    help="sgd: momentum 0.9, Nesterov (default); adamw")
     tr.add_argument("--weight-decay", type=float, default=1e-4)
     tr.add_argument("--shift", choices=["causal", "bidirectional"], default="causal",
                     help="temporal shift (causal runs online unchanged; default causal)")

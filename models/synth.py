@@ -32,7 +32,7 @@ CLASSES: tuple[str, ...] = (
     "no_motion", "swipe_left", "swipe_right", "swipe_up", "swipe_down",
     "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw",
 )
-GENERATOR_VERSION = 2  # bump when the clips a seed gives change
+GENERATOR_VERSION = 3  # bump when the clips a seed gives change
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "polygon", "star", "blob", "hand")
 OBJ_TEXTURES = ("flat", "noise", "stripes", "checker", "gradient")
 BG_TEXTURES = ("noise", "blurred_noise", "gradient", "stripes", "rects", "checker")
@@ -221,14 +221,14 @@ def _trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int) ->
     """Per-frame object centre ``cx, cy``, diameter ``size`` (pixels) and ``angle`` (degrees)."""
     p = _progress(rng, n)
     short = min(w, h)
-    diam = rng.uniform(0.12, 0.35) * short
+    diam = rng.uniform(0.2, 0.4) * short
     angle = rng.uniform(-180, 180) + np.zeros(n)
     size = diam + np.zeros(n)
     present = True
     if label in _SWIPES:
         sx, sy = _SWIPES[label]
         along, across = (w, h) if sx else (h, w)
-        travel = rng.uniform(0.3, 0.8) * along
+        travel = rng.uniform(0.5, 0.8) * along
         lo, hi = 0.1 * along, 0.9 * along
         start = rng.uniform(lo + travel, hi) if (sx or sy) < 0 else rng.uniform(lo, hi - travel)
         pos = start + (sx or sy) * travel * p  # along the motion
@@ -252,11 +252,11 @@ def _trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int) ->
         cx = rng.uniform(0.3, 0.7) * w + np.zeros(n)
         cy = rng.uniform(0.3, 0.7) * h + np.zeros(n)
         if label.startswith("zoom"):
-            k = rng.uniform(1.4, 2.5)
+            k = rng.uniform(1.8, 3.0)
             size = diam * k ** ((p if label == "zoom_in" else 1 - p) - 0.5)
             angle += rng.uniform(-10, 10) * p
         else:
-            angle += (-1 if label == "rotate_cw" else 1) * rng.uniform(60, 270) * p
+            angle += (-1 if label == "rotate_cw" else 1) * rng.uniform(120, 300) * p
     return {"present": present, "cx": cx, "cy": cy, "size": size, "angle": angle}
 
 
@@ -355,7 +355,8 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
 
 
 def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int, int] = (160, 120),
-                     frames: int = 24, fps: float = 15.0, progress: bool = False) -> dict:
+                     frames: int = 24, fps: float = 15.0, progress: bool = False,
+                     difficulty: float | None = None) -> dict:
     """Write ``per_class`` clips of every class as ``out/<label>/<label>_s<seed>_<i:05d>.mp4``
     (mp4v), plus ``out/labels.txt`` and ``out/synth.json`` (the returned summary).
 
@@ -379,7 +380,7 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
         except OSError as e:
             raise InputError(f"cannot create {folder}: {e}") from None
         for i in range(per_class):
-            clip = render_clip(label, np.random.default_rng([seed, k, i]), (w, h), frames)
+            clip = render_clip(label, np.random.default_rng([seed, k, i]), (w, h), frames, difficulty=difficulty)
             path = folder / f"{label}_s{seed}_{i:05d}.mp4"
             writer = cv2.VideoWriter(str(path), fourcc, float(fps), (w, h))
             if not writer.isOpened():
@@ -394,7 +395,7 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
     (root / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
     summary = {"root": str(root), "labels": list(CLASSES), "per_class": int(per_class), "seed": int(seed),
                "clips": len(CLASSES) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
-               "generator": GENERATOR_VERSION}
+               "generator": GENERATOR_VERSION, "difficulty": difficulty}
     (root / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %d synthetic clips to %s", summary["clips"], root)
     return summary

@@ -39,10 +39,11 @@ class TrainConfig:
     size: int = 112
     width: float = 1.0
     frames: int = 8
-    stride: int = 1
+    stride: int = 3
     epochs: int = 8
     batch: int = 16
-    lr: float = 0.05
+    lr: float = 0.01
+    optimizer: str = "sgd"          # sgd (momentum, Nesterov) | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup: float = 0.05            # fraction of the steps
@@ -135,9 +136,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     net = net.to(memory_format=torch.channels_last)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=True)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    else:
+        raise UsageError(f"--optimizer {cfg.optimizer!r}: not one of sgd, adamw")
     aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
     steps_per_epoch = max(1, len(src) // cfg.batch)
     total = steps_per_epoch * cfg.epochs          # the schedule's length

@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=str(data), out=str(out), size=32, frames=4, epochs=2, batch=6, threads=1, seed=1)
+    base = dict(data=str(data), out=str(out), size=32, frames=4, stride=1, epochs=2, batch=6, threads=1, seed=1)
     base.update(kw)
     return TrainConfig(**base)
 
