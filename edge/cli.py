@@ -106,19 +106,21 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise UsageError("run: this version runs only the demo (edge-tsm run --demo); the camera daemon "
                          "with a config file is not built yet")
     import tempfile
+    import time
 
     from edge.classify import classify_video
     from edge.demo import make_demo_clip
     with tempfile.TemporaryDirectory(prefix="edge-tsm-demo-") as tmp:
         clip = Path(tmp) / "demo.avi"
         segments = make_demo_clip(clip)
+        t0 = time.time()
         print("demo: a generated 640x480 clip shows " + ", ".join(
             f"{s.label} at {s.start_s:.1f}-{s.end_s:.1f} s" for s in segments), file=sys.stderr)
         res = classify_video(clip, model=a.model, engine=a.engine, precision=a.precision, device=a.device,
-                             camera="demo", start_time=0.0, on_event=_print_event)
+                             camera="demo", start_time=t0, on_event=_print_event)
     starts = [e for e in res.events if e["event"] == "start"]
     hits = sum(1 for s in segments if any(e["label"] == s.label for e in starts
-                                          if s.start_s - 0.5 <= _seconds(e["ts"]) <= s.end_s + 1.5))
+                                          if s.start_s - 0.5 <= _seconds(e["ts"]) - t0 <= s.end_s + 1.5))
     print(f"demo: {len(segments)} motions shown, {len(starts)} events started, {hits} of the motions "
           f"recognised; {res.frames_read} frames at {res.classify_fps:.0f} frames/s", file=sys.stderr)
     return 0

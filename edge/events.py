@@ -137,9 +137,7 @@ class EventDetector:
         np.divide(self._sum, min(self._count, w), out=self._smoothed, casting="unsafe")
         return self._smoothed
 
-    def _event(self, kind: str, ts: float) -> dict[str, Any]:
-        a = self._active
-        assert a is not None
+    def _event(self, a: dict[str, Any], kind: str, ts: float) -> dict[str, Any]:
         self._seq += 1
         return {"v": SCHEMA_VERSION, "event": kind, "id": a["id"], "camera": self.camera, "label": a["label"],
                 "score": round(a["peak"] if kind == "end" else a["score"], 4), "ts": iso_ts(ts),
@@ -152,11 +150,12 @@ class EventDetector:
                         "start": start, "frames": self._candidate_frames,
                         "id": f"{self.camera}-{int(start * 1000):x}-{self._n_events}"}
         self._candidate, self._candidate_frames = -1, 0
-        return self._event("start", ts)
+        return self._event(self._active, "start", ts)
 
     def _end(self, ts: float) -> dict[str, Any]:
-        ev = self._event("end", ts)
-        assert self._active is not None
-        self._last_end[self._active["index"]] = ts
+        """End the active event (callers check there is one)."""
+        active = self._active or {}
+        ev = self._event(active, "end", ts)
+        self._last_end[active["index"]] = ts
         self._active = None
         return ev
