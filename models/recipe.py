@@ -179,8 +179,10 @@ def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any]
         "", "## Network", "",
         f"- MobileNetV2 width {spec['width']:g}, temporal shift of 1/8 of the channels in the 10 residual blocks, "
         f"**{spec['temporal']['shift']}** (online: 10 state tensors carried between frames).",
-        f"- Input {spec['input']['size'][0]}x{spec['input']['size'][1]} RGB, ImageNet mean/std, short side "
-        "resized then centre crop.",
+        f"- Input {spec['input']['size'][0]}x{spec['input']['size'][1]} RGB, ImageNet mean/std, "
+        + ("the whole frame resized (stretched) to it." if spec["input"]["resize"] == "stretch"
+           else "short side resized then centre crop.")
+        + f" The graph sees one frame in {spec['temporal']['frame_stride']} at {spec['temporal']['fps']:g} fps.",
         f"- {params / 1e6:.2f} M parameters, {macs / 1e6:.1f} M multiply-accumulates per frame, "
         f"model.onnx {onnx_mb:.1f} MB (FP32).", "",
         "## Training", "",
