@@ -16,7 +16,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
-    packages=["edge", "edge.backends", "edge.models", "edge.calibration"],
+    packages=["edge", "edge.backends", "edge.capture", "edge.sinks", "edge.models", "edge.calibration"],
     package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration"},
     package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",
                                    "presets/*.txt"]},

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edge import __version__
+from edge.config import DEFAULT_CONFIG
 from edge.errors import EX_USAGE, EdgeError, UsageError
 
 logger = logging.getLogger("edge")
@@ -103,8 +104,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     if not a.demo:
-        raise UsageError("run: this version runs only the demo (edge-tsm run --demo); the camera daemon "
-                         "with a config file is not built yet")
+        from edge.daemon import serve
+        return serve(a.config)
     import tempfile
     import time
 
@@ -123,6 +124,26 @@ def cmd_run(a: argparse.Namespace) -> int:
                                           if s.start_s - 0.5 <= _seconds(e["ts"]) - t0 <= s.end_s + 1.5))
     print(f"demo: {len(segments)} motions shown, {len(starts)} events started, {hits} of the motions "
           f"recognised; {res.frames_read} frames at {res.classify_fps:.0f} frames/s", file=sys.stderr)
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.daemon import check
+    cfg = load_config(a.config)
+    p = check(cfg, f"config {a.config}")
+    print(f"{a.config}: ok: model {p.bundle.name if p.bundle else cfg.model}, {len(cfg.cameras)} camera(s) "
+          f"({', '.join(c.name for c in cfg.cameras)}), {len(cfg.sinks)} sink(s), ready in {p.ready_s:.2f} s")
+    return 0
+
+
+def cmd_config(a: argparse.Namespace) -> int:
+    from edge.config import json_schema, load_config
+    if a.schema:
+        print(json_schema())
+        return 0
+    cfg = load_config(a.config)
+    print(json.dumps(cfg.model_dump(mode="json"), indent=1))
     return 0
 
 
@@ -188,10 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.set_defaults(func=cmd_export)
 
-    rn = sub.add_parser("run", help="the classifier; --demo: the embedded model on a generated clip")
+    rn = sub.add_parser("run", help="the daemon (foreground); --demo: the embedded model on a generated clip")
+    rn.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     rn.add_argument("--demo", action="store_true", help="classify a generated clip and print the events")
     _engine_args(rn)
     rn.set_defaults(func=cmd_run)
+
+    ck = sub.add_parser("check", help="validate the config, load the model, open cameras and sinks; "
+                                      "exit 0 only if run would start")
+    ck.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ck.set_defaults(func=cmd_check)
+
+    cf = sub.add_parser("config", help="--schema: the config's JSON schema; otherwise the validated config "
+                                       "with every default filled in")
+    cf.add_argument("--schema", action="store_true", help="print the JSON schema")
+    cf.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    cf.set_defaults(func=cmd_config)
 
     cl = sub.add_parser("classify", help="events (JSON lines) from a video file")
     cl.add_argument("video", help="a video file OpenCV can decode (mp4v, MJPG, ...)")

@@ -11,24 +11,16 @@ import pytest
 
 from edge.backends import ENGINES, available_engines
 from edge.cli import main
-from tinymodel import LABELS, build_tiny_bundle
+from tinymodel import COLOUR_SCRIPT, LABELS, build_tiny_bundle, write_colour_video
 
 ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                              reason=f"{name} not installed"))
                  for name in ENGINES]
-BGR = {"red": (0, 0, 220), "green": (0, 200, 0), "blue": (210, 0, 0)}
-SCRIPT = [("red", 20), ("green", 20), ("blue", 20)]
+SCRIPT = COLOUR_SCRIPT
 
 
 def write_video(path, fourcc: str) -> None:
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 15, (64, 48))
-    assert vw.isOpened()
-    rng = np.random.default_rng(0)
-    for label, n in SCRIPT:
-        for _ in range(n):
-            noise = rng.integers(-20, 20, (48, 64, 3))
-            vw.write(np.clip(np.array(BGR[label])[None, None] + noise, 0, 255).astype(np.uint8))
-    vw.release()
+    write_colour_video(path, fourcc)
 
 
 @pytest.fixture(scope="module")
@@ -88,4 +80,4 @@ def test_classify_errors_are_one_line(tmp_path, bundle, capsys):
     assert "tflite" in capsys.readouterr().err
     assert main(["classify", str(tmp_path / "ok.avi"), "--model", str(bundle), "--precision", "int8"]) == 65
     assert "int8" in capsys.readouterr().err
-    assert main(["run"]) == 64
+    assert main(["run", "--config", str(tmp_path / "none.yaml")]) == 66  # the daemon needs a config file

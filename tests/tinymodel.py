@@ -214,3 +214,25 @@ def build_tiny_clip_bundle(folder: str | Path, *, labels: list[str] | None = Non
 def reference(labels: list[str] | None = None, seed: int = 0, clip_frames: int = 4) -> TinyReference:
     """The numpy twin of the bundle built with the same ``labels`` and ``seed``."""
     return TinyReference(TinyWeights.make(len(labels or LABELS), seed, clip_frames))
+
+
+# --- a video the tiny model classifies: colour segments ----------------------------------------------
+COLOUR_BGR = {"red": (0, 0, 220), "green": (0, 200, 0), "blue": (210, 0, 0)}
+COLOUR_SCRIPT = (("red", 20), ("green", 20), ("blue", 20))
+
+
+def write_colour_video(path: str | Path, fourcc: str = "MJPG", fps: float = 15.0, size: tuple[int, int] = (64, 48),
+                       script: tuple[tuple[str, int], ...] = COLOUR_SCRIPT) -> Path:
+    """Write a clip of plain colour segments (with noise) that the tiny model tells apart."""
+    import cv2
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not vw.isOpened():
+        raise RuntimeError(f"cannot write {path} with {fourcc}")
+    rng = np.random.default_rng(0)
+    w, h = size
+    for label, n in script:
+        for _ in range(n):
+            noise = rng.integers(-20, 20, (h, w, 3))
+            vw.write(np.clip(np.array(COLOUR_BGR[label])[None, None] + noise, 0, 255).astype(np.uint8))
+    vw.release()
+    return Path(path)

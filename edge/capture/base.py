@@ -1,0 +1,332 @@
+"""Frames, the Source interface, and the Camera runner that reads one source in its own thread.
+
+A :class:`Source` is thin and single-threaded: open, read one frame, close. The :class:`Camera`
+owns the policy around it: which frames reach the model (every k-th, so the model sees its
+trained rate), latest-frame handoff for live sources (the model never lags behind the camera),
+lossless handoff for files, pacing of realtime files, looping, and reconnecting with backoff.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import CameraConfig
+from edge.errors import CaptureError, EdgeError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FPS = 15.0
+_QUEUE = 2            # non-live handoff: frames the thread may hold ahead of the consumer
+_WAIT_S = 0.25        # longest blind wait in any loop (the stop flag is also signalled directly)
+_JOIN_S = 1.0         # how long stop() waits for the thread
+_FPS_WINDOW = 32      # reads in the measured-rate window
+
+
+@dataclass
+class Frame:
+    """One frame for the classifier."""
+
+    image: np.ndarray   # BGR uint8 HxWx3, a fresh array per frame
+    index: int          # frames read since Camera.open(), skipped ones included, across loops/reconnects
+    ts: float           # time.time() at capture; non-live files: open time + index / fps
+    gap: bool           # first frame after open, reconnect or loop wrap: reset the online state
+
+
+class Source:
+    """One camera kind: open, read, close; no threads, no policy.
+
+    ``live`` sources get latest-frame semantics; ``paced`` ones are paced by the Camera at ``fps``
+    (realtime files and synthetic); ``fps`` is valid after open().
+    """
+
+    kind = "?"
+    live = True
+    paced = False
+
+    def __init__(self, cfg: CameraConfig, target: str | int) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.target = target
+        self.label = str(target)
+        self.fps = cfg.fps or DEFAULT_FPS
+
+    @property
+    def where(self) -> str:
+        """Message prefix: ``camera door: /dev/video0``."""
+        return f"camera {self.name}: {self.label}"
+
+    def open(self) -> None:
+        """Open (or reopen) the source.
+
+        Raises:
+            CaptureError: the device or stream cannot be opened (exit 69).
+            InputError: a file is missing or not a video (exit 66).
+        """
+        raise NotImplementedError
+
+    def read(self) -> np.ndarray | None:
+        """The next BGR frame; None at the clean end of a file.
+
+        Raises:
+            CaptureError: a live source failed to deliver a frame.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device; safe to call twice or when not open."""
+        raise NotImplementedError
+
+
+class Camera:
+    """Runs one Source in a thread and hands frames to one consumer (the classifier).
+
+    ``rate_hz`` is the model's decision rate: every k-th frame is passed on,
+    k = max(1, round(source.fps / rate_hz)); None passes every frame. Single use: after stop(), make a
+    new Camera. ``error`` holds an unexpected exception that ended the thread (a bug, logged with its
+    traceback; the state is then "stopped" and get() returns None).
+    """
+
+    def __init__(self, cfg: CameraConfig, rate_hz: float | None, source: Source | None = None) -> None:
+        if source is None:
+            from edge.capture import create_source
+            source = create_source(cfg)
+        self.cfg = cfg
+        self.name = cfg.name
+        self.source = source
+        self.rate_hz = rate_hz
+        self.step = 1
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._buf: collections.deque[Frame] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()
+        self._state = "stopped"
+        self._opened = self._eof = self._done = False
+        self._down = False
+        self._down_since = 0.0
+        self._t0 = 0.0
+        self._since_gap = 0
+        self._gap_pending = True
+        self._pace_t0 = 0.0
+        self._paced_n = 0
+        self._last_frame = 0.0
+        self._times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
+        self._read = self._passed = self._skipped = self._reconnects = 0
+
+    # --- consumer side ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """First open, in the caller's thread, so a bad device fails at start with one line.
+
+        Raises:
+            CaptureError, InputError: from the source.
+        """
+        self.source.open()
+        self._opened = True
+        self._t0 = time.time()
+        self._mark_open()
+        logger.info("camera %s: %s source %s, %.3g fps, every %d frame(s) to the model%s", self.name,
+                    self.source.kind, self.source.label, self.source.fps, self.step,
+                    "" if self.source.live else " (lossless)")
+
+    def start(self) -> None:
+        """Start the capture thread (opens first if open() was not called)."""
+        if self._thread is not None:
+            return
+        if not self._opened:
+            self.open()
+        with self._cond:  # time spent between open() and start() (loading a model) is no stall
+            self._pace_t0, self._paced_n = time.monotonic(), 0
+            self._last_frame = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: float) -> Frame | None:
+        """The next frame for the classifier; None on timeout or once the source has ended."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._buf or self._done, timeout) or not self._buf:
+                return None
+            frame = self._buf.popleft()
+            self._cond.notify_all()
+            return frame
+
+    def stop(self) -> None:
+        """Stop the thread and release the source; returns within about a second."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(_JOIN_S)
+            if thread.is_alive():  # stuck in a driver read; it closes the source when that returns
+                logger.warning("camera %s: capture thread still blocked in a read after %.1f s; left behind",
+                               self.name, _JOIN_S)
+        else:
+            self.source.close()
+        with self._cond:
+            self._state = "stopped"
+            self._done = True
+            self._cond.notify_all()
+
+    @property
+    def ended(self) -> bool:
+        """A non-looping file reached its end and the consumer took every frame."""
+        with self._cond:
+            return self._eof and not self._buf
+
+    @property
+    def state(self) -> str:
+        """online, stalled (no frame for stall_s), reconnecting, ended or stopped."""
+        state = self._state
+        if state == "online" and self._thread is not None and self.source.live \
+                and time.monotonic() - self._last_frame > self.cfg.stall_s:
+            return "stalled"
+        return state
+
+    def stats(self) -> dict:
+        """Counters for status lines and tests."""
+        with self._cond:
+            times = list(self._times)
+            out = {"state": self.state, "frames_read": self._read, "frames_passed": self._passed,
+                   "skipped": self._skipped, "reconnects": self._reconnects}
+        fresh = len(times) >= 2 and time.monotonic() - times[-1] <= self.cfg.stall_s
+        out["fps"] = round((len(times) - 1) / (times[-1] - times[0]), 2) if fresh and times[-1] > times[0] else 0.0
+        return out
+
+    # --- capture thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # a bug, not a capture fault: say so loudly, end the stream
+            self.error = e
+            logger.exception("camera %s: capture thread failed", self.name)
+        finally:
+            self.source.close()
+            with self._cond:
+                if self._state != "ended":
+                    self._state = "stopped"
+                self._done = True
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        src = self.source
+        while not self._stop.is_set():
+            if self._down and not self._reconnect():
+                return
+            if src.paced and not self._pace():
+                return
+            try:
+                img = src.read()
+            except CaptureError as e:
+                self._fault(str(e))
+                continue
+            if img is not None:
+                self._deliver(img)
+            elif self.cfg.loop and self._since_gap > 0:
+                self._wrap()
+            else:
+                self._finish()
+                return
+
+    def _deliver(self, img: np.ndarray) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if self.source.live and now - self._last_frame > self.cfg.stall_s:
+                logger.warning("camera %s: no frame for %.1f s, frames again", self.name, now - self._last_frame)
+                self._gap_pending, self._since_gap = True, 0
+            index = self._read
+            self._read += 1
+            self._times.append(now)
+            self._last_frame = now
+            take = self._since_gap % self.step == 0
+            self._since_gap += 1
+            if not take:
+                return
+            gap, self._gap_pending = self._gap_pending, False
+            if self.source.live:
+                frame = Frame(img, index, time.time(), gap)
+                if self._buf:  # the consumer has not taken the previous one: overwrite, never queue
+                    frame.gap |= self._buf.popleft().gap
+                    self._skipped += 1
+            else:
+                frame = Frame(img, index, self._t0 + index / self.source.fps, gap)
+                while len(self._buf) >= _QUEUE:
+                    if self._stop.is_set():
+                        return
+                    self._cond.wait(_WAIT_S)
+            self._buf.append(frame)
+            self._passed += 1
+            self._cond.notify_all()
+
+    def _pace(self) -> bool:
+        """Wait until the next frame is due at the source's fps; False when stopped."""
+        due = self._pace_t0 + self._paced_n / self.source.fps
+        self._paced_n += 1
+        delay = due - time.monotonic()
+        if delay > 0:
+            return not self._stop.wait(delay)
+        if delay < -1.0:  # fell behind (slow decode): carry on from now rather than burst
+            self._pace_t0, self._paced_n = time.monotonic(), 1
+        return True
+
+    def _wrap(self) -> None:
+        """loop: true: start the file again; the next frame carries gap=True."""
+        self.source.close()
+        try:
+            self.source.open()
+        except EdgeError as e:
+            self._fault(f"{e} (reopening to loop)")
+            return
+        self._mark_open()
+
+    def _finish(self) -> None:
+        logger.info("camera %s: end of %s after %d frames", self.name, self.source.label, self._read)
+        with self._cond:
+            self._eof = True
+            self._state = "ended"
+            self._cond.notify_all()
+
+    def _fault(self, why: str) -> None:
+        self._state = "stalled"
+        self._down, self._down_since = True, time.monotonic()
+        logger.warning("%s; reconnecting (backoff %.3g..%.3g s)", why, self.cfg.reconnect.initial_s,
+                       self.cfg.reconnect.max_s)
+
+    def _reconnect(self) -> bool:
+        """Reopen with exponential backoff and jitter until it works; False when stopped."""
+        self._state = "reconnecting"
+        self.source.close()
+        rc = self.cfg.reconnect
+        attempt = 0
+        while True:
+            delay = min(rc.max_s, rc.initial_s * 2 ** min(attempt, 30)) * self._rng.uniform(0.75, 1.0)
+            if self._stop.wait(delay):
+                return False
+            attempt += 1
+            try:
+                self.source.open()
+            except EdgeError as e:
+                logger.debug("camera %s: reconnect attempt %d failed: %s", self.name, attempt, e)
+                self.source.close()
+                continue
+            self._down = False
+            self._reconnects += 1
+            self._mark_open()
+            logger.warning("camera %s: reconnected after %d attempt(s), %.1f s without frames", self.name,
+                           attempt, time.monotonic() - self._down_since)
+            return True
+
+    def _mark_open(self) -> None:
+        """After an open: frame rate known, next frame passed with gap=True, pacing restarts."""
+        with self._cond:
+            self.step = max(1, round(self.source.fps / self.rate_hz)) if self.rate_hz else 1
+            self._gap_pending, self._since_gap = True, 0
+            self._pace_t0, self._paced_n = time.monotonic(), 0
+            self._last_frame = time.monotonic()
+            self._state = "online"

@@ -1,0 +1,270 @@
+"""Sources on ``cv2.VideoCapture``: V4L2 devices, video files, stream URLs, GStreamer pipelines.
+
+The capture constructor is injectable (``capture_factory``, default ``cv2.VideoCapture``) so the
+tests can put a scripted V4L2 device behind the same calls the real driver gets.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from edge.capture.base import DEFAULT_FPS, Source
+from edge.config import CameraConfig
+from edge.errors import CaptureError, InputError
+
+logger = logging.getLogger(__name__)
+
+CaptureFactory = Callable[..., Any]  # cv2.VideoCapture(target, api[, params]) or a stand-in
+
+
+@functools.lru_cache(maxsize=None)
+def backends() -> dict[str, bool]:
+    """Which video I/O backends this OpenCV build has (from ``cv2.getBuildInformation()``)."""
+    info = cv2.getBuildInformation()
+    out = {}
+    for name in ("FFMPEG", "GStreamer", "V4L/V4L2"):
+        m = re.search(rf"^\s*{re.escape(name)}:\s*(\S+)", info, re.M)
+        out[name] = bool(m) and m.group(1).upper() != "NO"
+    return out
+
+
+def fourcc_text(value: float) -> str:
+    """``cap.get(CAP_PROP_FOURCC)`` -> ``MJPG`` (``?`` when the driver reports none)."""
+    code = int(value)
+    text = code.to_bytes(4, "little").decode("ascii", "replace") if 0 < code < 2**32 else ""
+    return text if text.strip() and text.isprintable() else "?"
+
+
+def _fps(value: float) -> float | None:
+    return float(value) if 0 < value < 1000 else None  # 0, NaN and driver nonsense mean "unknown"
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    """Grey or BGRA frames (some drivers, CONVERT_RGB off) -> 3-channel BGR."""
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+class OpenCVSource(Source):
+    """Common open/read/close over a ``cv2.VideoCapture``."""
+
+    api = cv2.CAP_ANY
+
+    def __init__(self, cfg: CameraConfig, target: str | int, capture_factory: CaptureFactory | None = None) -> None:
+        super().__init__(cfg, target)
+        self.capture_factory = capture_factory or cv2.VideoCapture
+        self._cap: Any = None
+
+    def _create(self) -> Any:
+        return self.capture_factory(self.target, self.api)
+
+    def _open_failed(self) -> Exception:
+        return CaptureError(f"{self.where}: cannot open")
+
+    def _configure(self, cap: Any) -> None:
+        """Settings after open; the default only reads the frame rate back."""
+        self.fps = _fps(cap.get(cv2.CAP_PROP_FPS)) or self.cfg.fps or DEFAULT_FPS
+
+    def open(self) -> None:
+        self.close()
+        try:
+            cap = self._create()
+        except cv2.error as e:
+            raise CaptureError(f"{self.where}: cannot open ({' '.join(str(e).split())})") from None
+        if not cap.isOpened():
+            cap.release()
+            raise self._open_failed()
+        self._cap = cap
+        self._configure(cap)
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            raise CaptureError(f"{self.where}: read while not open")
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            return self._read_failed()
+        return _bgr(img)
+
+    def _read_failed(self) -> np.ndarray | None:
+        raise CaptureError(f"{self.where}: read failed")
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class V4L2Source(OpenCVSource):
+    """A V4L2 device by index (0) or path (/dev/video0, /dev/v4l/by-id/...)."""
+
+    kind = "v4l2"
+    api = cv2.CAP_V4L2
+
+    def __init__(self, cfg: CameraConfig, target: str | int, capture_factory: CaptureFactory | None = None) -> None:
+        super().__init__(cfg, target, capture_factory)
+        self.device = f"/dev/video{target}" if isinstance(target, int) else str(target)
+        self.label = self.device
+
+    def _open_failed(self) -> Exception:
+        if not os.path.exists(self.device):
+            why = "no such device"
+        elif not os.access(self.device, os.R_OK | os.W_OK):
+            why = "permission denied; is the user in the 'video' group?"
+        else:
+            why = "busy, or not a V4L2 capture device"
+        return CaptureError(f"{self.where}: cannot open ({why})")
+
+    def _configure(self, cap: Any) -> None:
+        """FOURCC first (it limits the sizes), then size, then rate; log what the driver accepted."""
+        cfg = self.cfg
+        if cfg.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
+        if cfg.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+        if cfg.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+        if cfg.fps:
+            cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fourcc, fps = fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)), _fps(cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps or cfg.fps or DEFAULT_FPS
+        rate = f"{fps:.3g} fps" if fps else "? fps"
+        logger.info("camera %s: %s %dx%d %s %s", self.name, self.device, width, height, fourcc, rate)
+        differ = []
+        if (cfg.width or width, cfg.height or height) != (width, height):
+            differ.append(f"size {cfg.width or width}x{cfg.height or height} (got {width}x{height})")
+        if cfg.fourcc and cfg.fourcc != fourcc:
+            differ.append(f"format {cfg.fourcc} (got {fourcc})")
+        if cfg.fps and (not fps or abs(fps - cfg.fps) > 0.01 * cfg.fps):
+            differ.append(f"rate {cfg.fps:.3g} fps (got {rate})")
+        if differ:
+            logger.warning("camera %s: %s: the driver did not accept %s", self.name, self.device, ", ".join(differ))
+
+
+class FileSource(OpenCVSource):
+    """A video file: lossless at decode speed, or paced at its own fps with ``realtime: true``."""
+
+    kind = "file"
+    api = cv2.CAP_FFMPEG if backends()["FFMPEG"] else cv2.CAP_ANY
+
+    def __init__(self, cfg: CameraConfig, target: str | int, capture_factory: CaptureFactory | None = None) -> None:
+        super().__init__(cfg, str(target), capture_factory)
+        self.live = self.paced = cfg.realtime
+        self._peek: np.ndarray | None = None
+        self._count = self._n = 0
+        self._announced = self._warned = False
+
+    def open(self) -> None:
+        """Open and decode the first frame, so a broken file fails here and not mid-run.
+
+        Raises:
+            InputError: missing, unreadable, or not a video OpenCV can decode (exit 66).
+        """
+        path = Path(self.target)
+        if not path.exists():
+            raise InputError(f"{self.where}: no such file")
+        if path.is_dir():
+            raise InputError(f"{self.where}: is a directory, expected a video file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{self.where}: permission denied")
+        super().open()
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            self.close()
+            raise InputError(f"{self.where}: no frame could be decoded (a damaged or unsupported video)")
+        self._peek, self._n = _bgr(img), 0
+        self._count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        log = logger.debug if self._announced else logger.info
+        log("camera %s: %s %dx%d %.3g fps, %d frames%s", self.name, path.name, img.shape[1], img.shape[0],
+            self.fps, self._count, ", paced (realtime)" if self.paced else "")
+        self._announced = True
+
+    def _open_failed(self) -> Exception:
+        return InputError(f"{self.where}: cannot be opened (not a video OpenCV can decode)")
+
+    def read(self) -> np.ndarray | None:
+        if self._peek is not None:
+            img, self._peek = self._peek, None
+        else:
+            img = super().read()
+        if img is not None:
+            self._n += 1
+        return img
+
+    def _read_failed(self) -> np.ndarray | None:
+        """End of the file; early (a truncated or corrupt tail) ends the same way, with a warning."""
+        if self._count and self._n < self._count - 1 - self._count // 100 and not self._warned:
+            logger.warning("%s: decoding stopped at frame %d of %d (truncated or damaged file); ending there",
+                           self.where, self._n, self._count)
+            self._warned = True
+        return None
+
+    def close(self) -> None:
+        self._peek = None
+        super().close()
+
+
+def redact_url(url: str) -> str:
+    """``rtsp://user:secret@host/`` -> ``rtsp://user:***@host/`` for logs and messages."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
+
+
+class UrlSource(OpenCVSource):
+    """An RTSP/HTTP stream through FFmpeg; a read that gives nothing for ``stall_s`` fails."""
+
+    kind = "url"
+    api = cv2.CAP_FFMPEG if backends()["FFMPEG"] else cv2.CAP_ANY
+
+    def __init__(self, cfg: CameraConfig, target: str | int, capture_factory: CaptureFactory | None = None) -> None:
+        super().__init__(cfg, str(target), capture_factory)
+        self.label = redact_url(str(target))
+
+    def _create(self) -> Any:
+        ms = int(self.cfg.stall_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(ms, 10_000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        return self.capture_factory(self.target, self.api, params)
+
+    def _open_failed(self) -> Exception:
+        return CaptureError(f"{self.where}: cannot open (unreachable, refused, or not a stream FFmpeg can read)")
+
+    def _read_failed(self) -> np.ndarray | None:
+        raise CaptureError(f"{self.where}: read failed (stream ended, dropped or timed out)")
+
+
+class GStreamerSource(OpenCVSource):
+    """A GStreamer pipeline ending in ``appsink`` (e.g. a Jetson CSI camera via nvarguscamerasrc)."""
+
+    kind = "gstreamer"
+    api = cv2.CAP_GSTREAMER
+
+    def __init__(self, cfg: CameraConfig, target: str | int, capture_factory: CaptureFactory | None = None) -> None:
+        super().__init__(cfg, str(target), capture_factory)
+        text = " ".join(str(target).split())
+        self.label = "gst: " + (text if len(text) <= 60 else text[:57] + "...")
+
+    def open(self) -> None:
+        """Check that this OpenCV has GStreamer (it is a build option), then start the pipeline.
+
+        Raises:
+            CaptureError: no GStreamer in this OpenCV, or the pipeline does not start.
+        """
+        if not backends()["GStreamer"]:
+            raise CaptureError(
+                f"camera {self.name}: a GStreamer pipeline needs OpenCV built with GStreamer, and this one "
+                f"({cv2.__version__}) is not; install an OpenCV with GStreamer (on Jetson: the JetPack OpenCV, "
+                f"and 'pip uninstall opencv-python-headless' so that one is imported)")
+        super().open()
+
+    def _open_failed(self) -> Exception:
+        hint = "" if "appsink" in str(self.target) else "; the pipeline must end in 'appsink'"
+        return CaptureError(f"{self.where}: cannot start the pipeline (run it with gst-launch-1.0 to see why{hint})")

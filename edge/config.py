@@ -1,0 +1,413 @@
+"""The daemon's configuration: YAML -> typed, validated models (pydantic), unknown keys forbidden.
+
+Every error is one line that names the file, the key path, the value and what is allowed, raised as
+:class:`edge.errors.ConfigError` (exit code 78). ``edge-tsm config --schema`` prints
+:func:`json_schema`. A duplicate key in a mapping is an error too (YAML would silently keep the last).
+
+Sinks and sources are registries: a sink's config class is one member of the ``SinkConfig`` union,
+told apart by its ``type`` field; adding a sink is one class here, one file in ``edge/sinks/`` and one
+registry line there.
+"""
+from __future__ import annotations
+
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.errors import ConfigError, InputError
+
+DEFAULT_CONFIG = "/etc/edge-tsm/config.yaml"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors; numbers are not silently taken from strings (``fps: "30"``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+QueueSize = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+# --- engine -------------------------------------------------------------------------------------------
+class EngineConfig(_Strict):
+    type: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    device: str = Field("CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, "
+                                           "AUTO, or e.g. GPU.1")
+    precision: Literal["fp32", "int8"] | None = Field(None, description="graph to run (default: the bundle's)")
+    threads: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="engine threads (default: the "
+                                                                                  "engine's choice)")
+    allow_fallback: bool = Field(True, description="fall back to CPU (logged) when the device is not there")
+    cache_dir: str | None = Field(None, description="openvino compile cache (default: none)")
+    precision_hint: Literal["f32", "default"] = Field(
+        "f32", description="f32: full precision (openvino otherwise runs bf16/f16 where the device has it); "
+                           "default: the engine's choice")
+
+
+# --- cameras ------------------------------------------------------------------------------------------
+class ReconnectConfig(_Strict):
+    initial_s: PosFloat = 0.5
+    max_s: PosFloat = 30.0
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be >= initial_s ({self.initial_s})")
+        return self
+
+
+class CameraConfig(_Strict):
+    name: Annotated[str, Field(pattern=_NAME, description="used in events and logs")]
+    source: str | Annotated[int, Field(ge=0)] = Field(
+        description="V4L2 index (0) or device (/dev/video0), a video file, an rtsp:// or http(s):// URL, a "
+                    "GStreamer pipeline ('gst: ...'), or 'synthetic' / 'synthetic:<label>'")
+    type: Literal["auto", "v4l2", "file", "url", "gstreamer", "synthetic"] = "auto"
+    width: Annotated[int, Field(ge=16, le=8192)] | None = None
+    height: Annotated[int, Field(ge=16, le=8192)] | None = None
+    fps: Annotated[float, Field(gt=0, le=1000)] | None = None
+    fourcc: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ]{4}$")] | None = Field(None, description="e.g. MJPG, YUYV")
+    loop: bool = Field(False, description="files: start again at the end")
+    realtime: bool = Field(False, description="files: pace at the file's fps (otherwise as fast as possible, "
+                                              "no frame skipped)")
+    stall_s: PosFloat = Field(5.0, description="no frame for this long: the source is reopened")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | int) -> str | int:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("expected a device, file, URL, 'gst: ...' pipeline or 'synthetic'")
+        return v
+
+
+# --- events -------------------------------------------------------------------------------------------
+class ClassThresholds(_Strict):
+    enter: Prob | None = None
+    exit: Prob | None = None
+    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    cooldown_s: NonNegFloat | None = None
+
+
+class EventsConfig(_Strict):
+    """Unset values come from the model's decision rate (about 0.6 s of smoothing, see
+    :func:`edge.classify.default_event_settings`)."""
+
+    window: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    smoothing: Literal["mean", "ema"] = "mean"
+    ema_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
+    enter: Prob | None = None
+    exit: Prob | None = None
+    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    cooldown_s: NonNegFloat | None = None
+    ignore: list[str] | None = Field(None, description="labels that never start an event (default: no_motion and "
+                                                       "similar background labels of the model)")
+    classes: dict[str, ClassThresholds] = {}
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> EventsConfig:
+        if self.enter is not None and self.exit is not None and self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must be <= enter ({self.enter})")
+        return self
+
+
+# --- sinks --------------------------------------------------------------------------------------------
+class _SinkBase(_Strict):
+    name: Annotated[str, Field(pattern=_NAME)] | None = Field(None, description="default: the type (and a number)")
+    queue_size: QueueSize = Field(1000, description="events waiting for this sink; when full the oldest is "
+                                                    "dropped (counted and logged)")
+    cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
+    events: list[Literal["start", "end"]] = Field(["start", "end"], description="which event kinds to send")
+
+
+class StdoutSinkConfig(_SinkBase):
+    type: Literal["stdout"]
+    format: Literal["json", "text"] = "json"
+
+
+class LogSinkConfig(_SinkBase):
+    type: Literal["log"]
+    path: str = Field(description="JSON-lines file, appended to (one write per line)")
+    fsync: bool = Field(False, description="fsync after each line (survives a power cut, costs a disk write)")
+
+
+SERIAL_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000,
+                1500000, 2000000, 3000000, 4000000)
+
+
+class SerialSinkConfig(_SinkBase):
+    type: Literal["serial"]
+    port: str = Field(description="e.g. /dev/ttyUSB0, /dev/ttyACM0, /dev/ttyTHS1")
+    baud: int = 115200
+    format: Literal["json", "text"] = Field("text", description="text: 'START swipe_left 0.93 door'")
+    write_timeout_s: PosFloat = 1.0
+    reconnect: ReconnectConfig = ReconnectConfig()
+    max_pending: QueueSize = Field(10000, description="events kept while the port is away (oldest dropped)")
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, v: int) -> int:
+        if v not in SERIAL_BAUDS:
+            raise ValueError(f"expected one of {', '.join(map(str, SERIAL_BAUDS))}")
+        return v
+
+
+SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig], Field(discriminator="type")]
+
+
+# --- the whole file -----------------------------------------------------------------------------------
+class Config(_Strict):
+    model: str = Field("default", description="a bundle name ('default') or folder")
+    engine: EngineConfig = EngineConfig()
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=64)]
+    events: EventsConfig = EventsConfig()
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")], max_length=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    status_interval_s: NonNegFloat = Field(300.0, description="log a status line this often (0: never)")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        names = [c.name for c in self.cameras]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"cameras: name {dup!r} is used twice (camera names must be unique)")
+        sinks = sink_names(self)
+        dup = next((n for n in sinks if sinks.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"sinks: name {dup!r} is used twice (give each sink its own name)")
+        for i, s in enumerate(self.sinks):
+            for cam in s.cameras or ():
+                if cam not in names:
+                    raise ValueError(f"sinks[{i}].cameras: {cam!r} is not a configured camera "
+                                     f"({', '.join(names)})")
+        return self
+
+
+def sink_names(cfg: Config) -> list[str]:
+    """Each sink's name: its ``name``, else its type, numbered when the type repeats (``log``, ``log2``)."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for s in cfg.sinks:
+        if s.name:
+            out.append(s.name)
+            continue
+        seen[s.type] = seen.get(s.type, 0) + 1
+        out.append(s.type if seen[s.type] == 1 else f"{s.type}{seen[s.type]}")
+    return out
+
+
+# --- loading ------------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python data; a syntax error or a duplicate key is one ConfigError line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: not valid YAML{at}: {' '.join(str(problem).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        InputError: the file is missing or unreadable (exit 66).
+        ConfigError: not YAML, or a key or value is wrong (exit 78).
+    """
+    p = Path(path)
+    where = f"config {p}"
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{where}: no such file (give --config PATH; the default is {DEFAULT_CONFIG})") from None
+    except IsADirectoryError:
+        raise InputError(f"{where}: is a directory, expected a YAML file") from None
+    except OSError as e:
+        raise InputError(f"{where}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{where}: contains NUL bytes; expected a YAML text file")
+    return config_from_data(parse_yaml(text, where), where)
+
+
+def config_from_data(data: Any, where: str = "config") -> Config:
+    """Validate already parsed data (a mapping) into a :class:`Config`."""
+    if data is None:
+        raise ConfigError(f"{where}: empty; expected a mapping with at least 'cameras'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys (model, engine, cameras, events, sinks), "
+                          f"got {_short(data)}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {describe_error(e.errors()[0])}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+
+
+def json_schema() -> str:
+    return json.dumps(Config.model_json_schema(), indent=1)
+
+
+# --- one-line errors ----------------------------------------------------------------------------------
+_TYPE_WORDS = {
+    "string_type": "expected a string", "int_type": "expected an integer", "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer", "float_type": "expected a number", "float_parsing": "expected a number",
+    "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping", "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false", "union_tag_not_found": "needs a 'type' key",
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The allowed keys of the model that holds the last element of ``loc`` (None if unknown)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return None
+            model = field.annotation
+        elif isinstance(part, int):
+            args = typing.get_args(model)
+            model = args[0] if args else model
+        elif isinstance(part, str):  # a union member's tag or a dict key
+            args = [a for a in _flatten(model) if isinstance(a, type) and issubclass(a, BaseModel)]
+            tagged = [a for a in args if "type" in a.model_fields
+                      and part in typing.get_args(a.model_fields["type"].annotation)]
+            if tagged:
+                model = tagged[0]
+            elif typing.get_origin(model) is dict:
+                model = typing.get_args(model)[1]
+            else:
+                return None
+        model = _unwrap(model)
+    model = _unwrap(model)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return None
+
+
+def _flatten(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (Union, getattr(__import__("types"), "UnionType", Union)):
+        return [x for a in typing.get_args(tp) for x in _flatten(a)]
+    return [tp]
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return tp
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p in ("stdout", "log", "serial", "unix", "mqtt", "gpio") and out.startswith("sinks["):
+            continue  # the union member's tag, not a key
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def describe_error(err: dict[str, Any]) -> str:
+    """One pydantic error -> ``key.path: what is wrong, got VALUE``."""
+    loc, typ = _loc(err["loc"]), err["type"]
+    if typ == "missing":
+        return f"{loc}: required key missing"
+    if typ == "extra_forbidden":
+        allowed = _fields_at(err["loc"])
+        return f"{loc}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    if typ == "union_tag_invalid":
+        return f"{loc}.type: expected {err['ctx']['expected_tags']}, got {_short(err['ctx']['tag'])}"
+    if typ == "literal_error":
+        msg = f"expected {err['ctx']['expected']}"
+    elif typ == "value_error":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+    elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ctx = err.get("ctx", {})
+        words = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
+                 "less_than_equal": "<= {le}"}
+        msg = "expected a number " + words[typ].format(**ctx)
+    elif typ == "string_pattern_mismatch":
+        msg = "expected letters, digits, '_', '.', '-' (up to 64, starting with a letter or digit)" \
+            if "A-Za-z0-9][" in err["ctx"]["pattern"] else f"expected to match {err['ctx']['pattern']}"
+    elif typ == "too_short":
+        msg = f"expected at least {err['ctx']['min_length']} item(s)"
+    elif typ == "too_long":
+        msg = f"expected at most {err['ctx']['max_length']} items"
+    else:
+        msg = _TYPE_WORDS.get(typ, str(err["msg"]))
+    if not loc:
+        return msg
+    return f"{loc}: {msg}, got {_short(err.get('input'))}"
+
+
+def normalise_camera_source(cam: CameraConfig) -> tuple[str, str | int]:
+    """(kind, target) for a camera: kind in v4l2, file, url, gstreamer, synthetic."""
+    src = cam.source
+    if cam.type != "auto":
+        if cam.type == "gstreamer" and isinstance(src, str):
+            return "gstreamer", re.sub(r"^gst:\s*", "", src)
+        return cam.type, src
+    if isinstance(src, int):
+        return "v4l2", src
+    s = src.strip()
+    if s.startswith("gst:"):
+        return "gstreamer", s[4:].strip()
+    if s == "synthetic" or s.startswith("synthetic:"):
+        return "synthetic", s
+    if re.match(r"^[a-z][a-z0-9+.-]*://", s, re.I):
+        return "url", s
+    if s.startswith("/dev/video") or s.startswith("/dev/v4l/") or s.isdigit():
+        return "v4l2", int(s) if s.isdigit() else s
+    return "file", s

@@ -1,0 +1,313 @@
+"""The daemon: cameras -> one compiled model -> per-camera events -> sinks.
+
+Threads: one capture thread per camera (:class:`edge.capture.Camera`, latest-frame semantics for
+live sources), one worker per sink (bounded queue, :mod:`edge.sinks`), and the inference loop in
+the caller's thread, which serves the cameras round-robin so one busy camera cannot starve another.
+All cameras share one compiled engine; each camera has its own states (:class:`OnlineClassifier`)
+and its own event detector. A capture gap (reconnect, file loop) resets that camera's states and
+ends its open event.
+
+Signals (installed by :func:`serve`): SIGTERM/SIGINT stop the cameras, end open events, let the
+sinks deliver what they hold and exit 0; SIGHUP re-reads the config file and restarts the pipeline
+with it (an invalid new config is logged and the running one kept).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.backends import Backend, create_backend
+from edge.bundle import Bundle, load_bundle
+from edge.capture import Camera, create_source
+from edge.classifier import OnlineClassifier
+from edge.classify import default_event_settings
+from edge.config import Config, EventsConfig, load_config, sink_names
+from edge.errors import ConfigError, EdgeError
+from edge.events import EventDetector, EventSettings, Thresholds
+from edge.sinks import Sink, create_sink
+
+logger = logging.getLogger(__name__)
+
+
+def event_settings(ev: EventsConfig, bundle: Bundle, where: str = "config") -> EventSettings:
+    """The config's ``events`` section over the defaults that suit the bundle's decision rate.
+
+    Raises:
+        ConfigError: a label in ``ignore`` / ``classes`` is not one of the model's, or a class's
+            exit threshold ends up above its enter threshold.
+    """
+    base = default_event_settings(bundle)
+    for key, names in (("ignore", ev.ignore or []), ("classes", list(ev.classes))):
+        for name in names:
+            if name not in bundle.labels:
+                raise ConfigError(f"{where}: events.{key}: {name!r} is not a label of model {bundle.name!r} "
+                                  f"(labels: {', '.join(bundle.labels)})")
+    b = base.defaults
+    d = Thresholds(enter=b.enter if ev.enter is None else ev.enter, exit=b.exit if ev.exit is None else ev.exit,
+                   min_frames=b.min_frames if ev.min_frames is None else ev.min_frames,
+                   cooldown_s=b.cooldown_s if ev.cooldown_s is None else ev.cooldown_s)
+    if d.exit > d.enter:
+        raise ConfigError(f"{where}: events: exit ({d.exit}) must be <= enter ({d.enter})")
+    classes = {}
+    for name, c in ev.classes.items():
+        t = Thresholds(enter=d.enter if c.enter is None else c.enter, exit=d.exit if c.exit is None else c.exit,
+                       min_frames=d.min_frames if c.min_frames is None else c.min_frames,
+                       cooldown_s=d.cooldown_s if c.cooldown_s is None else c.cooldown_s)
+        if t.exit > t.enter:
+            raise ConfigError(f"{where}: events.classes.{name}: exit ({t.exit}) must be <= enter ({t.enter})")
+        classes[name] = t
+    return EventSettings(window=base.window if ev.window is None else ev.window, smoothing=ev.smoothing,
+                         ema_alpha=ev.ema_alpha, defaults=d,
+                         ignore=base.ignore if ev.ignore is None else tuple(ev.ignore), classes=classes)
+
+
+@dataclass
+class Stream:
+    """One camera's share of the pipeline."""
+
+    name: str
+    camera: Camera
+    clf: OnlineClassifier
+    det: EventDetector
+    classified: int = 0
+    events: int = 0
+    infer_ms: float = 0.0          # exponential average of preprocess + engine step
+    last_ts: float = 0.0
+
+
+@dataclass
+class Pipeline:
+    """Everything one config opens; :meth:`open` fails before anything runs (``check`` uses it)."""
+
+    cfg: Config
+    where: str = "config"
+    bundle: Bundle | None = None
+    backend: Backend | None = None
+    streams: list[Stream] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)
+    ready_s: float = 0.0
+
+    def open(self) -> None:
+        """Load the model, compile and warm up the engine, open cameras and sinks.
+
+        Raises:
+            EdgeError: the first thing that cannot be opened (config 78, input 66, model 65, device 69).
+                What was already opened is closed again.
+        """
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        try:
+            self.bundle = load_bundle(cfg.model)
+            settings = event_settings(cfg.events, self.bundle, self.where)
+            e = cfg.engine
+            self.backend = create_backend(e.type, self.bundle.graph_path(e.precision), device=e.device,
+                                          threads=e.threads, precision_hint=e.precision_hint,
+                                          cache_dir=Path(e.cache_dir) if e.cache_dir else None,
+                                          allow_fallback=e.allow_fallback)
+            logger.info("model %s (%s, %d labels) on %s %s, precision %s, warm-up %.0f ms", self.bundle.name,
+                        self.bundle.graph_path(e.precision).name, len(self.bundle.labels), self.backend.name,
+                        self.backend.device, self.backend.precision_note, self.backend.warmup_s * 1000)
+            t = self.bundle.temporal
+            rate = t.fps / max(1, t.frame_stride)
+            for c in cfg.cameras:
+                cam = Camera(c, rate_hz=rate, source=create_source(c))
+                self.streams.append(Stream(c.name, cam, OnlineClassifier(self.bundle, self.backend),
+                                           EventDetector(self.bundle.labels, settings, camera=c.name)))
+                cam.open()
+            for s_cfg, name in zip(cfg.sinks, sink_names(cfg)):
+                sink = create_sink(s_cfg, name)
+                sink.open()
+                self.sinks.append(sink)
+        except BaseException:
+            self.close(drain_s=0.0)
+            raise
+        self.ready_s = time.perf_counter() - t0
+
+    def close(self, drain_s: float = 5.0) -> None:
+        """Stop the cameras, end open events (delivered), drain and close the sinks, free the engine."""
+        for s in self.streams:
+            try:
+                s.camera.stop()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                logger.exception("camera %s: error while stopping", s.name)
+        now = time.time()
+        for s in self.streams:
+            self.emit(s, s.det.flush(max(now, s.last_ts)))
+        deadline = time.monotonic() + drain_s  # the sinks drain in parallel (each has its worker): one deadline
+        for sink in self.sinks:
+            try:
+                sink.close(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001
+                logger.exception("sink %s: error while closing", sink.name)
+        self.sinks.clear()
+        self.streams.clear()
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def emit(self, stream: Stream, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            if ev["event"] == "start":
+                stream.events += 1
+            logger.debug("event %s", ev)
+            for sink in self.sinks:
+                sink.submit(ev)
+
+    def step(self, stream: Stream, frame: Any) -> None:
+        """One frame of one camera: reset after a gap, classify, update events, deliver."""
+        if frame.gap and stream.classified:
+            stream.clf.reset()
+            self.emit(stream, stream.det.reset(frame.ts))
+        t0 = time.perf_counter()
+        probs = stream.clf.step(frame.image)
+        ms = (time.perf_counter() - t0) * 1000
+        stream.infer_ms = ms if stream.classified == 0 else 0.95 * stream.infer_ms + 0.05 * ms
+        stream.classified += 1
+        stream.last_ts = frame.ts
+        self.emit(stream, stream.det.update(probs, frame.ts))
+
+    def status(self) -> str:
+        """One line: per camera state, read fps, decisions, inference ms, events; per sink backlog."""
+        parts = []
+        for s in self.streams:
+            st = s.camera.stats()
+            parts.append(f"{s.name}: {st.get('state')} {st.get('fps', 0.0):.1f} fps, {s.classified} classified "
+                         f"({st.get('skipped', 0)} stale skipped), {s.infer_ms:.1f} ms, {s.events} events")
+        for sink in self.sinks:
+            st = sink.stats()
+            parts.append(f"sink {sink.name}: {st.get('state')} {st.get('delivered', 0)} sent, "
+                         f"{st.get('pending', 0)} pending, {st.get('dropped', 0)} dropped")
+        return "; ".join(parts)
+
+    def run(self, stop: threading.Event, reload: threading.Event | None = None) -> str:
+        """Serve the cameras until ``stop`` or ``reload`` is set or every camera has ended.
+
+        Returns why it returned: 'stop', 'reload' or 'ended'.
+        """
+        for s in self.streams:
+            s.camera.start()
+        streams = self.streams
+        n = len(streams)
+        turn = 0
+        next_status = time.monotonic() + self.cfg.status_interval_s if self.cfg.status_interval_s else None
+        while True:
+            if stop.is_set():
+                return "stop"
+            if reload is not None and reload.is_set():
+                return "reload"
+            served = False
+            if n == 1:
+                f = streams[0].camera.get(timeout=0.1)
+                if f is not None:
+                    self.step(streams[0], f)
+                    served = True
+            else:
+                for k in range(n):  # round-robin: start after the camera served last
+                    s = streams[(turn + k) % n]
+                    f = s.camera.get(timeout=0.0)
+                    if f is not None:
+                        self.step(s, f)
+                        turn = (turn + k + 1) % n
+                        served = True
+                        break
+            if not served:
+                broken = next((s for s in streams if s.camera.error is not None), None)
+                if broken is not None:  # a bug killed a capture thread: fail loudly, systemd restarts us
+                    raise EdgeError(f"camera {broken.name}: capture thread failed: {broken.camera.error!r}")
+                if all(s.camera.ended for s in streams):
+                    return "ended"
+                if n > 1:
+                    stop.wait(0.003)
+            if next_status is not None and time.monotonic() >= next_status:
+                logger.info("status: %s", self.status())
+                next_status = time.monotonic() + self.cfg.status_interval_s
+
+
+def check(cfg: Config, where: str = "config") -> Pipeline:
+    """Open everything ``run`` would open, then close it again; raises the first problem."""
+    p = Pipeline(cfg, where)
+    p.open()
+    try:
+        for s in p.streams:  # one frame from each camera proves the source delivers
+            s.camera.start()
+        deadline = time.monotonic() + max(c.stall_s for c in cfg.cameras)
+        pending = {s.name for s in p.streams}
+        while pending and time.monotonic() < deadline:
+            for s in p.streams:
+                if s.name in pending and (s.camera.get(timeout=0.05) is not None or s.camera.ended):
+                    pending.discard(s.name)
+        if pending:
+            from edge.errors import CaptureError
+            raise CaptureError(f"camera {sorted(pending)[0]}: opened but delivered no frame within "
+                               f"{max(c.stall_s for c in cfg.cameras):g} s")
+    finally:
+        p.close(drain_s=1.0)
+    return p
+
+
+def serve(config_path: str | Path) -> int:
+    """``edge-tsm run --config PATH``: run until SIGTERM/SIGINT (or every camera has ended); 0 on a clean stop.
+
+    Raises:
+        EdgeError: the config or something it names cannot be opened at start.
+    """
+    where = f"config {config_path}"
+    cfg = load_config(config_path)
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    stop, reload = threading.Event(), threading.Event()
+    previous = {}
+
+    def on_stop(signum: int, _frame: Any) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        reload.set()
+
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, h) for sig, h in
+                    ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))}
+    try:
+        pipeline = Pipeline(cfg, where)
+        pipeline.open()
+        logger.info("ready in %.2f s: %d camera(s), sinks: %s", pipeline.ready_s, len(pipeline.streams),
+                    ", ".join(s.name for s in pipeline.sinks) or "none")
+        while True:
+            why = pipeline.run(stop, reload)
+            if why != "reload":
+                pipeline.close()
+                logger.info("stopped (%s)", "every camera ended" if why == "ended" else "signal")
+                return 0
+            reload.clear()
+            pipeline = _reload(pipeline, config_path, where)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _reload(running: Pipeline, config_path: str | Path, where: str) -> Pipeline:
+    """SIGHUP: validate the new config, then swap pipelines; keep the old one if the new is invalid."""
+    logger.info("SIGHUP: reloading %s", config_path)
+    try:
+        new_cfg = load_config(config_path)
+        bundle = load_bundle(new_cfg.model)
+        event_settings(new_cfg.events, bundle, where)
+    except EdgeError as e:
+        logger.error("reload refused, still running the previous config: %s", e)
+        return running
+    running.close()
+    logging.getLogger().setLevel(new_cfg.log_level.upper())
+    fresh = Pipeline(new_cfg, where)
+    try:
+        fresh.open()
+    except EdgeError as e:
+        logger.error("reload failed (%s); going back to the previous config", e)
+        fresh = Pipeline(running.cfg, where)
+        fresh.open()  # if even that fails, the error ends the daemon (systemd restarts it)
+    logger.info("reloaded in %.2f s", fresh.ready_s)
+    return fresh

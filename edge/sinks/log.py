@@ -1,0 +1,82 @@
+"""Log sink: events appended to a JSON-lines file.
+
+The file is opened with O_APPEND and every line goes out in one ``os.write``, so lines stay whole
+even when other processes append to the same file (and logrotate's copytruncate works). With
+``fsync: true`` each line is synced to disk before it counts as delivered. A failed write (a full
+disk, an I/O error) keeps the event: the file is reopened and the line retried with backoff, and
+a line that was only partly written is finished, not written twice.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from edge.config import LogSinkConfig
+from edge.errors import SinkError
+from edge.sinks.base import Sink, json_line
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+class LogSink(Sink):
+    """Events as JSON lines appended to ``cfg.path``."""
+
+    type = "log"
+
+    def __init__(self, cfg: LogSinkConfig, name: str) -> None:
+        super().__init__(cfg, name)
+        self.path = Path(cfg.path)
+        self.target = f"file {self.path}"
+        self._fd: int | None = None
+        self._rest: bytes | None = None  # what is still to write of the current event (b"": only the fsync)
+
+    def _details(self) -> str:
+        return " (fsync each line)" if self.cfg.fsync else ""
+
+    def _open_device(self) -> None:
+        """Open the file for appending, creating it (and its folder) when missing.
+
+        Raises:
+            SinkError: the folder cannot be made, the path is a directory, or it cannot be opened for
+                appending (exit 69).
+        """
+        parent = self.path.parent
+        if parent.exists() and not parent.is_dir():
+            raise SinkError(f"{self.where}: {parent} is not a folder")
+        if not parent.is_dir():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SinkError(f"{self.where}: cannot create the folder {parent} ({e.strerror or e})") from None
+        if self.path.is_dir():
+            raise SinkError(f"{self.where}: is a directory, expected a file to append to")
+        try:
+            self._fd = os.open(self.path, _FLAGS, 0o644)
+        except OSError as e:
+            raise SinkError(f"{self.where}: cannot open for appending ({e.strerror or e})") from None
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "file not open")
+        data = json_line(event).encode() if self._rest is None else self._rest
+        while data:
+            n = os.write(self._fd, data)
+            if n <= 0:  # never spin on a device that takes nothing
+                raise OSError(errno.EIO, "write took no bytes")
+            data = data[n:]
+            self._rest = data  # partly written (full disk): finish this line on the retry
+        self._rest = b""
+        if self.cfg.fsync:
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # EINVAL: a pipe or device that cannot sync; nothing to wait for
+                    raise
+        self._rest = None
+
+    def _close_device(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,166 @@
+"""The daemon as a user runs it: ``python -m edge run --config F`` in a real subprocess, real video
+files, the tiny model on both engines, real log files; signals TERM and HUP; ``check`` exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.cli import main
+from edge.errors import EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE
+from tinymodel import build_tiny_bundle, write_colour_video
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_colour_video(tmp_path_factory.mktemp("video") / "colours.avi")
+
+
+def _config(path: Path, **cfg) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait(cond, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _daemon(config: Path, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_file_camera_to_log_and_stdout_then_exit_0(tmp_path, bundle, video, engine):
+    pytest.importorskip(engine)
+    log = tmp_path / "events.jsonl"
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle), engine={"type": engine},
+                  cameras=[{"name": "bench", "source": str(video)}],
+                  sinks=[{"type": "log", "path": str(log)}, {"type": "stdout"}])
+    proc = _daemon(cfg)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    logged = _lines(log)
+    printed = [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert printed == logged
+    assert [(e["event"], e["label"]) for e in logged] == [
+        ("start", "red"), ("end", "red"), ("start", "green"), ("end", "green"), ("start", "blue"), ("end", "blue")]
+    assert [e["seq"] for e in logged] == [1, 2, 3, 4, 5, 6]
+    assert all(e["camera"] == "bench" and e["v"] == 1 for e in logged)
+    assert "ready in" in err and "stopped (every camera ended)" in err
+
+
+def test_two_cameras_share_one_model(tmp_path, bundle, video):
+    log = tmp_path / "events.jsonl"
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle),
+                  cameras=[{"name": "a", "source": str(video)}, {"name": "b", "source": str(video)}],
+                  sinks=[{"type": "log", "path": str(log)}])
+    assert main(["-q", "run", "--config", str(cfg)]) == 0
+    evs = _lines(log)
+    for cam in ("a", "b"):
+        assert [e["label"] for e in evs if e["camera"] == cam and e["event"] == "start"] == ["red", "green", "blue"]
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+
+
+def test_sigterm_drains_and_ends_open_events(tmp_path, bundle, video):
+    log = tmp_path / "events.jsonl"
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle),
+                  cameras=[{"name": "loop", "source": str(video), "loop": True, "realtime": True}],
+                  sinks=[{"type": "log", "path": str(log)}], status_interval_s=0)
+    proc = _daemon(cfg)
+    try:
+        _wait(lambda: len(_lines(log)) >= 2, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    evs = _lines(log)  # every line is whole JSON (_lines would raise otherwise)
+    starts = [e for e in evs if e["event"] == "start"]
+    ends = [e for e in evs if e["event"] == "end"]
+    assert len(starts) == len(ends) and evs[-1]["event"] == "end"  # the open event was ended, and delivered
+    assert "SIGTERM: stopping" in err
+
+
+def test_sighup_reloads_and_refuses_a_bad_config(tmp_path, bundle, video):
+    log1, log2 = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    base = dict(model=str(bundle), cameras=[{"name": "loop", "source": str(video), "loop": True, "realtime": True}])
+    cfg = _config(tmp_path / "c.yaml", **base, sinks=[{"type": "log", "path": str(log1)}])
+    proc = _daemon(cfg)
+    try:
+        _wait(lambda: len(_lines(log1)) >= 1, proc=proc)
+        _config(cfg, **base, sinks=[{"type": "log", "path": str(log1)}, {"type": "log", "path": str(log2)}])
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: len(_lines(log2)) >= 2, proc=proc)
+        cfg.write_text("cameras: [{name: x, source: y, fps: -3}]\n")
+        proc.send_signal(signal.SIGHUP)
+        n = len(_lines(log2))
+        _wait(lambda: len(_lines(log2)) >= n + 2, proc=proc)  # still running on the previous config
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "reload refused, still running the previous config" in err and "cameras[0].fps" in err
+    assert err.count("reloaded in") == 1
+
+
+def test_check_ok_and_exit_codes(tmp_path, bundle, video, capsys):
+    good = _config(tmp_path / "good.yaml", model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
+                   sinks=[{"type": "log", "path": str(tmp_path / "e.jsonl")}])
+    assert main(["check", "--config", str(good)]) == 0
+    assert "ok" in capsys.readouterr().out
+    cases = [
+        (dict(model=str(tmp_path / "nope"), cameras=[{"name": "c", "source": str(video)}]), EX_NOINPUT, "nope"),
+        (dict(model=str(video.parent), cameras=[{"name": "c", "source": str(video)}]), EX_NOINPUT, "model.yaml"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": "/dev/video99"}]), EX_UNAVAILABLE, "/dev/video99"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(tmp_path / "no.avi")}]), EX_NOINPUT, "no.avi"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
+              sinks=[{"type": "serial", "port": str(tmp_path / "ttyUSB9")}]), EX_UNAVAILABLE, "ttyUSB9"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
+              events={"classes": {"purple": {"enter": 0.9}}}), EX_CONFIG, "'purple' is not a label"),
+    ]
+    for i, (cfg, code, needle) in enumerate(cases):
+        path = _config(tmp_path / f"bad{i}.yaml", **cfg)
+        for verb in ("check", "run"):
+            assert main([verb, "--config", str(path)]) == code, (verb, cfg)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err and err[-1].startswith("edge-tsm: error: ") and needle in err[-1], (verb, err)
+
+
+def test_wrong_bundle_is_exit_65(tmp_path, bundle, video, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in Path(bundle).iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    spec = yaml.safe_load((broken / "model.yaml").read_text())
+    spec["states"][0]["shape"] = [1, 3, 8, 8]
+    (broken / "model.yaml").write_text(yaml.safe_dump(spec))
+    cfg = _config(tmp_path / "c.yaml", model=str(broken), cameras=[{"name": "c", "source": str(video)}])
+    assert main(["check", "--config", str(cfg)]) == EX_DATAERR
+    assert "shape" in capsys.readouterr().err
