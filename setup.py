@@ -16,10 +16,12 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
-    packages=["edge", "edge.backends", "edge.capture", "edge.sinks", "edge.models", "edge.calibration"],
-    package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration"},
+    packages=["edge", "edge.backends", "edge.capture", "edge.sinks", "edge.models", "edge.calibration",
+              "edge.systemd"],
+    package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration", "edge.systemd": "systemd"},
     package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",
-                                   "presets/*.txt"]},
+                                   "presets/*.txt"],
+                  "edge.systemd": ["*.service", "*.conf", "*.rules"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

@@ -147,6 +147,15 @@ def cmd_config(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_service(a: argparse.Namespace) -> int:
+    from edge import service
+    files = service.plan(Path(a.config), user=a.user, root=Path(a.root),
+                         jetson=True if a.jetson else None, network=True if a.network else None)
+    service.install(files, dry_run=a.dry_run)
+    print(("(dry run: nothing written) " if a.dry_run else "") + service.next_steps(files), file=sys.stderr)
+    return 0
+
+
 def _seconds(ts: str) -> float:
     from datetime import datetime
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
@@ -219,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       "exit 0 only if run would start")
     ck.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     ck.set_defaults(func=cmd_check)
+
+    inst = sub.add_parser("install-service", help="write the systemd unit (for this environment), its drop-ins "
+                                                  "and a default config")
+    inst.add_argument("--config", default=DEFAULT_CONFIG, help=f"config the service runs (default {DEFAULT_CONFIG}); "
+                                                               "a default one is written if missing")
+    inst.add_argument("--user", help="run as this existing user instead of a dynamic one")
+    inst.add_argument("--dry-run", action="store_true", help="print what would be written")
+    inst.add_argument("--root", default="/", help="write under this root (building an image)")
+    inst.add_argument("--jetson", action="store_true", help="add the Jetson drop-in and udev rule (auto-detected)")
+    inst.add_argument("--network", action="store_true", help="allow network (auto when the config has an mqtt sink)")
+    inst.set_defaults(func=cmd_install_service)
 
     cf = sub.add_parser("config", help="--schema: the config's JSON schema; otherwise the validated config "
                                        "with every default filled in")

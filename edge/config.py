@@ -46,7 +46,11 @@ class EngineConfig(_Strict):
     threads: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="engine threads (default: the "
                                                                                   "engine's choice)")
     allow_fallback: bool = Field(True, description="fall back to CPU (logged) when the device is not there")
-    cache_dir: str | None = Field(None, description="openvino compile cache (default: none)")
+    cache_dir: str | None = Field(None, description="compile cache of openvino / the TensorRT provider (default: "
+                                                    "systemd's CacheDirectory, $CACHE_DIRECTORY, else none)")
+    step_timeout_s: PosFloat = Field(10.0, description="a frame step (preprocess + inference) slower than this is "
+                                                       "reported, and a step stuck this long stops the systemd "
+                                                       "watchdog pings (so systemd restarts the service)")
     precision_hint: Literal["f32", "default"] = Field(
         "f32", description="f32: full precision (openvino otherwise runs bf16/f16 where the device has it); "
                            "default: the engine's choice")

@@ -14,12 +14,13 @@ with it (an invalid new config is logged and the running one kept).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle, load_bundle
@@ -29,6 +30,7 @@ from edge.classify import default_event_settings
 from edge.config import Config, EventsConfig, load_config, sink_names
 from edge.errors import ConfigError, EdgeError
 from edge.events import EventDetector, EventSettings, Thresholds
+from edge.notify import Notifier, Watchdog
 from edge.sinks import Sink, create_sink
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,14 @@ def event_settings(ev: EventsConfig, bundle: Bundle, where: str = "config") -> E
                          ignore=base.ignore if ev.ignore is None else tuple(ev.ignore), classes=classes)
 
 
+def _cache_dir(configured: str | None) -> Path | None:
+    """The engine's compile cache: the config's, else systemd's CacheDirectory= ($CACHE_DIRECTORY)."""
+    if configured:
+        return Path(configured)
+    env = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(env) if env else None
+
+
 @dataclass
 class Stream:
     """One camera's share of the pipeline."""
@@ -78,6 +88,7 @@ class Stream:
     events: int = 0
     infer_ms: float = 0.0          # exponential average of preprocess + engine step
     last_ts: float = 0.0
+    last_frame: float = 0.0        # time.monotonic() of the last frame taken from the camera
 
 
 @dataclass
@@ -91,6 +102,9 @@ class Pipeline:
     streams: list[Stream] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
     ready_s: float = 0.0
+    on_first_frame: Callable[[], None] | None = None   # called once, after the first frame is classified
+    heartbeat: float = 0.0         # time.monotonic() at the top of each loop round (a hung step stops it)
+    step_started: float = 0.0      # time.monotonic() when the current step began, 0 between steps
 
     def open(self) -> None:
         """Load the model, compile and warm up the engine, open cameras and sinks.
@@ -107,7 +121,7 @@ class Pipeline:
             e = cfg.engine
             self.backend = create_backend(e.type, self.bundle.graph_path(e.precision), device=e.device,
                                           threads=e.threads, precision_hint=e.precision_hint,
-                                          cache_dir=Path(e.cache_dir) if e.cache_dir else None,
+                                          cache_dir=_cache_dir(e.cache_dir),
                                           allow_fallback=e.allow_fallback)
             logger.info("model %s (%s, %d labels) on %s %s, precision %s, warm-up %.0f ms", self.bundle.name,
                         self.bundle.graph_path(e.precision).name, len(self.bundle.labels), self.backend.name,
@@ -164,12 +178,36 @@ class Pipeline:
             stream.clf.reset()
             self.emit(stream, stream.det.reset(frame.ts))
         t0 = time.perf_counter()
+        self.step_started = time.monotonic()
         probs = stream.clf.step(frame.image)
+        self.step_started = 0.0
         ms = (time.perf_counter() - t0) * 1000
+        if ms > self.cfg.engine.step_timeout_s * 1000:
+            logger.warning("camera %s: one frame step took %.1f s (engine.step_timeout_s %g)", stream.name,
+                           ms / 1000, self.cfg.engine.step_timeout_s)
         stream.infer_ms = ms if stream.classified == 0 else 0.95 * stream.infer_ms + 0.05 * ms
         stream.classified += 1
         stream.last_ts = frame.ts
         self.emit(stream, stream.det.update(probs, frame.ts))
+        if self.on_first_frame is not None:  # once: the first classified frame of this pipeline
+            first, self.on_first_frame = self.on_first_frame, None
+            first()
+
+    def healthy(self) -> tuple[bool, str]:
+        """For the watchdog: is the pipeline making progress? (ok, why not)."""
+        now = time.monotonic()
+        limit = self.cfg.engine.step_timeout_s
+        if self.step_started and now - self.step_started > limit:
+            return False, f"a frame step has been running for {now - self.step_started:.0f} s (engine hung?)"
+        if self.heartbeat and now - self.heartbeat > limit + 1.0:
+            return False, f"the inference loop has not run for {now - self.heartbeat:.0f} s"
+        for s in self.streams:
+            if s.camera.error is not None:
+                return False, f"camera {s.name}: capture thread failed"
+            stuck = 3 * s.camera.cfg.stall_s
+            if s.camera.state == "stalled" and s.last_frame and now - s.last_frame > stuck:
+                return False, f"camera {s.name}: no frame for {now - s.last_frame:.0f} s and no reconnect"
+        return True, ""
 
     def status(self) -> str:
         """One line: per camera state, read fps, decisions, inference ms, events; per sink backlog."""
@@ -196,6 +234,7 @@ class Pipeline:
         turn = 0
         next_status = time.monotonic() + self.cfg.status_interval_s if self.cfg.status_interval_s else None
         while True:
+            self.heartbeat = time.monotonic()
             if stop.is_set():
                 return "stop"
             if reload is not None and reload.is_set():
@@ -204,6 +243,7 @@ class Pipeline:
             if n == 1:
                 f = streams[0].camera.get(timeout=0.1)
                 if f is not None:
+                    streams[0].last_frame = time.monotonic()
                     self.step(streams[0], f)
                     served = True
             else:
@@ -211,6 +251,7 @@ class Pipeline:
                     s = streams[(turn + k) % n]
                     f = s.camera.get(timeout=0.0)
                     if f is not None:
+                        s.last_frame = time.monotonic()
                         self.step(s, f)
                         turn = (turn + k + 1) % n
                         served = True
@@ -250,15 +291,19 @@ def check(cfg: Config, where: str = "config") -> Pipeline:
     return p
 
 
-def serve(config_path: str | Path) -> int:
+def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
     """``edge-tsm run --config PATH``: run until SIGTERM/SIGINT (or every camera has ended); 0 on a clean stop.
 
+    Under systemd (``NOTIFY_SOCKET``): READY=1 once the model is warm and the first frame is
+    classified, WATCHDOG=1 while frames make progress, STATUS= lines, RELOADING=1 on SIGHUP,
+    STOPPING=1 on the way out.
     Raises:
         EdgeError: the config or something it names cannot be opened at start.
     """
     where = f"config {config_path}"
     cfg = load_config(config_path)
     logging.getLogger().setLevel(cfg.log_level.upper())
+    notifier = notifier or Notifier()
     stop, reload = threading.Event(), threading.Event()
     previous = {}
 
@@ -272,22 +317,46 @@ def serve(config_path: str | Path) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, h) for sig, h in
                     ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))}
+    current: list[Pipeline] = []
+    watchdog = Watchdog(notifier, lambda: current[0].healthy() if current else (True, ""),
+                        lambda: current[0].status() if current else "starting")
     try:
         pipeline = Pipeline(cfg, where)
         pipeline.open()
-        logger.info("ready in %.2f s: %d camera(s), sinks: %s", pipeline.ready_s, len(pipeline.streams),
-                    ", ".join(s.name for s in pipeline.sinks) or "none")
+        current[:] = [pipeline]
+        _announce(pipeline, notifier)
+        logger.info("ready in %.2f s: %d camera(s), sinks: %s%s", pipeline.ready_s, len(pipeline.streams),
+                    ", ".join(s.name for s in pipeline.sinks) or "none",
+                    f"; watchdog {notifier.watchdog_s:g} s" if notifier.watchdog_s else "")
+        watchdog.start()
         while True:
             why = pipeline.run(stop, reload)
             if why != "reload":
+                notifier.stopping()
                 pipeline.close()
                 logger.info("stopped (%s)", "every camera ended" if why == "ended" else "signal")
                 return 0
             reload.clear()
+            notifier.reloading()
             pipeline = _reload(pipeline, config_path, where)
+            current[:] = [pipeline]
+            _announce(pipeline, notifier)
     finally:
+        watchdog.stop()
+        notifier.close()
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+
+def _announce(pipeline: Pipeline, notifier: Notifier) -> None:
+    """READY=1 (with what runs where) after the pipeline's first classified frame."""
+    b = pipeline.backend
+
+    def ready() -> None:
+        notifier.ready(f"ready: {pipeline.bundle.name if pipeline.bundle else '?'} on "
+                       f"{b.name if b else '?'} {b.device if b else '?'} {b.precision_note if b else ''}, "
+                       f"{len(pipeline.streams)} camera(s)")
+    pipeline.on_first_frame = ready
 
 
 def _reload(running: Pipeline, config_path: str | Path, where: str) -> Pipeline:
