@@ -211,7 +211,8 @@ class Pipeline:
 
     def status(self) -> str:
         """One line: per camera state, read fps, decisions, inference ms, events; per sink backlog."""
-        parts = []
+        b = self.backend
+        parts = [f"{b.name} {b.device} {b.precision_note}" if b else "no engine"]
         for s in self.streams:
             st = s.camera.stats()
             parts.append(f"{s.name}: {st.get('state')} {st.get('fps', 0.0):.1f} fps, {s.classified} classified "

@@ -122,3 +122,44 @@ def test_openvino_precision_hint_is_reported(model):
     assert create_backend("openvino", model, precision_hint="f32").precision_note == "f32"
     note = create_backend("openvino", model, precision_hint="default").precision_note
     assert note in ("f32", "bf16", "f16")
+
+
+def test_tensorrt_options_cache_keyed_by_model_and_version(model, tmp_path):
+    """The Jetson path cannot run here; its provider options can: FP16 unless f32 is asked for, and an
+    engine cache folder that changes with the graph's bytes and the ONNX Runtime version."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from edge.backends.onnxruntime import TENSORRT
+    b = create_backend("onnxruntime", model, device="CPU")
+    try:
+        f32 = b._provider_options(TENSORRT, tmp_path, "f32")
+        fast = b._provider_options(TENSORRT, tmp_path, "default")
+        assert f32["trt_fp16_enable"] is False and fast["trt_fp16_enable"] is True
+        folder = fast["trt_engine_cache_path"]
+        assert fast["trt_engine_cache_enable"] and folder.endswith(f"-ort{ort.__version__}")
+        assert b._provider_options("CPUExecutionProvider", tmp_path, "default") == {}
+        other = tmp_path / "other.onnx"
+        other.write_bytes(b.model_path.read_bytes() + b"\0")
+        b.model_path, kept = other, b.model_path
+        assert b._provider_options(TENSORRT, tmp_path, "default")["trt_engine_cache_path"] != folder
+        b.model_path = kept
+    finally:
+        b.close()
+
+
+def test_openvino_auto_list_keeps_the_present_devices(model, caplog):
+    """``AUTO:NPU,GPU,CPU`` (the order the docs recommend on a NUC) runs where only a CPU exists,
+    instead of failing on the absent devices' plugins; the log says what was dropped."""
+    pytest.importorskip("openvino")
+    from edge.backends.openvino import present_candidates
+    assert present_candidates("AUTO:NPU,GPU,CPU", ["CPU"]) == "AUTO:CPU"
+    assert present_candidates("AUTO:NPU,GPU.1,CPU", ["CPU", "GPU.0", "GPU.1"]) == "AUTO:GPU.1,CPU"
+    assert present_candidates("AUTO:NPU", ["CPU"]) == "AUTO:NPU"  # nothing present: check_device says so
+    assert present_candidates("HETERO:GPU,CPU", ["CPU"]) == "HETERO:GPU,CPU"
+    with caplog.at_level(logging.INFO):
+        b = create_backend("openvino", model, device="AUTO:NPU,GPU,CPU")
+    try:
+        assert "CPU" in b.device and "not present here" in caplog.text
+    finally:
+        b.close()

@@ -116,7 +116,7 @@ def test_daemon_ready_watchdog_status_reload_stopping(tmp_path, setup):
     proc, lis, _ = _start(tmp_path, setup, {})
     try:
         lis.collect(lambda ms: any(m.startswith("READY=1") for m in ms) and ms.count("WATCHDOG=1") >= 3
-                    and any(m.startswith("STATUS=loop: online") for m in ms))
+                    and any(m.startswith("STATUS=onnxruntime CPU") and "loop: online" in m for m in ms))
         ready = next(m for m in [m for _, m in lis.messages] if m.startswith("READY=1"))
         assert "onnxruntime" in ready and "CPU" in ready
         proc.send_signal(signal.SIGHUP)

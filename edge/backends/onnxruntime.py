@@ -80,7 +80,7 @@ class OrtBackend:
             logger.warning("%s; falling back to %s", msg, CPU)
             chain = [CPU]
         providers = [p for p in chain if p in available]
-        options = [self._provider_options(p, cache_dir) for p in providers]
+        options = [self._provider_options(p, cache_dir, precision_hint) for p in providers]
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or 0
@@ -116,13 +116,22 @@ class OrtBackend:
         logger.info("onnxruntime: %s on %s (threads %s, warm-up %.1f ms)", self.model_path.name,
                     ", ".join(actual), threads or "default", self.warmup_s * 1e3)
 
-    @staticmethod
-    def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
-        if provider == TENSORRT and cache_dir is not None:
-            # Building a TensorRT engine takes minutes on a Jetson: keep it between runs.
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
-        return {}
+    def _provider_options(self, provider: str, cache_dir: Path | None, precision_hint: str = "f32") -> dict[str, Any]:
+        """TensorRT: FP16 kernels unless the hint is f32 (QDQ INT8 graphs run INT8 through their explicit
+        quantization either way); the built engine cached between runs (a build takes minutes on a
+        Jetson) in a folder keyed by the graph's hash and the ONNX Runtime version, so a new model or
+        an upgrade never loads a stale engine."""
+        if provider != TENSORRT:
+            return {}
+        opts: dict[str, Any] = {"trt_fp16_enable": precision_hint != "f32"}
+        if cache_dir is not None:
+            import hashlib
+            digest = hashlib.sha256(self.model_path.read_bytes()).hexdigest()[:16]
+            folder = Path(cache_dir) / f"trt-{digest}-ort{ort.__version__}"
+            folder.mkdir(parents=True, exist_ok=True)
+            opts.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
+                         "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder)})
+        return opts
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; outputs by name (fresh arrays owned by the caller).

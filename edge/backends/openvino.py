@@ -39,6 +39,23 @@ def check_device(device: str, available: list[str]) -> str | None:
     return "not available"
 
 
+def present_candidates(device: str, available: list[str]) -> str:
+    """``AUTO:NPU,GPU,CPU`` -> ``AUTO:CPU`` on a machine with only a CPU: AUTO and MULTI would otherwise
+    try to load the absent devices' plugins and fail (e.g. the GPU plugin without libOpenCL). Left
+    unchanged when none of the candidates is present (check_device reports that)."""
+    kind, _, rest = device.partition(":")
+    if kind not in ("AUTO", "MULTI") or not rest:
+        return device
+    bases = {_base(a) for a in available}
+    wanted = [d for d in rest.split(",") if d]
+    keep = [d for d in wanted if d in available or _base(d) in bases]
+    if keep and keep != wanted:
+        logger.info("openvino %s: %s not present here; candidates %s", kind, ", ".join(sorted(set(wanted) - set(keep))),
+                    ", ".join(keep))
+        return f"{kind}:{','.join(keep)}"
+    return device
+
+
 class OpenVinoBackend:
     """One compiled model and one infer request, tuned for latency (see :func:`create_backend`)."""
 
@@ -61,6 +78,7 @@ class OpenVinoBackend:
         device = device.strip()
         device = device.upper()  # OpenVINO device names are upper case: 'cpu' -> 'CPU'
         requested = device
+        device = present_candidates(device, available)
         why = check_device(device, available)
         if why:
             msg = f"openvino device {device!r}: {why} (available: {', '.join(available) or 'none'}; also AUTO)"
