@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(a) or 0)
     except EdgeError as e:
-        print(f"edge-tsm: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).replace("\r", " ").split("\n"))  # one line, whatever a value held
+        print(f"edge-tsm: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("edge-tsm: interrupted", file=sys.stderr)

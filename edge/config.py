@@ -359,7 +359,8 @@ def _loc(parts: tuple[Any, ...]) -> str:
         elif p in ("stdout", "log", "serial", "unix", "mqtt", "gpio") and out.startswith("sinks["):
             continue  # the union member's tag, not a key
         else:
-            out += f".{p}" if out else str(p)
+            p = str(p) if re.fullmatch(r"[\w.-]+", str(p)) else repr(p)  # a key with odd characters: quoted
+            out += f".{p}" if out else p
     return out
 
 
