@@ -3,6 +3,7 @@ documented exit code (78 config, 66 missing input, 69 device, 65 model)."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import yaml
@@ -105,7 +106,12 @@ def _fill(value, bundle, video, log):
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    return build_tiny_bundle(root / "tiny"), write_colour_video(root / "c.avi")
+    cwd = os.getcwd()
+    os.chdir(root)  # relative paths a fuzzed config names (a log sink's) land here, not in the checkout
+    try:
+        yield build_tiny_bundle(root / "tiny"), write_colour_video(root / "c.avi")
+    finally:
+        os.chdir(cwd)
 
 
 def _check(path, capsys, verb: str = "check") -> None:
@@ -168,7 +174,7 @@ ODD_YAML = [
 
 
 @pytest.mark.parametrize("text", ODD_YAML)
-def test_odd_yaml(text, tmp_path, capsys):
+def test_odd_yaml(text, tmp_path, capsys, assets):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     _check(path, capsys)
@@ -176,7 +182,7 @@ def test_odd_yaml(text, tmp_path, capsys):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.binary(max_size=200))
-def test_binary_garbage(data, tmp_path_factory, capsys):
+def test_binary_garbage(data, tmp_path_factory, capsys, assets):
     path = tmp_path_factory.mktemp("b") / "c.yaml"
     path.write_bytes(data)
     _check(path, capsys)
