@@ -36,9 +36,13 @@ setup(
         "onnxruntime": ["onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],
         "train": ["torch==2.13.0", "onnxscript>=0.1", "tqdm>=4.60"],
+        # edge-tsm calibrate / quantize: onnxruntime.quantization (also on the device; no torch)
+        "quantize": ["onnxruntime>=1.17", "tqdm>=4.60"],
+        # libgpiod v2 bindings. On a Jetson the sink can use Jetson.GPIO instead (JetPack's, or
+        # pip install Jetson.GPIO there): not listed, it cannot be installed or imported elsewhere.
         "gpio": ["gpiod>=2.1"],
         "mqtt": ["paho-mqtt>=2.0"],
-        "dev": ["pytest>=7.4", "hypothesis>=6.90", "tqdm>=4.60"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1"],  # gpiod: the GPIO adapter's tests
     },
     entry_points={"console_scripts": ["edge-tsm = edge.cli:main"]},
     classifiers=[

@@ -66,6 +66,7 @@ class Bundle:
     root: Path
     width: float | None = None
     format: int = 1
+    quantization: dict[str, Any] | None = None   # how files.int8 was made (written by edge-tsm quantize)
 
     @property
     def yaml_path(self) -> Path:
@@ -172,6 +173,7 @@ class _Spec(_Strict):
     files: Annotated[dict[_Precision, str], _rule(bool, "at least one precision -> graph file, e.g. {fp32: model.onnx}",
                                                  before=False)]
     provenance: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"input": _Input, "output": _Output, "states": _State, "temporal": _Temporal}
@@ -297,7 +299,8 @@ def _to_bundle(spec: _Spec, root: Path, where: str) -> Bundle:
         output_name=spec.output.name, states=states,
         temporal=TemporalSpec(t.shift, float(t.fps), int(t.frame_stride), int(t.clip_frames)),
         precision=precision, files=files, provenance=dict(spec.provenance or {}), root=root,
-        width=spec.width, format=spec.format)
+        width=spec.width, format=spec.format,
+        quantization=dict(spec.quantization) if spec.quantization is not None else None)
 
 
 # --- the graph against the yaml ---------------------------------------------------------------------------

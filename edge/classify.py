@@ -76,6 +76,8 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
         raise InputError(f"video {path}: no such file")
     bundle = load_bundle(model)
     backend = create_backend(engine, bundle.graph_path(precision), device=device, threads=threads)
+    logger.info("model %s: %s graph %s (%s)", bundle.name, (precision or bundle.precision).upper(),
+                bundle.graph_path(precision).name, "--precision" if precision else "the bundle's default")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         backend.close()

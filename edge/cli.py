@@ -89,6 +89,53 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- calibrate / quantize ----------------------------------------------------------------------------
+def cmd_calibrate_collect(a: argparse.Namespace) -> int:
+    from edge.bundle import load_bundle
+    from edge.calibration.collect import CollectOptions, collect_synth, collect_videos
+    if bool(a.sources) == bool(a.synth):
+        raise UsageError("calibrate collect: give either --from VIDEO_OR_DIR... (recordings) or --synth")
+    bundle = load_bundle(a.model)
+    if a.synth:
+        summary = collect_synth(a.out, bundle, per_class=a.per_class, seed=a.seed, max_frames=a.max_frames,
+                                progress=not a.quiet)
+    else:
+        opts = CollectOptions(max_frames=a.max_frames, segment=a.segment, min_diff=a.min_diff, max_side=a.max_side)
+        summary = collect_videos(a.sources, a.out, bundle, opts, progress=not a.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    import importlib.util
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UsageError("quantize needs onnxruntime (its quantization tools): pip install 'edge-tsm[quantize]'")
+    from edge.calibration.pipeline import recipe_inputs, run_quantize
+    from edge.calibration.quantize import QuantizeOptions
+    settings = {"calib": a.calib, "eval": a.eval, "method": a.method, "per_channel": a.per_channel,
+                "max_drop": a.max_drop, "min_agreement": a.min_agreement}
+    if a.recipe:
+        from edge.calibration.quantize import fp32_bundle
+        made = recipe_inputs(a.recipe, fp32_bundle(a.model), a.data_dir, progress=not a.quiet)
+        settings = {k: made[k] if v is None else v for k, v in settings.items()}
+    if settings["calib"] is None:
+        raise UsageError("quantize: give --calib DIR (a set from edge-tsm calibrate collect) or --recipe default")
+    opts = QuantizeOptions(method=settings["method"] or "minmax",
+                           per_channel=True if settings["per_channel"] is None else settings["per_channel"],
+                           engine_target=a.engine_target, threads=a.threads)
+    res = run_quantize(a.model, settings["calib"], out=a.out, opts=opts, eval_data=settings["eval"], split=a.split,
+                       max_drop=1.0 if settings["max_drop"] is None else settings["max_drop"],
+                       min_agreement=settings["min_agreement"], debug=a.debug, bench=a.bench, progress=not a.quiet)
+    if "debug" in res:
+        from edge.calibration.debug import format_debug
+        print(format_debug(res["debug"]), file=sys.stderr)
+    if "bench" in res:
+        from edge.calibration.bench_int8 import format_bench
+        print(format_bench(res["bench"]), file=sys.stderr)
+    print(json.dumps(res))
+    return 0
+
+
 # --- classify / run --------------------------------------------------------------------------------
 def _print_event(ev: dict) -> None:
     print(json.dumps(ev, separators=(",", ":")), flush=True)
@@ -105,7 +152,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     if not a.demo:
         from edge.daemon import serve
-        return serve(a.config)
+        return serve(a.config, keep_log_level=bool(a.quiet or a.verbose))
     import tempfile
     import time
 
@@ -153,6 +200,13 @@ def cmd_install_service(a: argparse.Namespace) -> int:
                          jetson=True if a.jetson else None, network=True if a.network else None)
     service.install(files, dry_run=a.dry_run)
     print(("(dry run: nothing written) " if a.dry_run else "") + service.next_steps(files), file=sys.stderr)
+    return 0
+
+
+def cmd_devices(a: argparse.Namespace) -> int:
+    from edge import devices
+    report = devices.survey(Path(a.root))
+    print(json.dumps(report, indent=1) if a.json else devices.render(report))
     return 0
 
 
@@ -218,6 +272,53 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.set_defaults(func=cmd_export)
 
+    ca = sub.add_parser("calibrate", help="INT8 calibration sets")
+    csub = ca.add_subparsers(dest="calibrate_verb", metavar="KIND")
+    co = csub.add_parser("collect", help="a calibration set from recordings (keyframes by frame difference, short "
+                                         "sequences around them at the model's frame rate) or rendered clips")
+    co.add_argument("--from", dest="sources", nargs="+", metavar="VIDEO_OR_DIR",
+                    help="recordings of the deployment camera: video files or folders of them")
+    co.add_argument("--synth", action="store_true", help="render procedural clips instead (the embedded model's "
+                                                          "reproducible default set)")
+    co.add_argument("--out", required=True, help="folder to write (calib.json + seg_*.npz)")
+    co.add_argument("--model", default="default",
+                    help="bundle whose frame rate the sequences follow (default: default)")
+    co.add_argument("--max-frames", type=int, default=600, help="size limit: graph frames in the set (default 600)")
+    co.add_argument("--segment", type=int, default=16, help="graph frames per sequence (default 16)")
+    co.add_argument("--min-diff", type=float, default=2.0,
+                    help="keyframe threshold: mean absolute grey-level difference between graph frames (default 2)")
+    co.add_argument("--max-side", type=int, default=640, help="downscale larger frames to this many pixels on their "
+                                                              "long side; 0 keeps them (default 640)")
+    co.add_argument("--per-class", type=int, default=8, help="with --synth: clips per class (default 8)")
+    co.add_argument("--seed", type=int, default=2, help="with --synth: seed (default 2; 0 trains, 1 is held out)")
+    co.set_defaults(func=cmd_calibrate_collect)
+
+    qz = sub.add_parser("quantize", help="INT8 QDQ graph (model.int8.onnx) from a calibration set; made the default "
+                                         "only if the accuracy guard passes",
+                        description="Exit 0 also when the guard refuses INT8 as the default: the file is kept, "
+                                    "precision stays fp32 and a WARNING line says why (the JSON says default: false).")
+    qz.add_argument("--model", required=True, help="bundle folder with an FP32 graph (changed in place unless --out)")
+    qz.add_argument("--calib", help="calibration set folder (edge-tsm calibrate collect)")
+    qz.add_argument("--recipe", choices=["default"], help="the embedded model's recipe: renders the calibration and "
+                                                          "held-out sets if missing, drop <= 0.5, agreement >= 0.99")
+    qz.add_argument("--data-dir", default="data", help="with --recipe: where its sets live (default data)")
+    qz.add_argument("--method", choices=["minmax", "entropy", "percentile"], help="calibration method (default minmax)")
+    qz.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                    help="per-output-channel weight scales (default: on)")
+    qz.add_argument("--engine-target", choices=["both", "onnxruntime", "openvino"], default="both",
+                    help="engines the guard and --bench check (the QDQ graph is the same for both; default both)")
+    qz.add_argument("--eval", help="held-out dataset ROOT/<label>/*.mp4: FP32 vs INT8 accuracy guard")
+    qz.add_argument("--split", help="with --eval: use ROOT/<split>.txt")
+    qz.add_argument("--max-drop", type=float, help="largest accuracy drop (points) for INT8 to become the default "
+                                                   "(default 1.0)")
+    qz.add_argument("--min-agreement", type=float, help="also require this top-1 agreement (0..1) with FP32")
+    qz.add_argument("--debug", type=int, nargs="?", const=10, default=0, metavar="N",
+                    help="report the N layers with the largest quantization error (default N 10)")
+    qz.add_argument("--bench", action="store_true", help="time FP32 vs INT8 per-frame steps afterwards")
+    qz.add_argument("--threads", type=int, help="engine threads for calibration, checks and --bench")
+    qz.add_argument("--out", help="write a quantized copy of the bundle here instead of changing it in place")
+    qz.set_defaults(func=cmd_quantize)
+
     rn = sub.add_parser("run", help="the daemon (foreground); --demo: the embedded model on a generated clip")
     rn.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     rn.add_argument("--demo", action="store_true", help="classify a generated clip and print the events")
@@ -239,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--jetson", action="store_true", help="add the Jetson drop-in and udev rule (auto-detected)")
     inst.add_argument("--network", action="store_true", help="allow network (auto when the config has an mqtt sink)")
     inst.set_defaults(func=cmd_install_service)
+
+    dv = sub.add_parser("devices", help="cameras, serial ports, GPIO chips, accelerators and engines on this machine")
+    dv.add_argument("--json", action="store_true", help="print one JSON object")
+    dv.add_argument("--root", default="/", help="look under this root instead (a mounted image); opens no device")
+    dv.set_defaults(func=cmd_devices)
 
     cf = sub.add_parser("config", help="--schema: the config's JSON schema; otherwise the validated config "
                                        "with every default filled in")
@@ -288,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(a) or 0)
     except EdgeError as e:
-        msg = " ".join(str(e).replace("\r", " ").split("\n"))  # one line, whatever a value held
+        msg = " ".join(str(e).splitlines())  # one line, whatever a value held (\n, \r, \x85, \u2028...)
         print(f"edge-tsm: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

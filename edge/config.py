@@ -129,6 +129,9 @@ class _SinkBase(_Strict):
                                                     "dropped (counted and logged)")
     cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
     events: list[Literal["start", "end"]] = Field(["start", "end"], description="which event kinds to send")
+    durable: bool | None = Field(None, description="deliver from the journal: after an outage or a restart the sink "
+                                                   "resumes where it stopped (default: yes for log and serial, no for "
+                                                   "stdout and gpio, whose events are only worth it live)")
 
 
 class StdoutSinkConfig(_SinkBase):
@@ -163,10 +166,48 @@ class SerialSinkConfig(_SinkBase):
         return v
 
 
-SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig], Field(discriminator="type")]
+class GpioSinkConfig(_SinkBase):
+    type: Literal["gpio"]
+    chip: str = Field("/dev/gpiochip0", description="gpiod driver: the GPIO chip device (a bare name such as "
+                                                    "'gpiochip0' means /dev/gpiochip0); ignored by the jetson driver")
+    lines: Annotated[dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0, le=65535)]],
+                     Field(min_length=1, description="label -> line: the chip's line offset (gpiod) or the pin "
+                                                     "number in `numbering` (jetson); labels may share a line")]
+    mode: Literal["pulse", "level"] = Field("pulse", description="pulse: active for pulse_ms at each start (a start "
+                                                                 "during a pulse restarts it); level: active from "
+                                                                 "start to end")
+    pulse_ms: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="pulse length in milliseconds")
+    active_low: bool = Field(False, description="active means a low level on the pin")
+    driver: Literal["auto", "gpiod", "jetson"] = Field("auto", description="auto: jetson (Jetson.GPIO) on an NVIDIA "
+                                                                           "Jetson, else gpiod (libgpiod v2)")
+    numbering: Literal["board", "bcm"] = Field("board", description="jetson driver: pin numbers of the 40-pin "
+                                                                    "header (board) or Broadcom-style (bcm)")
+    reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for requesting the lines again "
+                                                                      "after a failed write (a USB GPIO bridge "
+                                                                      "unplugged)")
+
+    @model_validator(mode="after")
+    def _level_needs_end(self) -> GpioSinkConfig:
+        if self.mode == "level" and "end" not in self.events:
+            raise ValueError("mode 'level' needs 'end' in events (else a line would never go inactive)")
+        return self
+
+
+SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig, GpioSinkConfig],
+                       Field(discriminator="type")]
 
 
 # --- the whole file -----------------------------------------------------------------------------------
+class JournalConfig(_Strict):
+    fsync: Literal["always", "interval", "never"] = Field("interval", description="always: every event survives a "
+                                                          "power cut (a disk write each); interval: at most "
+                                                          "fsync_interval_s of events may be lost; never: the OS decides")
+    fsync_interval_s: PosFloat = 1.0
+    max_mb: Annotated[float, Field(gt=0, le=100_000)] = Field(64.0, description="size bound; the oldest events go "
+                                                                                "first (a sink that is down that long "
+                                                                                "loses them, counted)")
+
+
 class Config(_Strict):
     model: str = Field("default", description="a bundle name ('default') or folder")
     engine: EngineConfig = EngineConfig()
@@ -175,6 +216,10 @@ class Config(_Strict):
     sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")], max_length=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     status_interval_s: NonNegFloat = Field(300.0, description="log a status line this often (0: never)")
+    state_dir: str | None = Field(None, description="where the event journal and the sinks' cursors live (default: "
+                                                    "systemd's StateDirectory, $STATE_DIRECTORY; without either, "
+                                                    "events are not journaled)")
+    journal: JournalConfig = JournalConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge.backends import Backend, create_backend
-from edge.bundle import Bundle, load_bundle
+from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.capture import Camera, create_source
 from edge.classifier import OnlineClassifier
 from edge.classify import default_event_settings
 from edge.config import Config, EventsConfig, load_config, sink_names
 from edge.errors import ConfigError, EdgeError
 from edge.events import EventDetector, EventSettings, Thresholds
+from edge.journal import Journal
 from edge.notify import Notifier, Watchdog
 from edge.sinks import Sink, create_sink
 
@@ -76,6 +77,37 @@ def _cache_dir(configured: str | None) -> Path | None:
     return Path(env) if env else None
 
 
+class RunSeq:
+    """``seq`` for events when there is no journal: counts from 1 for this daemon run."""
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.last_seq += 1
+        return {**event, "seq": self.last_seq}
+
+    def close(self) -> None:
+        pass
+
+
+def open_journal(cfg: Config) -> Journal | RunSeq:
+    """The event journal in ``state_dir`` (or systemd's StateDirectory); RunSeq without one.
+
+    Raises:
+        InputError: the state directory cannot be created or written.
+    """
+    folder = cfg.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not folder:
+        logger.info("no state_dir: events are not journaled (a restart loses what a sink had not delivered)")
+        return RunSeq()
+    j = cfg.journal
+    journal = Journal(Path(folder) / "journal", fsync=j.fsync, fsync_interval_s=j.fsync_interval_s,
+                      max_bytes=int(j.max_mb * (1 << 20)), segment_bytes=min(1 << 20, int(j.max_mb * (1 << 20)) // 4))
+    logger.info("journal %s: last seq %d, fsync %s", journal.folder, journal.last_seq, j.fsync)
+    return journal
+
+
 @dataclass
 class Stream:
     """One camera's share of the pipeline."""
@@ -97,6 +129,7 @@ class Pipeline:
 
     cfg: Config
     where: str = "config"
+    journal: Journal | RunSeq = field(default_factory=RunSeq)   # gives each event its seq (and keeps it)
     bundle: Bundle | None = None
     backend: Backend | None = None
     streams: list[Stream] = field(default_factory=list)
@@ -119,13 +152,18 @@ class Pipeline:
             self.bundle = load_bundle(cfg.model)
             settings = event_settings(cfg.events, self.bundle, self.where)
             e = cfg.engine
-            self.backend = create_backend(e.type, self.bundle.graph_path(e.precision), device=e.device,
+            precision = e.precision or self.bundle.precision  # the bundle's default unless the config says
+            if precision != self.bundle.precision:
+                validate_graph(self.bundle, precision)
+            self.backend = create_backend(e.type, self.bundle.graph_path(precision), device=e.device,
                                           threads=e.threads, precision_hint=e.precision_hint,
                                           cache_dir=_cache_dir(e.cache_dir),
                                           allow_fallback=e.allow_fallback)
-            logger.info("model %s (%s, %d labels) on %s %s, precision %s, warm-up %.0f ms", self.bundle.name,
-                        self.bundle.graph_path(e.precision).name, len(self.bundle.labels), self.backend.name,
-                        self.backend.device, self.backend.precision_note, self.backend.warmup_s * 1000)
+            logger.info("model %s: %s graph %s (%s), %d labels, on %s %s, engine float precision %s, warm-up %.0f ms",
+                        self.bundle.name, precision.upper(), self.bundle.graph_path(precision).name,
+                        "set by engine.precision" if e.precision else "the bundle's default",
+                        len(self.bundle.labels), self.backend.name, self.backend.device, self.backend.precision_note,
+                        self.backend.warmup_s * 1000)
             t = self.bundle.temporal
             rate = t.fps / max(1, t.frame_stride)
             for c in cfg.cameras:
@@ -135,6 +173,8 @@ class Pipeline:
                 cam.open()
             for s_cfg, name in zip(cfg.sinks, sink_names(cfg)):
                 sink = create_sink(s_cfg, name)
+                if isinstance(self.journal, Journal) and sink.durable:
+                    sink.attach_journal(self.journal)
                 sink.open()
                 self.sinks.append(sink)
         except BaseException:
@@ -165,7 +205,9 @@ class Pipeline:
             self.backend = None
 
     def emit(self, stream: Stream, events: list[dict[str, Any]]) -> None:
+        """Journal each event (it gets its seq there), then hand it to the sinks."""
         for ev in events:
+            ev = self.journal.append(ev)
             if ev["event"] == "start":
                 stream.events += 1
             logger.debug("event %s", ev)
@@ -272,6 +314,7 @@ class Pipeline:
 
 def check(cfg: Config, where: str = "config") -> Pipeline:
     """Open everything ``run`` would open, then close it again; raises the first problem."""
+    open_journal(cfg).close()  # the state directory must be writable
     p = Pipeline(cfg, where)
     p.open()
     try:
@@ -292,7 +335,7 @@ def check(cfg: Config, where: str = "config") -> Pipeline:
     return p
 
 
-def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
+def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_level: bool = False) -> int:
     """``edge-tsm run --config PATH``: run until SIGTERM/SIGINT (or every camera has ended); 0 on a clean stop.
 
     Under systemd (``NOTIFY_SOCKET``): READY=1 once the model is warm and the first frame is
@@ -303,7 +346,8 @@ def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
     """
     where = f"config {config_path}"
     cfg = load_config(config_path)
-    logging.getLogger().setLevel(cfg.log_level.upper())
+    if not keep_log_level:  # -q / -v on the command line win over the config's log_level
+        logging.getLogger().setLevel(cfg.log_level.upper())
     notifier = notifier or Notifier()
     stop, reload = threading.Event(), threading.Event()
     previous = {}
@@ -321,8 +365,9 @@ def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
     current: list[Pipeline] = []
     watchdog = Watchdog(notifier, lambda: current[0].healthy() if current else (True, ""),
                         lambda: current[0].status() if current else "starting")
+    journal = open_journal(cfg)
     try:
-        pipeline = Pipeline(cfg, where)
+        pipeline = Pipeline(cfg, where, journal)
         pipeline.open()
         current[:] = [pipeline]
         _announce(pipeline, notifier)
@@ -334,7 +379,8 @@ def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
             why = pipeline.run(stop, reload)
             if why != "reload":
                 notifier.stopping()
-                pipeline.close()
+                # journaled sinks keep what they could not deliver in the journal: a short drain will do
+                pipeline.close(drain_s=1.5 if isinstance(journal, Journal) else 5.0)
                 logger.info("stopped (%s)", "every camera ended" if why == "ended" else "signal")
                 return 0
             reload.clear()
@@ -345,6 +391,7 @@ def serve(config_path: str | Path, notifier: Notifier | None = None) -> int:
     finally:
         watchdog.stop()
         notifier.close()
+        journal.close()
         for sig, h in previous.items():
             signal.signal(sig, h)
 
@@ -372,12 +419,14 @@ def _reload(running: Pipeline, config_path: str | Path, where: str) -> Pipeline:
         return running
     running.close()
     logging.getLogger().setLevel(new_cfg.log_level.upper())
-    fresh = Pipeline(new_cfg, where)
+    if (new_cfg.state_dir, new_cfg.journal) != (running.cfg.state_dir, running.cfg.journal):
+        logger.warning("reload: state_dir and journal settings take effect at the next start")
+    fresh = Pipeline(new_cfg, where, running.journal)
     try:
         fresh.open()
     except EdgeError as e:
         logger.error("reload failed (%s); going back to the previous config", e)
-        fresh = Pipeline(running.cfg, where)
+        fresh = Pipeline(running.cfg, where, running.journal)
         fresh.open()  # if even that fails, the error ends the daemon (systemd restarts it)
     logger.info("reloaded in %.2f s", fresh.ready_s)
     return fresh

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import EdgeError, UsageError
+from edge.sinks.gpio_lines import is_jetson
 
 EX_NOPERM = 77
 UNIT_NAME = "edge-tsm.service"
@@ -47,15 +48,6 @@ class PlannedFile:
 def template(name: str) -> str:
     import edge.systemd
     return (Path(edge.systemd.__file__).parent / name).read_text(encoding="utf-8")
-
-
-def is_jetson(root: Path = Path("/")) -> bool:
-    if (root / "etc/nv_tegra_release").exists():
-        return True
-    try:
-        return b"nvidia,tegra" in (root / "proc/device-tree/compatible").read_bytes()
-    except OSError:
-        return False
 
 
 def exec_start(config: Path) -> str:

@@ -53,7 +53,7 @@ def evaluate(model_ref: str | Path, data_root: str | Path, *, engine: str = "onn
         for clip in _progress(ds.clips, progress, f"eval {engine}"):
             clf.reset()
             total[:] = 0
-            for frame in _frames(clip.path, bundle.temporal.frame_stride):
+            for frame in video_frames(clip.path, bundle.temporal.frame_stride):
                 total += clf.step(frame)
             if clf.frames == 0:
                 raise DataError(f"video {clip.path}: no frame decoded")
@@ -71,7 +71,7 @@ def evaluate(model_ref: str | Path, data_root: str | Path, *, engine: str = "onn
     return result
 
 
-def _frames(path: Path, stride: int) -> Iterator[np.ndarray]:
+def video_frames(path: Path, stride: int) -> Iterator[np.ndarray]:
     """Every ``stride``-th frame of a video, starting with the first (BGR uint8)."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():

@@ -1,6 +1,7 @@
 """Event sinks: one contract for every registered sink, then each sink against real parts: captured
 stdout, a real pipe, real files and /dev/full, and real pseudo-terminal pairs (``ptys`` in
-conftest.py) for serial: unplugged by closing the master, replugged by re-pointing a symlink."""
+conftest.py) for serial: unplugged by closing the master, replugged by re-pointing a symlink.
+The GPIO sink's own tests are in test_gpio_sink.py; here it runs the contract on fake lines."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import LogSinkConfig, SerialSinkConfig, SinkConfig, StdoutSinkConfig
+from edge.config import GpioSinkConfig, LogSinkConfig, SerialSinkConfig, SinkConfig, StdoutSinkConfig
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
-from edge.sinks import SINKS, Sink, create_sink
+from edge.sinks import SINKS, Sink, create_sink, gpio
 from edge.sinks.base import json_line
+from fakegpio import FakeDriver
 
 FAST = {"initial_s": 0.02, "max_s": 0.1}  # serial reconnect backoff for tests
 
@@ -25,12 +27,12 @@ def ev(seq: int, kind: str = "start", camera: str = "door", label: str = "swipe_
        score: float = 0.93, **extra) -> dict:
     ts = "2026-11-24T14:03:05.123Z"
     return {"v": 1, "event": kind, "id": f"{camera}-{seq}", "camera": camera, "label": label, "score": score,
-            "ts": ts, "start_ts": ts, "frames": 5, "seq": seq, **extra}
+            "ts": ts, "start_ts": ts, "frames": 5, "seq": seq + 1, **extra}
 
 
 def sent(events: list[dict], seqs: typing.Iterable[int] | None = None) -> list[str]:
     """The JSON lines a sink sends for ``events``: each a copy numbered by the sink (1, 2, ...)."""
-    return [json_line({**e, "seq": s}) for e, s in zip(events, seqs or range(1, len(events) + 1))]
+    return [json_line(e if seqs is None else {**e, "seq": s}) for e, s in zip(events, seqs or [None] * len(events))]
 
 
 def repoint(link: Path, target: str) -> None:
@@ -59,29 +61,45 @@ class Rig:
     """One sink type (JSON lines) and a reader for what it delivered, so the contract tests run over
     SINKS; a new sink type fails here until it gets its rig."""
 
-    def __init__(self, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture, ptys) -> None:
+    def __init__(self, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture, ptys,
+                 monkeypatch: pytest.MonkeyPatch) -> None:
         self.kind, self.log, self.capsys = kind, tmp_path / "events.jsonl", capsys
         self.pty = ptys() if kind == "serial" else None
+        self.written: list[str] = []
+        if kind == "gpio":  # no chip here: fake lines behind the gpiod driver's slot
+            monkeypatch.setitem(gpio.DRIVERS, "gpiod", FakeDriver())
         self.cfg = {"stdout": lambda **kw: StdoutSinkConfig(type="stdout", format="json", **kw),
                     "log": lambda **kw: LogSinkConfig(type="log", path=str(self.log), **kw),
                     "serial": lambda **kw: SerialSinkConfig(type="serial", port=self.pty.path, format="json", **kw),
+                    "gpio": lambda **kw: GpioSinkConfig(type="gpio", driver="gpiod", lines={"swipe_left": 17},
+                                                        pulse_ms=5, **kw),
                     }[kind]
 
     def sink(self, **kw) -> Sink:
-        return create_sink(self.cfg(**kw), self.kind)
+        sink = create_sink(self.cfg(**kw), self.kind)
+        if self.kind == "gpio":  # it drives pins, not lines: record each event its _write took
+            real = sink._write
+
+            def recorded(event: dict) -> None:
+                real(event)
+                self.written.append(json_line(event))
+            sink._write = recorded  # type: ignore[method-assign]
+        return sink
 
     def read(self, sink: Sink, n: int) -> list[str]:
         """The lines the sink delivered, once ``n`` are through."""
         if self.pty is not None:
             return [ln.decode() for ln in self.pty.read_lines(n)]
         assert sink.wait_for(lambda st: st["delivered"] >= n, 5), sink.stats()
+        if self.kind == "gpio":
+            return list(self.written)
         out = self.capsys.readouterr().out if self.kind == "stdout" else self.log.read_text()
         return out.splitlines(keepends=True)
 
 
 @pytest.fixture(params=sorted(SINKS))
-def rig(request, tmp_path, capsys, ptys):
-    return Rig(request.param, tmp_path, capsys, ptys)
+def rig(request, tmp_path, capsys, ptys, monkeypatch):
+    return Rig(request.param, tmp_path, capsys, ptys, monkeypatch)
 
 
 # --- the registry and the contract every sink keeps ------------------------------------------------
@@ -107,7 +125,7 @@ def test_contract_delivers_in_order(rig):
     for e in events:
         sink.submit(e)
     assert rig.read(sink, 20) == sent(events)
-    assert events[0]["seq"] == 0                # the caller's dicts are left alone
+    assert all(e["seq"] == i + 1 for i, e in enumerate(events))  # seq is the daemon's, passed through
     assert sink.close() == 0
     assert sink.stats() == {"delivered": 20, "dropped": 0, "pending": 0, "errors": 0, "state": "closed"}
 
@@ -175,9 +193,9 @@ def test_stdout_lines_exact_on_fd_1(capfd, fmt):
     assert sink.close() == 0
     assert capfd.readouterr().out == ("START swipe_left 0.93 door\nEND swipe_right 0.50 yard\n" if fmt == "text" else
         '{"v":1,"event":"start","id":"door-7","camera":"door","label":"swipe_left","score":0.926,'
-        '"ts":"2026-11-24T14:03:05.123Z","start_ts":"2026-11-24T14:03:05.123Z","frames":5,"seq":1}\n'
+        '"ts":"2026-11-24T14:03:05.123Z","start_ts":"2026-11-24T14:03:05.123Z","frames":5,"seq":8}\n'
         '{"v":1,"event":"end","id":"yard-8","camera":"yard","label":"swipe_right","score":0.5,'
-        '"ts":"2026-11-24T14:03:05.123Z","start_ts":"2026-11-24T14:03:05.123Z","frames":5,"seq":2}\n')
+        '"ts":"2026-11-24T14:03:05.123Z","start_ts":"2026-11-24T14:03:05.123Z","frames":5,"seq":9}\n')
 
 
 def test_stdout_broken_pipe_closes_once_and_counts_drops(monkeypatch, caplog):

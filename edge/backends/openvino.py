@@ -109,8 +109,10 @@ class OpenVinoBackend:
         t0 = time.perf_counter()
         self.run(zero_feeds(specs))
         self.warmup_s = time.perf_counter() - t0
-        logger.info("openvino: %s on %s (asked %s), precision %s, threads %s, warm-up %.1f ms",
-                    self.model_path.name, self.device, requested, self.precision_note, threads or "default",
+        convs = self.layer_precisions("Convolution")
+        logger.info("openvino: %s on %s (asked %s), precision %s, convolutions %s, threads %s, warm-up %.1f ms",
+                    self.model_path.name, self.device, requested, self.precision_note,
+                    " ".join(f"{p} x{n}" for p, n in sorted(convs.items())) or "not reported", threads or "default",
                     self.warmup_s * 1e3)
 
     @staticmethod
@@ -130,6 +132,24 @@ class OpenVinoBackend:
             else:
                 logger.debug("openvino: threads=%s ignored on %s (a CPU setting)", threads, device)
         return config
+
+    def layer_precisions(self, layer_type: str = "Convolution") -> dict[str, int]:
+        """How many ``layer_type`` layers the compiled model runs at each precision, e.g. ``{'u8': 52}``.
+
+        An INT8 (QDQ) graph on CPU runs its convolutions as u8/i8; f32 there means OpenVINO did not
+        fuse the quantization and runs the layer in float. Empty when the device does not report it.
+        """
+        counts: dict[str, int] = {}
+        try:
+            ops = self._compiled.get_runtime_model().get_ordered_ops()
+        except RuntimeError:  # some devices (AUTO before it settles, NPU) have no runtime model to show
+            return counts
+        for op in ops:
+            info = op.get_rt_info()
+            if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) == layer_type:
+                prec = info["runtimePrecision"].astype(str)
+                counts[prec] = counts.get(prec, 0) + 1
+        return counts
 
     def _precision(self, precision_hint: str) -> str:
         try:

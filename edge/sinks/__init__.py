@@ -35,7 +35,12 @@ def _serial(cfg: Any, name: str) -> Sink:
     return SerialSink(cfg, name)
 
 
-SINKS: dict[str, SinkFactory] = {"stdout": _stdout, "log": _log, "serial": _serial}
+def _gpio(cfg: Any, name: str) -> Sink:
+    from edge.sinks.gpio import GpioSink  # its driver's package (gpiod, Jetson.GPIO) is imported at open
+    return GpioSink(cfg, name)
+
+
+SINKS: dict[str, SinkFactory] = {"stdout": _stdout, "log": _log, "serial": _serial, "gpio": _gpio}
 
 
 def create_sink(cfg: Any, name: str) -> Sink:

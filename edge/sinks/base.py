@@ -78,6 +78,7 @@ class Sink:
     """
 
     type = "?"
+    durable_default = False    # journaled unless the config says otherwise (sinks that must not miss events)
     max_pending = 0            # events the worker takes off the queue while the device is away (0: the failed one)
     retry_s: tuple[float, float] = RETRY_S
 
@@ -98,7 +99,9 @@ class Sink:
         self._device_open = False
         self._writing = False
         self._delivered = self._dropped = self._errors = 0
-        self._seq = 0                # events accepted: each one's seq
+        self._journal: Any = None    # durable sinks read from the journal (attach_journal) instead of the queue
+        self._reader: Any = None
+        self._stop_at = 0            # journal mode: close() delivers up to this seq
         self._attempts = 0           # failures since the last delivered event (sets the backoff)
         self._outage = False         # a write failed and none has worked since
         self._down_since = 0.0
@@ -130,23 +133,44 @@ class Sink:
         self._thread.start()
         logger.info("%s open%s", self.where, self._details())
 
+    @property
+    def durable(self) -> bool:
+        """Delivered from the journal (resumes after an outage or a restart) rather than a memory queue."""
+        configured = getattr(self.cfg, "durable", None)
+        return self.durable_default if configured is None else bool(configured)
+
+    def attach_journal(self, journal: Any) -> int:
+        """Deliver from ``journal`` (an :class:`edge.journal.Journal`), starting after this sink's
+        cursor; a sink the journal has not seen starts with the next event. Call before open().
+        Returns how many journaled events are waiting for this sink."""
+        cursor = journal.cursor(self.name)
+        if cursor is None:
+            cursor = journal.last_seq
+            journal.set_cursor(self.name, cursor)
+        self._journal, self._reader = journal, journal.reader(cursor)
+        waiting = max(0, journal.last_seq - cursor)
+        if waiting:
+            logger.info("%s: %d journaled event(s) not yet delivered; sending them first", self.where, waiting)
+        return waiting
+
+    def _wanted(self, event: dict[str, Any]) -> bool:
+        return ((self._cameras is None or event.get("camera") in self._cameras)
+                and event.get("event") in self._kinds)
+
     def submit(self, event: dict[str, Any]) -> None:
         """Queue one event for delivery; never blocks. Events the filters exclude are ignored.
 
-        The sink sends a copy whose ``seq`` counts the events this sink accepted (1, 2, ...), so a
-        consumer sees a gap where one was dropped; the caller's dict is not changed.
+        The event's ``seq`` is the daemon's (the journal's): the same event has the same ``seq`` in
+        every sink, and a sink's consumer sees a gap where one was dropped. A journaled sink ignores
+        submit(): its worker reads the journal.
         """
-        if self._cameras is not None and event.get("camera") not in self._cameras:
-            return
-        if event.get("event") not in self._kinds:
+        if self._reader is not None or not self._wanted(event):
             return
         warn = False
         with self._cond:
             if not self._accepting:
                 self._dropped += 1
                 return
-            self._seq += 1
-            event = {**event, "seq": self._seq}
             if len(self._queue) >= self.cfg.queue_size:
                 self._queue.popleft()
                 self._dropped += 1
@@ -166,6 +190,10 @@ class Sink:
         """
         with self._cond:
             self._accepting = False
+            if self._journal is not None:
+                self._stop_at = self._journal.last_seq
+                if self._state == "reconnecting":  # down: what it holds stays in the journal, no use waiting
+                    timeout = min(timeout, 0.05)
             self._stop.set()
             self._cond.notify_all()
         thread, self._thread = self._thread, None
@@ -184,12 +212,23 @@ class Sink:
         else:
             self._close_quietly()
         with self._cond:
-            left = len(self._queue) + len(self._kept)
+            left = self._pending()
             self._state = "closed"
             self._cond.notify_all()
-        if left:
+        if self._reader is not None:
+            self._reader.close()
+            if left:
+                logger.info("%s: %d event(s) stay in the journal, delivered at the next start", self.where, left)
+        elif left:
             logger.warning("%s: closed with %d event(s) not delivered", self.where, left)
         return left
+
+    def _pending(self) -> int:
+        """Accepted, not yet delivered (lock held)."""
+        if self._reader is not None:
+            kept_seq = self._kept[0]["seq"] - 1 if self._kept else self._reader.after
+            return max(0, (self._stop_at if self._stop.is_set() else self._journal.last_seq) - kept_seq)
+        return len(self._queue) + len(self._kept)
 
     def stats(self) -> dict[str, Any]:
         """Counters: delivered, dropped, pending (queued or kept), errors (failed writes), state."""
@@ -202,8 +241,9 @@ class Sink:
             return self._cond.wait_for(lambda: predicate(self._stats()), timeout)
 
     def _stats(self) -> dict[str, Any]:
-        return {"delivered": self._delivered, "dropped": self._dropped,
-                "pending": len(self._queue) + len(self._kept), "errors": self._errors, "state": self._state}
+        lost = self._reader.lost if self._reader is not None else 0
+        return {"delivered": self._delivered, "dropped": self._dropped + lost,
+                "pending": self._pending(), "errors": self._errors, "state": self._state}
 
     # --- subclass hooks -----------------------------------------------------------------------------
     def _details(self) -> str:
@@ -244,11 +284,15 @@ class Sink:
                 if err is not None:  # a bad event must not stop the sink (nor be retried forever)
                     logger.error("%s: cannot write event %r (%s: %s); dropped", self.where, ev,
                                  type(err).__name__, err, exc_info=err)
+                    if self._journal is not None:
+                        self._journal.set_cursor(self.name, ev["seq"])
                     with self._cond:
                         self._kept.popleft()
                         self._dropped, self._errors = self._dropped + 1, self._errors + 1
                         self._cond.notify_all()
                     continue
+                if self._journal is not None:
+                    self._journal.set_cursor(self.name, ev["seq"])
                 with self._cond:
                     self._kept.popleft()
                     self._delivered += 1
@@ -276,6 +320,8 @@ class Sink:
 
     def _next(self) -> dict[str, Any] | None:
         """The oldest undelivered event (left in ``_kept`` until written); None when it is time to stop."""
+        if self._reader is not None:
+            return self._next_journaled()
         with self._cond:
             while not self._abort.is_set():
                 if self._kept:
@@ -287,6 +333,31 @@ class Sink:
                     return None
                 self._cond.wait(_WAIT_S)
             return None
+
+    def _next_journaled(self) -> dict[str, Any] | None:
+        """Journal mode: the next wanted event from the reader (filtered ones just move the cursor)."""
+        skipped = None
+        try:
+            while not self._abort.is_set():
+                with self._cond:
+                    if self._kept:
+                        return self._kept[0]
+                    if self._stop.is_set() and self._reader.after >= self._stop_at:
+                        return None
+                ev = self._reader.next(timeout=_WAIT_S)  # waits on the journal, not on our lock
+                if ev is None:
+                    continue
+                if not self._wanted(ev):
+                    skipped = ev["seq"]
+                    continue
+                with self._cond:
+                    self._kept.append(ev)
+                    self._cond.notify_all()
+                    return ev
+            return None
+        finally:
+            if skipped is not None and not self._kept:
+                self._journal.set_cursor(self.name, skipped)
 
     def _failed(self, e: BaseException) -> None:
         """A write failed: close the device, keep the event, go to 'reconnecting'.

@@ -9,7 +9,9 @@ a line that was only partly written is finished, not written twice.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ class LogSink(Sink):
     """Events as JSON lines appended to ``cfg.path``."""
 
     type = "log"
+    durable_default = True
 
     def __init__(self, cfg: LogSinkConfig, name: str) -> None:
         super().__init__(cfg, name)
@@ -31,6 +34,8 @@ class LogSink(Sink):
         self.target = f"file {self.path}"
         self._fd: int | None = None
         self._rest: bytes | None = None  # what is still to write of the current event (b"": only the fsync)
+        self._written_up_to: int | None = None  # journaled events up to this seq are in the file already
+        self._torn = False                       # the file ends in a partial line
 
     def _details(self) -> str:
         return " (fsync each line)" if self.cfg.fsync else ""
@@ -56,11 +61,41 @@ class LogSink(Sink):
             self._fd = os.open(self.path, _FLAGS, 0o644)
         except OSError as e:
             raise SinkError(f"{self.where}: cannot open for appending ({e.strerror or e})") from None
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        """After a crash or power cut: the seq the file already holds (a journaled event written just
+        before the crash, whose cursor was not saved yet, is not written twice), and a torn last line
+        (no newline: the next line starts on a line of its own)."""
+        try:
+            with open(self.path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return  # a pipe or a device (/dev/stdout, /dev/full): nothing to read back
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                tail = f.read(65536)
+        except OSError:
+            return
+        if tail and not tail.endswith(b"\n"):
+            self._torn = True
+        lines = tail.rstrip(b"\n").split(b"\n") if tail.endswith(b"\n") else tail.split(b"\n")[:-1]
+        for line in reversed(lines):
+            try:
+                seq = int(json.loads(line)["seq"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if self._journal is not None and seq <= self._journal.last_seq:
+                self._written_up_to = max(self._written_up_to or 0, seq)
+            return
 
     def _write(self, event: dict[str, Any]) -> None:
         if self._fd is None:
             raise OSError(errno.EBADF, "file not open")
+        if self._written_up_to is not None and int(event.get("seq", 0)) <= self._written_up_to:
+            return  # already in the file (written before a crash, re-sent from the journal)
         data = json_line(event).encode() if self._rest is None else self._rest
+        if self._torn and self._rest is None:
+            data = b"\n" + data
+        self._torn = False
         while data:
             n = os.write(self._fd, data)
             if n <= 0:  # never spin on a device that takes nothing

@@ -27,6 +27,7 @@ class SerialSink(Sink):
     """Events as lines on a serial port."""
 
     type = "serial"
+    durable_default = True
 
     def __init__(self, cfg: SerialSinkConfig, name: str) -> None:
         super().__init__(cfg, name)

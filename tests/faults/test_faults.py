@@ -1,0 +1,276 @@
+"""Fault injection against a real daemon subprocess (``python -m edge run``), real files, real ptys.
+
+Each test injects a fault for real (SIGKILL, a pty master closed like a USB unplug and a new pty
+behind the same symlink like udev's by-id link, SIGTERM while a sink is down, a video file that
+vanishes and comes back, a file-size limit that makes the journal's disk "full") and then compares
+what every sink received with the journal: every event exactly once, in order, ``seq`` continuous.
+A one-line summary per fault goes to stdout (``pytest -s`` shows the table for the closing note).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinymodel import build_tiny_bundle, write_colour_video
+
+FAST_EVENTS = {"window": 1, "enter": 0.5, "exit": 0.5, "min_frames": 1, "cooldown_s": 0}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    return build_tiny_bundle(root / "tiny"), write_colour_video(root / "colours.avi")
+
+
+def seqs_of(lines: list[bytes | str]) -> list[int]:
+    return [json.loads(x)["seq"] for x in lines if x.strip()]
+
+
+def journal_seqs(state: Path) -> list[int]:
+    out = []
+    for p in sorted((state / "journal").glob("events-*.jsonl")):
+        out += seqs_of(p.read_text().splitlines())
+    return out
+
+
+def log_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def report(fault: str, injected: int, produced: int, delivered: dict[str, int], dups: int, lost: int,
+           recovery_s: float) -> None:
+    print(f"\nFAULT | {fault} | injected {injected} | produced {produced} | delivered "
+          + ", ".join(f"{k} {v}" for k, v in delivered.items()) + f" | duplicates {dups} | lost {lost} | "
+          f"recovery {recovery_s:.2f} s")
+
+
+def check_once_in_order(got: list[int], want: list[int]) -> tuple[int, int]:
+    """(duplicates, losses) of ``got`` against ``want``; also asserts order."""
+    assert got == sorted(got), "out of order"
+    dups = len(got) - len(set(got))
+    lost = len(set(want) - set(got))
+    return dups, lost
+
+
+class Daemon:
+    def __init__(self, tmp: Path, cfg: dict, preexec=None) -> None:
+        self.path = tmp / "config.yaml"
+        self.path.write_text(yaml.safe_dump(cfg))
+        self.preexec = preexec
+        self.proc: subprocess.Popen | None = None
+        self.stderr = ""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(self.path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=self.preexec)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> tuple[int, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        self.stderr += err
+        return self.proc.returncode, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.stderr += self.proc.communicate(timeout=10)[1]
+
+
+def wait_until(cond, timeout: float = 30.0, daemon: Daemon | None = None) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if daemon is not None and not daemon.alive():
+            raise AssertionError(f"daemon died: {daemon.proc.communicate()[1][-2000:]}")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def base_cfg(assets, tmp: Path, realtime: bool, sinks: list[dict]) -> dict:
+    bundle, video = assets
+    return {"model": str(bundle), "state_dir": str(tmp / "state"), "status_interval_s": 0, "events": FAST_EVENTS,
+            "cameras": [{"name": "loop", "source": str(video), "loop": True, "realtime": realtime}], "sinks": sinks}
+
+
+def test_sigkill_during_heavy_output_then_restart(assets, tmp_path):
+    log = tmp_path / "events.jsonl"
+    d = Daemon(tmp_path, base_cfg(assets, tmp_path, False, [{"type": "log", "path": str(log)}]))
+    kills = 3
+    for _ in range(kills):  # killed mid-stream, three times
+        d.start()
+        n = len(log_lines(log))
+        wait_until(lambda: len(log_lines(log)) >= n + 150, daemon=d)
+        d.proc.kill()
+        d.proc.communicate(timeout=10)
+    d.start()
+    n = len(log_lines(log))
+    recovery = wait_until(lambda: len(log_lines(log)) >= n + 50, daemon=d)
+    code, _ = d.stop()
+    assert code == 0
+    got, want = seqs_of(log_lines(log)), journal_seqs(tmp_path / "state")
+    assert want == list(range(1, len(want) + 1))  # the journal's seq is continuous across the kills
+    dups, lost = check_once_in_order(got, want)
+    report("SIGKILL during heavy output, restart", kills, len(want), {"log": len(got)}, dups, lost, recovery)
+    assert (dups, lost) == (0, 0) and got == want
+
+
+def _read_pty(master: int, buf: bytearray, timeout: float = 0.05) -> None:
+    while select.select([master], [], [], timeout)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        buf += data
+
+
+def test_serial_unplug_and_replug_behind_a_symlink(assets, tmp_path):
+    import tty
+    link = tmp_path / "ttyUSB-by-id"
+    m1, s1 = os.openpty()
+    tty.setraw(s1)
+    os.symlink(os.ttyname(s1), link)
+    log = tmp_path / "events.jsonl"
+    d = Daemon(tmp_path, base_cfg(assets, tmp_path, True, [
+        {"type": "serial", "port": str(link), "format": "json", "reconnect": {"initial_s": 0.1, "max_s": 0.5}},
+        {"type": "log", "path": str(log)}]))
+    d.start()
+    first = bytearray()
+    try:
+        wait_until(lambda: (_read_pty(m1, first), first.count(b"\n") >= 4)[1], daemon=d)
+        _read_pty(m1, first, timeout=0.01)
+        os.close(m1)  # unplug
+        os.close(s1)
+        n = len(log_lines(log))
+        wait_until(lambda: len(log_lines(log)) >= n + 4, daemon=d)  # events go on while the port is away
+        m2, s2 = os.openpty()
+        tty.setraw(s2)
+        os.symlink(os.ttyname(s2), tmp_path / "new-link")
+        os.replace(tmp_path / "new-link", link)  # replug: udev points the by-id link at the new device
+        t_replug = time.monotonic()
+        second = bytearray()
+        wait_until(lambda: (_read_pty(m2, second), second.count(b"\n") >= 6)[1], daemon=d)
+        recovery = time.monotonic() - t_replug
+        code, _ = d.stop()
+        _read_pty(m2, second, timeout=0.3)
+        os.close(m2)
+        os.close(s2)
+    finally:
+        d.kill()
+    assert code == 0
+    got = seqs_of(bytes(first).splitlines()) + seqs_of(bytes(second).splitlines())
+    want = journal_seqs(tmp_path / "state")
+    dups, lost = check_once_in_order(got, want)
+    report("serial unplug (pty master closed) + replug (new pty behind the symlink)", 1, len(want),
+           {"serial": len(got), "log": len(log_lines(log))}, dups, lost, recovery)
+    assert (dups, lost) == (0, 0) and seqs_of(log_lines(log)) == want
+
+
+def test_sigterm_with_a_sink_down_exits_fast_and_loses_nothing(assets, tmp_path):
+    import tty
+    link = tmp_path / "ttyACM-by-id"
+    cfg = base_cfg(assets, tmp_path, False, [{"type": "serial", "port": str(link), "format": "json",
+                                               "reconnect": {"initial_s": 0.05, "max_s": 0.2}}])
+    m1, s1 = os.openpty()
+    tty.setraw(s1)
+    os.symlink(os.ttyname(s1), link)
+    d = Daemon(tmp_path, cfg)
+    d.start()
+    buf = bytearray()
+    wait_until(lambda: (_read_pty(m1, buf), buf.count(b"\n") >= 2)[1], daemon=d)
+    os.close(m1)  # the port goes away; the journal keeps filling
+    os.close(s1)
+    wait_until(lambda: len(journal_seqs(tmp_path / "state")) >= len(seqs_of(bytes(buf).splitlines())) + 300,
+               daemon=d)
+    code, took = d.stop()
+    assert code == 0 and took < 2.0, (code, took)
+    m2, s2 = os.openpty()
+    tty.setraw(s2)
+    os.symlink(os.ttyname(s2), tmp_path / "new-link")
+    os.replace(tmp_path / "new-link", link)
+    cfg["cameras"][0]["loop"] = False  # the restart replays the backlog, then the file ends
+    d2 = Daemon(tmp_path, cfg)
+    d2.start()
+    second = bytearray()
+    want = journal_seqs(tmp_path / "state")
+    try:
+        recovery = wait_until(lambda: (_read_pty(m2, second), len(seqs_of(bytes(second).splitlines())) >= 1 and
+                                       seqs_of(bytes(second).splitlines())[-1] >= want[-1])[1], timeout=60)
+        d2.proc.wait(timeout=30)
+        _read_pty(m2, second, timeout=0.3)
+    finally:
+        d2.kill()
+        os.close(m2)
+        os.close(s2)
+    got = [s for s in seqs_of(bytes(buf).splitlines()) + seqs_of(bytes(second).splitlines())]
+    want = journal_seqs(tmp_path / "state")
+    dups, lost = check_once_in_order(got, want)
+    report(f"SIGTERM with the serial sink down ({len(want) - len(seqs_of(bytes(buf).splitlines()))} queued), "
+           f"exit in {took:.2f} s, restart", 1, len(want), {"serial": len(got)}, dups, lost, recovery)
+    assert (dups, lost) == (0, 0)
+
+
+def test_file_source_vanishes_and_comes_back(assets, tmp_path):
+    bundle, video = assets
+    clip = tmp_path / "clip.avi"
+    shutil.copy(video, clip)
+    log = tmp_path / "events.jsonl"
+    cfg = base_cfg(assets, tmp_path, True, [{"type": "log", "path": str(log)}])
+    cfg["cameras"][0].update(source=str(clip), reconnect={"initial_s": 0.1, "max_s": 0.4})
+    d = Daemon(tmp_path, cfg)
+    d.start()
+    try:
+        wait_until(lambda: len(log_lines(log)) >= 2, daemon=d)
+        os.replace(clip, tmp_path / "away.avi")  # gone at the next loop
+        wait_until(lambda: "reconnect" in d.proc.stderr.readline(), timeout=30, daemon=d)
+        n = len(log_lines(log))
+        os.replace(tmp_path / "away.avi", clip)
+        t_back = time.monotonic()
+        wait_until(lambda: len(log_lines(log)) >= n + 2, daemon=d)
+        recovery = time.monotonic() - t_back
+        code, _ = d.stop()
+    finally:
+        d.kill()
+    assert code == 0
+    got, want = seqs_of(log_lines(log)), journal_seqs(tmp_path / "state")
+    dups, lost = check_once_in_order(got, want)
+    report("file source vanishes, comes back", 1, len(want), {"log": len(got)}, dups, lost, recovery)
+    assert (dups, lost) == (0, 0)
+
+
+def test_journal_disk_full_is_reported_not_fatal(assets, tmp_path):
+    log = tmp_path / "events.jsonl"
+    limit = 40_000  # RLIMIT_FSIZE: writes past 40 kB fail with EFBIG, like a full disk (Python ignores SIGXFSZ)
+    cfg = base_cfg(assets, tmp_path, False, [{"type": "stdout"}, {"type": "log", "path": str(log)}])
+    d = Daemon(tmp_path, cfg, preexec=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    d.start()
+    try:
+        wait_until(lambda: sum(p.stat().st_size for p in (tmp_path / "state" / "journal").glob("events-*"))
+                   >= limit - 400, daemon=d)
+        time.sleep(1.0)  # well past the limit: appends fail, the daemon must go on
+        assert d.alive()
+        code, _ = d.stop()
+    finally:
+        d.kill()
+    assert code == 0
+    assert "journal" in d.stderr and "cannot append" in d.stderr and "Traceback" not in d.stderr
+    report("journal disk full (file size limit)", 1, len(journal_seqs(tmp_path / "state")),
+           {"log": len(log_lines(log))}, 0, 0, 0.0)
