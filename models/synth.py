@@ -32,7 +32,7 @@ CLASSES: tuple[str, ...] = (
     "no_motion", "swipe_left", "swipe_right", "swipe_up", "swipe_down",
     "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw",
 )
-GENERATOR_VERSION = 3  # bump when the clips a seed gives change
+GENERATOR_VERSION = 4  # bump when the clips a seed gives change
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "polygon", "star", "blob", "hand")
 OBJ_TEXTURES = ("flat", "noise", "stripes", "checker", "gradient")
 BG_TEXTURES = ("noise", "blurred_noise", "gradient", "stripes", "rects", "checker")
@@ -177,8 +177,7 @@ def _object_colour(rng: np.random.Generator, bg_mean: np.ndarray, difficulty: fl
 def _sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray,
             difficulty: float = 1.0) -> tuple[np.ndarray, dict]:
     """The object, drawn once per clip at ``diam`` pixels: ``s x s x 4`` premultiplied BGR*alpha
-    (0..255) and alpha (0..1), float32. Always rotation-visible: near-symmetric shapes without
-    stripes or checks get a contrasting mark (for every class, so the mark does not give it away)."""
+    (0..255) and alpha (0..1), float32. Always rotation-visible (see the mark below)."""
     r = diam / 2
     s = int(np.ceil(diam)) + 4
     c = (s - 1) / 2
@@ -189,12 +188,13 @@ def _sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray,
     c2 = np.clip(c1 + _unit(rng) * rng.uniform(0.25, 0.6), 0, 1)
     kind = str(rng.choice(OBJ_TEXTURES))
     tex = _two_tone(_pattern(rng, kind, s, s), c1, c2)
-    forced = shape in ("circle", "polygon") and kind not in ("stripes", "checker")
-    if forced or rng.random() < 0.5:
-        a = rng.uniform(0, 2 * np.pi)
-        mark = (c + 0.45 * r * np.cos(a), c + 0.45 * r * np.sin(a))
-        colour = np.where(c1 > 0.5, c1 - 0.5, c1 + 0.5) if forced or rng.random() < 0.5 else c2
-        cv2.circle(tex, _ipt(mark), round(rng.uniform(0.15, 0.25) * r * _SUB), colour.tolist(), -1, cv2.LINE_AA, 4)
+    # Every object carries one off-centre mark in a contrasting colour (every class, so the mark does not
+    # give the class away): shapes and textures with rotational symmetry (squares, stars, stripes,
+    # checks) would otherwise make a turn by a few tens of degrees look like a turn the other way.
+    a = rng.uniform(0, 2 * np.pi)
+    mark = (c + 0.5 * r * np.cos(a), c + 0.5 * r * np.sin(a))
+    colour = np.where(c1 > 0.5, c1 - 0.5, c1 + 0.5)
+    cv2.circle(tex, _ipt(mark), round(rng.uniform(0.2, 0.3) * r * _SUB), colour.tolist(), -1, cv2.LINE_AA, 4)
     if rng.random() < 0.3:  # shading from a light on one side
         xx, yy = _grid(s, s)
         a = rng.uniform(0, 2 * np.pi)
@@ -221,7 +221,7 @@ def _trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int) ->
     """Per-frame object centre ``cx, cy``, diameter ``size`` (pixels) and ``angle`` (degrees)."""
     p = _progress(rng, n)
     short = min(w, h)
-    diam = rng.uniform(0.2, 0.4) * short
+    diam = rng.uniform(0.25, 0.45) * short
     angle = rng.uniform(-180, 180) + np.zeros(n)
     size = diam + np.zeros(n)
     present = True
@@ -256,7 +256,9 @@ def _trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int) ->
             size = diam * k ** ((p if label == "zoom_in" else 1 - p) - 0.5)
             angle += rng.uniform(-10, 10) * p
         else:
-            angle += (-1 if label == "rotate_cw" else 1) * rng.uniform(120, 300) * p
+            # 90-170 degrees over the clip: at most ~25 degrees between the frames a model sees (one in
+            # three), well below half the period of the most symmetric shapes (a five-point star: 72).
+            angle += (-1 if label == "rotate_cw" else 1) * rng.uniform(90, 170) * p
     return {"present": present, "cx": cx, "cy": cy, "size": size, "angle": angle}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge.errors import DataError, InputError
-from edge.models.synth import CLASSES, _blend, _object_matrix, generate_dataset, render_clip
+from edge.models.synth import CLASSES, GENERATOR_VERSION, _blend, _object_matrix, generate_dataset, render_clip
 
 W, H = 160, 120
 
@@ -195,7 +195,7 @@ def test_generate_dataset(tmp_path):
     size, frames = (64, 48), 8
     s1 = generate_dataset(tmp_path / "a", per_class=1, seed=3, size=size, frames=frames, fps=10.0)
     assert s1 == {"root": str(tmp_path / "a"), "labels": list(CLASSES), "per_class": 1, "seed": 3,
-                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": 3, "difficulty": None}
+                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": GENERATOR_VERSION, "difficulty": None}
     assert json.loads((tmp_path / "a" / "synth.json").read_text()) == s1
     assert (tmp_path / "a" / "labels.txt").read_text().split() == list(CLASSES)
     for label in CLASSES:
