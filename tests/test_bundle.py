@@ -138,3 +138,13 @@ def test_clip_bundle(tmp_path):
     (root / "model.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ModelError, match="kind clip takes no state tensors"):
         load_bundle(root)
+
+
+def test_truncated_onnx_file(tmp_path):
+    """A copy cut short (a full disk, an interrupted download) is a one-line ModelError, not a crash."""
+    root = build_tiny_bundle(tmp_path / "b")
+    data = (root / "model.onnx").read_bytes()
+    (root / "model.onnx").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ModelError, match=r"model.onnx .*: not a valid ONNX file") as info:
+        load_bundle(root)
+    assert "\n" not in str(info.value)

@@ -235,12 +235,18 @@ def test_file_source_vanishes_and_comes_back(assets, tmp_path):
     log = tmp_path / "events.jsonl"
     cfg = base_cfg(assets, tmp_path, True, [{"type": "log", "path": str(log)}])
     cfg["cameras"][0].update(source=str(clip), reconnect={"initial_s": 0.1, "max_s": 0.4})
+    cfg["cameras"].append({"name": "steady", "source": str(video), "loop": True, "realtime": True})
     d = Daemon(tmp_path, cfg)
     d.start()
+
+    def from_cam(cam: str) -> int:
+        return sum(json.loads(x)["camera"] == cam for x in log_lines(log))
     try:
-        wait_until(lambda: len(log_lines(log)) >= 2, daemon=d)
+        wait_until(lambda: from_cam("loop") >= 2, daemon=d)
         os.replace(clip, tmp_path / "away.avi")  # gone at the next loop
         wait_until(lambda: "reconnect" in d.proc.stderr.readline(), timeout=30, daemon=d)
+        steady = from_cam("steady")
+        wait_until(lambda: from_cam("steady") >= steady + 2, daemon=d)  # the other camera is unaffected
         n = len(log_lines(log))
         os.replace(tmp_path / "away.avi", clip)
         t_back = time.monotonic()
