@@ -102,6 +102,12 @@ class OpenVinoBackend:
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
         self._input_set = set(self.input_names)
+        # The request's own input/output buffers as numpy views: run() copies the feeds into them and the
+        # results out of them (a plain infer() then costs ~0.05 ms instead of ~0.17 ms for 11 inputs and
+        # 11 outputs with infer(dict), measured on the default model).
+        static = all(p.get_partial_shape().is_static for p in (*self._compiled.inputs, *self._compiled.outputs))
+        self._in_views = {n: self._request.get_tensor(n).data for n in self.input_names} if static else None
+        self._out_views = [self._request.get_tensor(n).data for n in self.output_names] if static else None
         specs = []
         for p in self._compiled.inputs:
             shape = tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
@@ -170,11 +176,23 @@ class OpenVinoBackend:
             unknown = sorted(feeds.keys() - self._input_set)
             raise ModelError(f"model {self.model_path}: openvino inference failed (missing inputs: "
                              f"{', '.join(missing) or 'none'}; unknown inputs: {', '.join(unknown) or 'none'})")
+        if self._in_views is None:  # dynamic shapes: the request sizes its tensors per call
+            try:
+                res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
+            return dict(zip(self.output_names, res.to_tuple()))
         try:
-            res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            for name, view in self._in_views.items():
+                x = feeds[name]
+                if x.shape != view.shape or x.dtype != view.dtype:  # copyto would broadcast or cast silently
+                    raise ModelError(f"model {self.model_path}: openvino inference failed (input {name!r}: expected "
+                                     f"{view.dtype} {list(view.shape)}, got {x.dtype} {list(x.shape)})")
+                np.copyto(view, x)
+            self._request.infer()
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
-        return dict(zip(self.output_names, res.to_tuple()))
+        return {n: v.copy() for n, v in zip(self.output_names, self._out_views)}
 
     def close(self) -> None:
         self._request = None
