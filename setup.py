@@ -42,7 +42,8 @@ setup(
         # pip install Jetson.GPIO there): not listed, it cannot be installed or imported elsewhere.
         "gpio": ["gpiod>=2.1"],
         "mqtt": ["paho-mqtt>=2.0"],
-        "dev": ["pytest>=7.4", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1"],  # gpiod: the GPIO adapter's tests
+        # gpiod: the GPIO adapter's tests; paho-mqtt: the MQTT sink's tests (against Debian's mosquitto)
+        "dev": ["pytest>=7.4", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1", "paho-mqtt>=2.0"],
     },
     entry_points={"console_scripts": ["edge-tsm = edge.cli:main"]},
     classifiers=[

@@ -194,6 +194,22 @@ def cmd_config(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(a: argparse.Namespace) -> int:
+    from edge.metrics import format_status, prometheus_text, read_status
+    if a.state_dir:
+        folder = Path(a.state_dir)
+    else:
+        from edge.config import load_config
+        from edge.daemon import state_dir
+        folder = state_dir(load_config(a.config))
+        if folder is None:
+            raise UsageError(f"status: config {a.config} has no state_dir (and $STATE_DIRECTORY is not set); "
+                             "give --state-dir")
+    snap = read_status(folder)
+    print(json.dumps(snap, indent=1) if a.json else prometheus_text(snap) if a.prometheus else format_status(snap))
+    return 0
+
+
 def cmd_install_service(a: argparse.Namespace) -> int:
     from edge import service
     files = service.plan(Path(a.config), user=a.user, root=Path(a.root),
@@ -207,6 +223,27 @@ def cmd_devices(a: argparse.Namespace) -> int:
     from edge import devices
     report = devices.survey(Path(a.root))
     print(json.dumps(report, indent=1) if a.json else devices.render(report))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from edge.bench import BenchOptions, format_table, run_bench, tiny_options
+    kw = {"engines": [e for e in a.engines.split(",") if e] if a.engines else None, "precision": a.precision,
+          "threads": a.threads, "model_rate": a.model_rate, "int8_from_calib": a.int8_from_calib}
+    if not a.torch:
+        kw["torch"] = False
+    if not a.daemon:
+        kw["daemon"] = False
+    for key in ("seconds", "rounds", "steps"):
+        if getattr(a, key) is not None:
+            kw[key] = getattr(a, key)
+    if a.streams is not None:
+        kw["max_streams"] = a.streams
+    if a.size is not None:
+        kw["size"] = _parse_size(a.size, "--size")
+    opts = tiny_options(a.model, **kw) if a.tiny else BenchOptions(model=a.model, **kw)
+    res = run_bench(opts)
+    print(json.dumps(res) if a.json else format_table(res))
     return 0
 
 
@@ -330,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     ck.set_defaults(func=cmd_check)
 
+    stt = sub.add_parser("status", help="how the running daemon does: cameras, inference, events, sink backlogs")
+    stt.add_argument("--config", default=DEFAULT_CONFIG, help=f"the daemon's config (default {DEFAULT_CONFIG})")
+    stt.add_argument("--state-dir", help="read the status from this state directory instead")
+    stt.add_argument("--json", action="store_true", help="one JSON object")
+    stt.add_argument("--prometheus", action="store_true", help="Prometheus exposition text")
+    stt.set_defaults(func=cmd_status)
+
     inst = sub.add_parser("install-service", help="write the systemd unit (for this environment), its drop-ins "
                                                   "and a default config")
     inst.add_argument("--config", default=DEFAULT_CONFIG, help=f"config the service runs (default {DEFAULT_CONFIG}); "
@@ -359,6 +403,33 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--camera", help="camera name in the events (default: the file's name)")
     cl.add_argument("--per-frame", metavar="CSV", help="write per-frame probabilities (frame, time, one column per label)")
     cl.set_defaults(func=cmd_classify)
+
+    bn = sub.add_parser("bench", help="per-stage and whole-pipeline figures, side by side in one run",
+                        description="Decode, preprocessing, each engine and precision, PyTorch eager (if installed) "
+                                    "and the whole pipeline per frame in interleaved rounds; then the most 30 fps "
+                                    "streams one pipeline sustains; then the daemon itself (ready time, CPU, RSS).")
+    bn.add_argument("--model", default="default", help="bundle folder or name (default: default)")
+    bn.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    bn.add_argument("--streams", type=int, metavar="N", help="most streams to try (default 32)")
+    bn.add_argument("--seconds", type=float, metavar="S", help="length of each streams count and daemon run "
+                                                               "(default 5)")
+    bn.add_argument("--engines", help="comma-separated (default: every installed engine; the first runs the "
+                                      "pipeline, streams and daemon)")
+    bn.add_argument("--size", help="camera frame WIDTHxHEIGHT (default 640x480)")
+    bn.add_argument("--precision", choices=["fp32", "int8"], help="pipeline, streams and daemon runs "
+                                                                  "(default: int8 if the bundle has it)")
+    bn.add_argument("--threads", type=int, help="engine and torch threads (default: the engine's, as the daemon)")
+    bn.add_argument("--rounds", type=int, help="interleaved rounds (default 20)")
+    bn.add_argument("--steps", type=int, help="items per variant per round (default 20)")
+    bn.add_argument("--model-rate", action="store_true", help="send frames to the model at the bundle's decision "
+                                                             "rate, as the daemon does (default: every frame)")
+    bn.add_argument("--int8-from-calib", metavar="DIR|synth", help="if the bundle has no INT8 graph: quantize a "
+                                                                    "copy with this calibration set (or a small "
+                                                                    "synthetic one) and bench both precisions")
+    bn.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch-eager reference")
+    bn.add_argument("--no-daemon", dest="daemon", action="store_false", help="skip the daemon runs")
+    bn.add_argument("--tiny", action="store_true", help="a seconds-long setting for CI (few rounds, 0.5 s runs)")
+    bn.set_defaults(func=cmd_bench)
 
     ev = sub.add_parser("eval", help="accuracy, macro-F1, confusion of a bundle on a dataset (runtime engines)")
     ev.add_argument("--model", default="default", help="bundle folder or name (default: default)")

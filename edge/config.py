@@ -130,8 +130,9 @@ class _SinkBase(_Strict):
     cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
     events: list[Literal["start", "end"]] = Field(["start", "end"], description="which event kinds to send")
     durable: bool | None = Field(None, description="deliver from the journal: after an outage or a restart the sink "
-                                                   "resumes where it stopped (default: yes for log and serial, no for "
-                                                   "stdout and gpio, whose events are only worth it live)")
+                                                   "resumes where it stopped (default: yes for log, serial and mqtt, "
+                                                   "no for stdout, gpio and unix, whose events are only worth it "
+                                                   "live)")
 
 
 class StdoutSinkConfig(_SinkBase):
@@ -193,11 +194,113 @@ class GpioSinkConfig(_SinkBase):
         return self
 
 
-SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig, GpioSinkConfig],
-                       Field(discriminator="type")]
+class MqttTlsConfig(_Strict):
+    ca_file: str | None = Field(None, description="CA certificates (PEM) that sign the broker's certificate "
+                                                  "(default: the system's CA store)")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: str | None = Field(None, description="the client certificate's private key (PEM; default: in "
+                                                   "cert_file)")
+    insecure: bool = Field(False, description="do not check that the broker's certificate names `host` (the "
+                                              "certificate is still verified against the CA); for tests only")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttTlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
+
+class MqttSinkConfig(_SinkBase):
+    type: Literal["mqtt"]
+    host: Annotated[str, Field(min_length=1, description="the broker's host name or address")]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="default: 1883, 8883 with tls")
+    tls: MqttTlsConfig | None = Field(None, description="TLS to the broker ({} for the system's CA store); "
+                                                        "null: plain TCP")
+    username: str | None = None
+    password_file: str | None = Field(None, description="file holding the password (one line; never inline in the "
+                                                        "config); under systemd e.g. a LoadCredential= file")
+    client_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="default: edge-tsm-<device>")
+    device: Annotated[str, Field(pattern=_NAME)] | None = Field(None, description="this device's name in topics and "
+                                                                                  "discovery (default: the hostname)")
+    topic_prefix: Annotated[str, Field(max_length=1024)] | None = Field(
+        None, description="default: edge-tsm/<device>; events go to <prefix>/events/<camera>, availability to "
+                          "<prefix>/availability")
+    qos: Literal[0, 1, 2] = Field(1, description="1: an event counts as delivered when the broker acknowledged it "
+                                                 "(PUBACK); at-least-once, so consumers dedupe by seq")
+    retain_events: bool = Field(False, description="the broker keeps each camera's last event for new subscribers")
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 60
+    timeout_s: PosFloat = Field(10.0, description="connecting (TCP, TLS, CONNACK) and each acknowledgement; "
+                                                  "slower is a failed write (reconnect, resend)")
+    availability: bool = Field(True, description="retained <prefix>/availability: 'online' while connected, "
+                                                 "'offline' on a clean close and as the last will")
+    ha_discovery: bool = Field(False, description="Home Assistant MQTT discovery: one retained sensor config per "
+                                                  "camera (state: the last label)")
+    ha_prefix: Annotated[str, Field(max_length=1024)] = Field("homeassistant", description="Home Assistant's "
+                                                                                          "discovery prefix")
+    connect_at_start: Literal["retry", "require"] = Field(
+        "retry", description="broker unreachable at start: retry (start anyway, log it, keep retrying with backoff; "
+                             "durable events wait in the journal) or require (fail: exit 69, as `check` does then)")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("topic_prefix", "ha_prefix")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/")):
+            raise ValueError("expected topic levels joined by '/' (no '+', '#', no '/' at either end)")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> MqttSinkConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        return self
+
+
+class UnixSinkConfig(_SinkBase):
+    type: Literal["unix"]
+    path: Annotated[str, Field(min_length=1)] = Field("/run/edge-tsm/events.sock", description="the listening socket "
+                                                      "(its folder must exist: systemd's RuntimeDirectory=edge-tsm)")
+    mode: str = Field("0660", description="permission bits of the socket "
+                                                                 "file, octal in quotes ('0660')")
+    group: Annotated[str, Field(min_length=1)] | None = Field(None, description="group (name or number) of the socket "
+                                                                                "file, so its members may connect")
+    max_clients: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="more subscribers are refused")
+    client_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="events waiting per subscriber; "
+                                                                     "a subscriber that falls this far behind is "
+                                                                     "disconnected, never waited for")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_quoted(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise ValueError(f"expected the mode as a quoted octal string such as '0660' (YAML reads an unquoted "
+                             f"0660 as the number {0o660})")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_octal(cls, v: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", v):
+            raise ValueError("expected an octal mode such as '0660'")
+        return v
+
+
+SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig, GpioSinkConfig, MqttSinkConfig,
+                             UnixSinkConfig], Field(discriminator="type")]
 
 
 # --- the whole file -----------------------------------------------------------------------------------
+class MetricsConfig(_Strict):
+    interval_s: Annotated[float, Field(ge=0.5, le=3600)] = Field(5.0, description="how often status.json (in "
+                                                                                   "state_dir) and the textfile are "
+                                                                                   "written")
+    textfile: str | None = Field(None, description="Prometheus node-exporter textfile to write, e.g. "
+                                                   "/var/lib/node_exporter/textfile_collector/edge_tsm.prom")
+    listen: str | None = Field(None, description="serve Prometheus text on HOST:PORT (e.g. 127.0.0.1:9108; the "
+                                                 "unit has no network unless its network drop-in is installed)")
+
+
 class JournalConfig(_Strict):
     fsync: Literal["always", "interval", "never"] = Field("interval", description="always: every event survives a "
                                                           "power cut (a disk write each); interval: at most "
@@ -220,6 +323,7 @@ class Config(_Strict):
                                                     "systemd's StateDirectory, $STATE_DIRECTORY; without either, "
                                                     "events are not journaled)")
     journal: JournalConfig = JournalConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

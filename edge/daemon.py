@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from edge.config import Config, EventsConfig, load_config, sink_names
 from edge.errors import ConfigError, EdgeError
 from edge.events import EventDetector, EventSettings, Thresholds
 from edge.journal import Journal
+from edge.metrics import Histogram, MetricsWriter
 from edge.notify import Notifier, Watchdog
 from edge.sinks import Sink, create_sink
 
@@ -91,13 +93,19 @@ class RunSeq:
         pass
 
 
+def state_dir(cfg: Config) -> Path | None:
+    """The config's state_dir, else systemd's StateDirectory ($STATE_DIRECTORY), else None."""
+    folder = cfg.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(folder) if folder else None
+
+
 def open_journal(cfg: Config) -> Journal | RunSeq:
     """The event journal in ``state_dir`` (or systemd's StateDirectory); RunSeq without one.
 
     Raises:
         InputError: the state directory cannot be created or written.
     """
-    folder = cfg.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    folder = state_dir(cfg)
     if not folder:
         logger.info("no state_dir: events are not journaled (a restart loses what a sink had not delivered)")
         return RunSeq()
@@ -121,6 +129,9 @@ class Stream:
     infer_ms: float = 0.0          # exponential average of preprocess + engine step
     last_ts: float = 0.0
     last_frame: float = 0.0        # time.monotonic() of the last frame taken from the camera
+    hist: Histogram = field(default_factory=Histogram)
+    recent_ms: deque = field(default_factory=lambda: deque(maxlen=256))
+    by_label: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +148,7 @@ class Pipeline:
     ready_s: float = 0.0
     on_first_frame: Callable[[], None] | None = None   # called once, after the first frame is classified
     heartbeat: float = 0.0         # time.monotonic() at the top of each loop round (a hung step stops it)
+    started: float = field(default_factory=time.monotonic)
     step_started: float = 0.0      # time.monotonic() when the current step began, 0 between steps
 
     def open(self) -> None:
@@ -210,6 +222,7 @@ class Pipeline:
             ev = self.journal.append(ev)
             if ev["event"] == "start":
                 stream.events += 1
+                stream.by_label[ev["label"]] = stream.by_label.get(ev["label"], 0) + 1
             logger.debug("event %s", ev)
             for sink in self.sinks:
                 sink.submit(ev)
@@ -228,6 +241,8 @@ class Pipeline:
             logger.warning("camera %s: one frame step took %.1f s (engine.step_timeout_s %g)", stream.name,
                            ms / 1000, self.cfg.engine.step_timeout_s)
         stream.infer_ms = ms if stream.classified == 0 else 0.95 * stream.infer_ms + 0.05 * ms
+        stream.hist.observe(ms)
+        stream.recent_ms.append(ms)
         stream.classified += 1
         stream.last_ts = frame.ts
         self.emit(stream, stream.det.update(probs, frame.ts))
@@ -250,6 +265,25 @@ class Pipeline:
             if s.camera.state == "stalled" and s.last_frame and now - s.last_frame > stuck:
                 return False, f"camera {s.name}: no frame for {now - s.last_frame:.0f} s and no reconnect"
         return True, ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything ``edge-tsm status`` and the Prometheus text show (see :mod:`edge.metrics`)."""
+        b = self.backend
+        cams = {}
+        for s in self.streams:
+            st = s.camera.stats()
+            recent = sorted(s.recent_ms)
+            cams[s.name] = {"state": st.get("state"), "fps": st.get("fps", 0.0), "frames_read": st.get("frames_read", 0),
+                            "classified": s.classified, "skipped": st.get("skipped", 0),
+                            "reconnects": st.get("reconnects", 0), "inference_ms": s.hist.snapshot(),
+                            "inference_ms_p50": round(recent[len(recent) // 2], 3) if recent else 0.0,
+                            "events": dict(s.by_label)}
+        return {"model": self.bundle.name if self.bundle else self.cfg.model,
+                "engine": f"{b.name} {b.device} {b.precision_note}" if b else "none",
+                "uptime_s": round(time.monotonic() - self.started, 1), "time": time.time(),
+                "interval_s": self.cfg.metrics.interval_s, "cameras": cams,
+                "sinks": {sink.name: sink.stats() for sink in self.sinks},
+                "journal_last_seq": self.journal.last_seq}
 
     def status(self) -> str:
         """One line: per camera state, read fps, decisions, inference ms, events; per sink backlog."""
@@ -365,6 +399,9 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
     current: list[Pipeline] = []
     watchdog = Watchdog(notifier, lambda: current[0].healthy() if current else (True, ""),
                         lambda: current[0].status() if current else "starting")
+    m = cfg.metrics
+    metrics = MetricsWriter(lambda: current[0].snapshot(), state_dir=state_dir(cfg), interval_s=m.interval_s,
+                            textfile=m.textfile, listen=m.listen)
     journal = open_journal(cfg)
     try:
         pipeline = Pipeline(cfg, where, journal)
@@ -375,10 +412,12 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
                     ", ".join(s.name for s in pipeline.sinks) or "none",
                     f"; watchdog {notifier.watchdog_s:g} s" if notifier.watchdog_s else "")
         watchdog.start()
+        metrics.start()
         while True:
             why = pipeline.run(stop, reload)
             if why != "reload":
                 notifier.stopping()
+                metrics.stop()  # the last status, with the cameras and sinks still there
                 # journaled sinks keep what they could not deliver in the journal: a short drain will do
                 pipeline.close(drain_s=1.5 if isinstance(journal, Journal) else 5.0)
                 logger.info("stopped (%s)", "every camera ended" if why == "ended" else "signal")
@@ -390,6 +429,8 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
             _announce(pipeline, notifier)
     finally:
         watchdog.stop()
+        if current:
+            metrics.stop()
         notifier.close()
         journal.close()
         for sig, h in previous.items():

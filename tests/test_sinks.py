@@ -1,12 +1,17 @@
 """Event sinks: one contract for every registered sink, then each sink against real parts: captured
 stdout, a real pipe, real files and /dev/full, and real pseudo-terminal pairs (``ptys`` in
 conftest.py) for serial: unplugged by closing the master, replugged by re-pointing a symlink.
-The GPIO sink's own tests are in test_gpio_sink.py; here it runs the contract on fake lines."""
+The GPIO sink's own tests are in test_gpio_sink.py; here it runs the contract on fake lines. The MQTT
+and Unix socket sinks run it against a real mosquitto and a real socket; their own tests are in
+test_mqtt_sink.py and test_unix_sink.py."""
 from __future__ import annotations
 
 import json
 import logging
+import itertools
 import os
+import select
+import socket
 import threading
 import time
 import typing
@@ -14,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import GpioSinkConfig, LogSinkConfig, SerialSinkConfig, SinkConfig, StdoutSinkConfig
+from edge.config import (GpioSinkConfig, LogSinkConfig, MqttSinkConfig, SerialSinkConfig, SinkConfig,
+                         StdoutSinkConfig, UnixSinkConfig)
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
 from edge.sinks import SINKS, Sink, create_sink, gpio
 from edge.sinks.base import json_line
@@ -61,18 +67,28 @@ class Rig:
     """One sink type (JSON lines) and a reader for what it delivered, so the contract tests run over
     SINKS; a new sink type fails here until it gets its rig."""
 
+    _devices = itertools.count()
+
     def __init__(self, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture, ptys,
-                 monkeypatch: pytest.MonkeyPatch) -> None:
+                 monkeypatch: pytest.MonkeyPatch, broker=None) -> None:
         self.kind, self.log, self.capsys = kind, tmp_path / "events.jsonl", capsys
         self.pty = ptys() if kind == "serial" else None
         self.written: list[str] = []
         if kind == "gpio":  # no chip here: fake lines behind the gpiod driver's slot
             monkeypatch.setitem(gpio.DRIVERS, "gpiod", FakeDriver())
+        self.sock_path, self.client, self.buf = tmp_path / "events.sock", None, b""  # unix: one subscriber
+        self.subscriber, self.device = None, f"rig{next(self._devices)}"                # mqtt: one subscriber
+        if kind == "mqtt":
+            from mqttbroker import Subscriber
+            self.subscriber = Subscriber(broker.port, f"edge-tsm/{self.device}/events/#")
         self.cfg = {"stdout": lambda **kw: StdoutSinkConfig(type="stdout", format="json", **kw),
                     "log": lambda **kw: LogSinkConfig(type="log", path=str(self.log), **kw),
                     "serial": lambda **kw: SerialSinkConfig(type="serial", port=self.pty.path, format="json", **kw),
                     "gpio": lambda **kw: GpioSinkConfig(type="gpio", driver="gpiod", lines={"swipe_left": 17},
                                                         pulse_ms=5, **kw),
+                    "mqtt": lambda **kw: MqttSinkConfig(type="mqtt", host="127.0.0.1", port=broker and broker.port,
+                                                        device=self.device, **kw),
+                    "unix": lambda **kw: UnixSinkConfig(type="unix", path=str(self.sock_path), **kw),
                     }[kind]
 
     def sink(self, **kw) -> Sink:
@@ -84,7 +100,22 @@ class Rig:
                 real(event)
                 self.written.append(json_line(event))
             sink._write = recorded  # type: ignore[method-assign]
+        if self.kind == "unix":  # a subscriber connects as soon as the socket is there
+            real_open = sink.open
+
+            def opened() -> None:
+                real_open()
+                self.client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.client.connect(str(self.sock_path))
+                assert sink.wait_subscribers(1, 5)
+            sink.open = opened  # type: ignore[method-assign]
         return sink
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.subscriber is not None:
+            self.subscriber.close()
 
     def read(self, sink: Sink, n: int) -> list[str]:
         """The lines the sink delivered, once ``n`` are through."""
@@ -93,13 +124,31 @@ class Rig:
         assert sink.wait_for(lambda st: st["delivered"] >= n, 5), sink.stats()
         if self.kind == "gpio":
             return list(self.written)
+        if self.kind == "mqtt":  # acknowledged by the broker; the subscriber gets them right after
+            return [m.payload.decode() + "\n" for m in self.subscriber.wait(lambda ms: len(ms) >= n)]
+        if self.kind == "unix":
+            while self.buf.count(b"\n") < n and select.select([self.client], [], [], 5)[0]:
+                self.buf += self.client.recv(65536)
+            return self.buf.decode().splitlines(keepends=True)
         out = self.capsys.readouterr().out if self.kind == "stdout" else self.log.read_text()
         return out.splitlines(keepends=True)
 
 
+@pytest.fixture(scope="module")
+def mqtt_broker(tmp_path_factory):
+    """One real mosquitto for this module's MQTT rigs (skipped without the binary, failed in CI)."""
+    from mqttbroker import Broker
+    broker = Broker(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
 @pytest.fixture(params=sorted(SINKS))
 def rig(request, tmp_path, capsys, ptys, monkeypatch):
-    return Rig(request.param, tmp_path, capsys, ptys, monkeypatch)
+    broker = request.getfixturevalue("mqtt_broker") if request.param == "mqtt" else None
+    r = Rig(request.param, tmp_path, capsys, ptys, monkeypatch, broker)
+    yield r
+    r.close()
 
 
 # --- the registry and the contract every sink keeps ------------------------------------------------

@@ -40,7 +40,28 @@ def _gpio(cfg: Any, name: str) -> Sink:
     return GpioSink(cfg, name)
 
 
-SINKS: dict[str, SinkFactory] = {"stdout": _stdout, "log": _log, "serial": _serial, "gpio": _gpio}
+def _mqtt(cfg: Any, name: str) -> Sink:
+    try:
+        from edge.sinks.mqtt import MqttSink
+    except ImportError as e:
+        if e.name == "paho.mqtt.enums":
+            need = "paho-mqtt 2.0 or later (an older one is installed)"
+        elif e.name in ("paho", "paho.mqtt", "paho.mqtt.client"):
+            need = "the paho-mqtt package"
+        else:
+            need = f"paho-mqtt, whose import failed: {' '.join(str(e).split())}"
+        raise SinkError(f"sink {name}: type 'mqtt' needs {need}: pip install 'edge-tsm[mqtt]' "
+                        f"(or pip install 'paho-mqtt>=2.0')") from None
+    return MqttSink(cfg, name)
+
+
+def _unix(cfg: Any, name: str) -> Sink:
+    from edge.sinks.unix import UnixSink
+    return UnixSink(cfg, name)
+
+
+SINKS: dict[str, SinkFactory] = {"stdout": _stdout, "log": _log, "serial": _serial, "gpio": _gpio, "mqtt": _mqtt,
+                                 "unix": _unix}
 
 
 def create_sink(cfg: Any, name: str) -> Sink:

@@ -1,0 +1,222 @@
+"""Metrics of the running daemon: a status file ``edge-tsm status`` reads, and Prometheus text.
+
+Every ``interval_s`` the daemon writes ``<state_dir>/status.json`` (atomically: a reader never sees half
+a file) and, when configured, a node-exporter textfile (``textfile``) and/or serves the same text on a
+localhost HTTP port (``listen``: ``127.0.0.1:9108``). Per camera: state, read fps, frames read,
+classified, stale frames skipped, reconnects, inference time (a histogram), events per label; per sink:
+delivered, pending (backlog), dropped, errors, state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+from edge.errors import ConfigError, DeviceError, InputError
+
+logger = logging.getLogger(__name__)
+
+BUCKETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0)
+STATUS_FILE = "status.json"
+
+
+class Histogram:
+    """Cumulative counts per upper bound (Prometheus style), plus sum and count; not thread-safe
+    on purpose: only the inference loop writes it, readers take a copy."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS_MS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, ms: float) -> None:
+        i = 0
+        while i < len(BUCKETS_MS) and ms > BUCKETS_MS[i]:
+            i += 1
+        self.counts[i] += 1
+        self.sum += ms
+        self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        cumulative, acc = [], 0
+        for c in self.counts:
+            acc += c
+            cumulative.append(acc)
+        return {"buckets_ms": list(BUCKETS_MS), "cumulative": cumulative, "sum_ms": round(self.sum, 3),
+                "count": self.count}
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(snap: dict[str, Any]) -> str:
+    """The snapshot as Prometheus exposition text (metric names ``edge_tsm_*``)."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, rows: list[tuple[dict[str, str], float]]) -> None:
+        out.append(f"# HELP edge_tsm_{name} {help_}")
+        out.append(f"# TYPE edge_tsm_{name} {kind}")
+        for labels, value in rows:
+            lab = ",".join(f'{k}="{_esc(str(v))}"' for k, v in labels.items())
+            out.append(f"edge_tsm_{name}{{{lab}}} {value}")
+
+    cams = snap.get("cameras", {})
+    metric("up", "gauge", "1 while the daemon runs", [({}, 1)])
+    metric("camera_online", "gauge", "1 when the camera delivers frames",
+           [({"camera": c}, int(v["state"] == "online")) for c, v in cams.items()])
+    metric("camera_fps", "gauge", "frames read per second", [({"camera": c}, v["fps"]) for c, v in cams.items()])
+    for key, help_ in (("frames_read", "frames read from the camera"), ("classified", "frames classified"),
+                       ("skipped", "stale frames skipped (latest-frame semantics)"),
+                       ("reconnects", "camera reconnects")):
+        metric(f"{key}_total", "counter", help_, [({"camera": c}, v[key]) for c, v in cams.items()])
+    out.append("# HELP edge_tsm_inference_ms preprocess + engine step per frame")
+    out.append("# TYPE edge_tsm_inference_ms histogram")
+    for c, v in cams.items():
+        h = v["inference_ms"]
+        for le, n in zip([*map(str, h["buckets_ms"]), "+Inf"], h["cumulative"]):
+            out.append(f'edge_tsm_inference_ms_bucket{{camera="{_esc(c)}",le="{le}"}} {n}')
+        out.append(f'edge_tsm_inference_ms_sum{{camera="{_esc(c)}"}} {h["sum_ms"]}')
+        out.append(f'edge_tsm_inference_ms_count{{camera="{_esc(c)}"}} {h["count"]}')
+    metric("events_total", "counter", "events started, per label",
+           [({"camera": c, "label": lab}, n) for c, v in cams.items() for lab, n in v["events"].items()])
+    sinks = snap.get("sinks", {})
+    for key, kind, help_ in (("delivered", "counter", "events delivered"), ("pending", "gauge", "sink backlog"),
+                             ("dropped", "counter", "events dropped"), ("errors", "counter", "failed writes")):
+        metric(f"sink_{key}" + ("_total" if kind == "counter" else ""), kind, help_,
+               [({"sink": s}, v[key]) for s, v in sinks.items()])
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    text: Callable[[], str]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.split("?")[0] not in ("/metrics", "/"):
+            self.send_error(404)
+            return
+        body = type(self).text().encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        logger.debug("metrics http: " + fmt, *args)
+
+
+class MetricsWriter:
+    """A thread that writes the status file / textfile every ``interval_s`` and serves ``listen``."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], *, state_dir: Path | None, interval_s: float = 5.0,
+                 textfile: str | None = None, listen: str | None = None) -> None:
+        """Raises: ConfigError for a bad ``listen``; DeviceError when the port cannot be bound."""
+        self.snapshot = snapshot
+        self.state_dir = state_dir
+        self.interval_s = interval_s
+        self.textfile = Path(textfile) if textfile else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._text = "edge_tsm_up 1\n"
+        self._warned = False
+        if listen:
+            host, _, port = listen.rpartition(":")
+            if not port.isdigit() or not host:
+                raise ConfigError(f"metrics.listen {listen!r}: expected HOST:PORT such as 127.0.0.1:9108")
+            handler = type("Handler", (_Handler,), {"text": staticmethod(lambda: self._text)})
+            try:
+                self._server = ThreadingHTTPServer((host, int(port)), handler)
+            except OSError as e:
+                raise DeviceError(f"metrics.listen {listen}: cannot listen ({e.strerror or e})") from None
+
+    @property
+    def port(self) -> int | None:
+        return self._server.server_address[1] if self._server else None
+
+    def start(self) -> None:
+        if self._server is not None:
+            threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and the server, and write the final status (running: false); idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.write_once(final=True)
+
+    def _run(self) -> None:
+        self.write_once()
+        while not self._stop.wait(self.interval_s):
+            self.write_once()
+
+    def write_once(self, final: bool = False) -> None:
+        try:
+            snap = self.snapshot()
+        except Exception:  # noqa: BLE001 - metrics must never take the daemon down
+            logger.exception("metrics: snapshot failed")
+            return
+        snap["running"] = not final
+        self._text = prometheus_text(snap)
+        try:
+            if self.state_dir is not None:
+                write_atomic(self.state_dir / STATUS_FILE, json.dumps(snap, indent=1))
+            if self.textfile is not None:
+                write_atomic(self.textfile, self._text if not final else self._text.replace(
+                    "edge_tsm_up{} 1", "edge_tsm_up{} 0"))
+        except OSError as e:
+            if not self._warned:
+                logger.warning("metrics: cannot write (%s)", e)
+                self._warned = True
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The daemon's last status.
+
+    Raises:
+        InputError: no status file there (the daemon never ran with this state_dir).
+    """
+    path = state_dir / STATUS_FILE
+    try:
+        snap = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"status {path}: not there (is the daemon running with state_dir {state_dir}?)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"status {path}: unreadable ({e})") from None
+    snap["age_s"] = round(time.time() - path.stat().st_mtime, 1)
+    return snap
+
+
+def format_status(snap: dict[str, Any]) -> str:
+    age = snap.get("age_s", 0.0)
+    stale = not snap.get("running", True) or age > 3 * snap.get("interval_s", 5.0)
+    head = (f"edge-tsm {'NOT RUNNING (last status ' + str(age) + ' s old)' if stale else 'running'}: "
+            f"model {snap.get('model')} on {snap.get('engine')}, up {snap.get('uptime_s', 0):.0f} s")
+    lines = [head, "", f"{'camera':<14}{'state':<14}{'fps':>7}{'classified':>12}{'skipped':>9}{'reconn':>8}"
+             f"{'ms p50':>8}{'events':>8}"]
+    for c, v in snap.get("cameras", {}).items():
+        lines.append(f"{c:<14}{v['state']:<14}{v['fps']:>7.1f}{v['classified']:>12}{v['skipped']:>9}"
+                     f"{v['reconnects']:>8}{v.get('inference_ms_p50', 0):>8.1f}{sum(v['events'].values()):>8}")
+    lines += ["", f"{'sink':<14}{'state':<14}{'delivered':>10}{'pending':>9}{'dropped':>9}{'errors':>8}"]
+    for s, v in snap.get("sinks", {}).items():
+        lines.append(f"{s:<14}{v['state']:<14}{v['delivered']:>10}{v['pending']:>9}{v['dropped']:>9}{v['errors']:>8}")
+    return "\n".join(lines)
