@@ -34,7 +34,28 @@ def assets(tmp_path_factory):
 
 
 def seqs_of(lines: list[bytes | str]) -> list[int]:
-    return [json.loads(x)["seq"] for x in lines if x.strip()]
+    """The seqs of whole JSON lines (a line cut by an unplug is not an event: it is sent again)."""
+    out = []
+    for x in lines:
+        try:
+            out.append(json.loads(x)["seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def unplug(d: "Daemon", master: int, slave: int, buf: bytearray) -> None:
+    """Pull the adapter at an idle moment: freeze the daemon, read what the line already carries, close
+    both ends, thaw. (Bytes still in a tty buffer when a real adapter is pulled are lost on the wire; no
+    sink can know. That physical limit is not what these tests measure.)"""
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(0.05)
+        _read_pty(master, buf, timeout=0.2)
+        os.close(master)
+        os.close(slave)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
 
 
 def journal_seqs(state: Path) -> list[int]:
@@ -156,9 +177,7 @@ def test_serial_unplug_and_replug_behind_a_symlink(assets, tmp_path):
     first = bytearray()
     try:
         wait_until(lambda: (_read_pty(m1, first), first.count(b"\n") >= 4)[1], daemon=d)
-        _read_pty(m1, first, timeout=0.01)
-        os.close(m1)  # unplug
-        os.close(s1)
+        unplug(d, m1, s1, first)
         n = len(log_lines(log))
         wait_until(lambda: len(log_lines(log)) >= n + 4, daemon=d)  # events go on while the port is away
         m2, s2 = os.openpty()
@@ -196,10 +215,10 @@ def test_sigterm_with_a_sink_down_exits_fast_and_loses_nothing(assets, tmp_path)
     d.start()
     buf = bytearray()
     wait_until(lambda: (_read_pty(m1, buf), buf.count(b"\n") >= 2)[1], daemon=d)
-    os.close(m1)  # the port goes away; the journal keeps filling
-    os.close(s1)
-    wait_until(lambda: len(journal_seqs(tmp_path / "state")) >= len(seqs_of(bytes(buf).splitlines())) + 300,
-               daemon=d)
+    unplug(d, m1, s1, buf)  # the port goes away; the journal keeps filling
+    first_n = len(seqs_of(bytes(buf).splitlines()))
+    wait_until(lambda: sum(p.read_bytes().count(b"\n") for p in (tmp_path / "state" / "journal").glob("events-*"))
+               >= first_n + 300, daemon=d)
     code, took = d.stop()
     assert code == 0 and took < 2.0, (code, took)
     m2, s2 = os.openpty()
