@@ -222,7 +222,7 @@ def _phase_streams(opts: BenchOptions, model: Path, clip: Path, engine: str, pre
                 min(rate, opts.fps), opts.seconds)
     best, trials = find_streams(lambda n: streams_trial(model, clip, n, engine, precision, opts.threads,
                                                         opts.seconds, opts.warmup_s), opts.max_streams)
-    shown = next(t for t in trials if t["streams"] == max(best, 1))
+    shown = [t for t in trials if t["streams"] == max(best, 1)][-1]   # the trial that decided it
     lat = dict(shown["event_latency_ms"], streams=shown["streams"])
     return {"streams": best, "event_latency_ms": lat,
             "streams_detail": {"fps": opts.fps, "to_model_hz": min(rate, opts.fps), "engine": engine,

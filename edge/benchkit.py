@@ -294,15 +294,25 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
 
 
 def find_streams(trial: Callable[[int], dict[str, Any]], max_n: int) -> tuple[int, list[dict[str, Any]]]:
-    """Largest N <= max_n whose trial passes: 1, 2, 4, ... until one fails, then bisect (0 if 1 fails)."""
-    done: dict[int, dict[str, Any]] = {}
+    """Largest N <= max_n whose trial passes: 1, 2, 4, ... until one fails, then bisect (0 if 1 fails).
+
+    A count that fails is tried once more (a VM's neighbour can steal a few frames' worth of time from
+    one trial); it passes if the second trial does. Every trial is returned, in the order run.
+    """
+    done: dict[int, bool] = {}
+    trials: list[dict[str, Any]] = []
 
     def ok(n: int) -> bool:
         if n not in done:
-            done[n] = trial(n)
-            logger.info("bench: %d stream(s): %.1f %% of frames classified (worst camera), %s", n,
-                        100 * done[n]["classified_min"], "sustained" if done[n]["ok"] else "not sustained")
-        return done[n]["ok"]
+            for attempt in (1, 2):
+                t = trial(n)
+                trials.append(t)
+                logger.info("bench: %d stream(s): %.1f %% of frames classified (worst camera), %s", n,
+                            100 * t["classified_min"], "sustained" if t["ok"] else "not sustained")
+                if t["ok"]:
+                    break
+            done[n] = t["ok"]
+        return done[n]
 
     lo, hi, n = 0, None, 1
     while n <= max_n:
@@ -316,7 +326,7 @@ def find_streams(trial: Callable[[int], dict[str, Any]], max_n: int) -> tuple[in
     while hi is not None and hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo, [done[k] for k in sorted(done)]
+    return lo, trials
 
 
 # --- live: the daemon in a subprocess ------------------------------------------------------------
