@@ -152,8 +152,11 @@ def test_sigkill_during_heavy_output_then_restart(assets, tmp_path):
     assert (dups, lost) == (0, 0) and got == want
 
 
-def _read_pty(master: int, buf: bytearray, timeout: float = 0.05) -> None:
-    while select.select([master], [], [], timeout)[0]:
+def _read_pty(master: int, buf: bytearray, timeout: float = 0.05, budget_s: float = 0.5) -> None:
+    """Read what the line carries until it is quiet for ``timeout`` or ``budget_s`` has passed (a daemon
+    writing without pause must not keep the caller here forever)."""
+    end = time.monotonic() + budget_s
+    while time.monotonic() < end and select.select([master], [], [], timeout)[0]:
         try:
             data = os.read(master, 65536)
         except OSError:
