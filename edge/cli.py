@@ -38,6 +38,35 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_from_clips(a: argparse.Namespace) -> int:
+    from edge.models.fieldclips import from_clips, write_sheet
+    if a.sheet:
+        if a.labels or a.out:
+            raise UsageError("dataset from-clips: --sheet writes a review sheet; give --labels/--out in a second run")
+        n = write_sheet(a.spool, a.sheet)
+        print(json.dumps({"sheet": a.sheet, "clips": n}))
+        return 0
+    if not (a.labels and a.out):
+        raise UsageError("dataset from-clips: give --labels FILE.csv and --out DIR (or --sheet FILE.csv to "
+                         "write a review sheet first)")
+    print(json.dumps(from_clips(a.spool, a.labels, a.out)))
+    return 0
+
+
+def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
+    from edge.demo import make_recording
+    rows = make_recording(a.out, a.annotations, segments=a.segments, seed=a.seed)
+    print(json.dumps({"video": a.out, "annotations": a.annotations, "rows": len(rows),
+                      "seconds": round(rows[-1].end_s, 2) if rows else 0.0}))
+    return 0
+
+
+def cmd_dataset_from_recording(a: argparse.Namespace) -> int:
+    from edge.models.fieldclips import from_recording
+    print(json.dumps(from_recording(a.video, a.annotations, a.out, codec=a.codec)))
+    return 0
+
+
 def _parse_size(text: str, flag: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -270,6 +299,25 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     sy.add_argument("--fps", type=float, default=15.0, help="frame rate written to the files (default 15)")
     sy.set_defaults(func=cmd_dataset_synth)
+    sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG) and its start,end,label "
+                                                 "annotations: to try the field loop without a camera")
+    sr.add_argument("--out", required=True, help="the video to write (.avi)")
+    sr.add_argument("--annotations", required=True, help="the CSV to write (start,end,label; stills as no_motion)")
+    sr.add_argument("--segments", type=int, default=24, help="motions in it (default 24)")
+    sr.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
+    sr.set_defaults(func=cmd_dataset_synth_recording)
+    fc = dsub.add_parser("from-clips", help="reviewed field clips (the daemon's clips spool) -> a dataset")
+    fc.add_argument("--spool", required=True, help="the daemon's clips folder (clips.dir)")
+    fc.add_argument("--sheet", help="write a review sheet (CSV: clip,label,predicted,...; label empty) and stop")
+    fc.add_argument("--labels", help="the reviewed CSV: clip,label per row (empty or 'skip': left out)")
+    fc.add_argument("--out", help="dataset folder to add the labelled clips to (ROOT/<label>/)")
+    fc.set_defaults(func=cmd_dataset_from_clips)
+    fr = dsub.add_parser("from-recording", help="cut a long recording by start,end,label rows into a dataset")
+    fr.add_argument("video", help="the recording (any file OpenCV reads)")
+    fr.add_argument("--annotations", required=True, help="CSV rows start,end,label (seconds or [HH:]MM:SS.fff)")
+    fr.add_argument("--out", required=True, help="dataset folder to write the clips into (ROOT/<label>/)")
+    fr.add_argument("--codec", choices=["mjpg", "mp4v"], default="mjpg", help="mjpg (.avi, default) or mp4v (.mp4)")
+    fr.set_defaults(func=cmd_dataset_from_recording)
 
     tr = sub.add_parser("train", help="train a MobileNetV2-TSM and export it as a bundle (needs [train])")
     tr.add_argument("--data", help="training dataset ROOT/<label>/*.mp4")

@@ -311,6 +311,43 @@ class JournalConfig(_Strict):
                                                                                 "loses them, counted)")
 
 
+class UncertainTrigger(_Strict):
+    low: Prob = Field(0.4, description="the top smoothed score at or above this ...")
+    high: Prob = Field(0.75, description="... and below this counts as unsure")
+    min_s: NonNegFloat = Field(1.0, description="unsure for at least this long (seconds) before a clip is kept")
+    cooldown_s: NonNegFloat = Field(60.0, description="at most one unsure clip per camera in this many seconds")
+
+    @model_validator(mode="after")
+    def _band(self) -> UncertainTrigger:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class ClipsConfig(_Strict):
+    """Field clips for annotation: short videos around events or unsure periods, with a JSON sidecar
+    (scores per frame, model name and hash) each, in a spool with a size quota (oldest removed first)."""
+
+    dir: str | None = Field(None, description="the spool folder (default: <state_dir>/clips)")
+    triggers: Annotated[list[Literal["event", "uncertain"]], Field(min_length=1)] = Field(
+        ["uncertain"], description="event: a clip of every event (start - pre_s .. end + post_s); uncertain: "
+                                   "of periods where the top score sits in the uncertain band")
+    labels: list[str] | None = Field(None, description="event trigger: only events of these labels (default: all)")
+    cameras: list[str] | None = Field(None, description="only these cameras (default: all)")
+    uncertain: UncertainTrigger = UncertainTrigger()
+    pre_s: Annotated[float, Field(ge=0, le=60)] = Field(2.0, description="seconds kept before the trigger")
+    post_s: Annotated[float, Field(ge=0, le=60)] = Field(2.0, description="seconds kept after it ends")
+    max_s: Annotated[float, Field(gt=0, le=600)] = Field(20.0, description="longest clip (seconds); a longer "
+                                                                          "event is cut here")
+    fps: Annotated[float, Field(gt=0, le=240)] | None = Field(None, description="frames per second written "
+                                                               "(default: the model's training fps)")
+    width: Annotated[int, Field(ge=16, le=8192)] | None = Field(320, description="frames scaled down to at most "
+                                                                    "this width (null: as captured)")
+    codec: Literal["mjpg", "mp4v"] = Field("mjpg", description="mjpg: .avi (Motion JPEG); mp4v: .mp4 (MPEG-4 part 2)")
+    max_mb: Annotated[float, Field(gt=0, le=10_000_000)] = Field(1024.0, description="spool size quota; the "
+                                                                 "oldest clips are removed first")
+
+
 class Config(_Strict):
     model: str = Field("default", description="a bundle name ('default') or folder")
     engine: EngineConfig = EngineConfig()
@@ -324,6 +361,7 @@ class Config(_Strict):
                                                     "events are not journaled)")
     journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig = MetricsConfig()
+    clips: ClipsConfig | None = Field(None, description="keep field clips for annotation (off unless given)")
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -340,6 +378,9 @@ class Config(_Strict):
                 if cam not in names:
                     raise ValueError(f"sinks[{i}].cameras: {cam!r} is not a configured camera "
                                      f"({', '.join(names)})")
+        for cam in (self.clips.cameras or ()) if self.clips else ():
+            if cam not in names:
+                raise ValueError(f"clips.cameras: {cam!r} is not a configured camera ({', '.join(names)})")
         return self
 
 

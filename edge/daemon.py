@@ -27,6 +27,7 @@ from edge.backends import Backend, create_backend
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.capture import Camera, create_source
 from edge.classifier import OnlineClassifier
+from edge.clips import ClipRecorder, ClipSpool, file_sha256
 from edge.classify import default_event_settings
 from edge.config import Config, EventsConfig, load_config, sink_names
 from edge.errors import ConfigError, EdgeError
@@ -132,6 +133,7 @@ class Stream:
     hist: Histogram = field(default_factory=Histogram)
     recent_ms: deque = field(default_factory=lambda: deque(maxlen=256))
     by_label: dict[str, int] = field(default_factory=dict)
+    rec: ClipRecorder | None = None  # field clips (config ``clips``)
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Pipeline:
     backend: Backend | None = None
     streams: list[Stream] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
+    spool: ClipSpool | None = None
     ready_s: float = 0.0
     on_first_frame: Callable[[], None] | None = None   # called once, after the first frame is classified
     heartbeat: float = 0.0         # time.monotonic() at the top of each loop round (a hung step stops it)
@@ -178,10 +181,17 @@ class Pipeline:
                         self.backend.warmup_s * 1000)
             t = self.bundle.temporal
             rate = t.fps / max(1, t.frame_stride)
+            if cfg.clips is not None:
+                self.spool = open_spool(cfg, self.bundle, precision, self.where)
             for c in cfg.cameras:
                 cam = Camera(c, rate_hz=rate, source=create_source(c))
-                self.streams.append(Stream(c.name, cam, OnlineClassifier(self.bundle, self.backend),
-                                           EventDetector(self.bundle.labels, settings, camera=c.name)))
+                stream = Stream(c.name, cam, OnlineClassifier(self.bundle, self.backend),
+                                EventDetector(self.bundle.labels, settings, camera=c.name))
+                if self.spool is not None and (cfg.clips.cameras is None or c.name in cfg.clips.cameras):
+                    stream.rec = ClipRecorder(c.name, cfg.clips, self.spool, self.bundle.labels,
+                                              cfg.clips.fps or t.fps, lossless=not cam.source.live)
+                    cam.tap = stream.rec.tap
+                self.streams.append(stream)
                 cam.open()
             for s_cfg, name in zip(cfg.sinks, sink_names(cfg)):
                 sink = create_sink(s_cfg, name)
@@ -204,6 +214,7 @@ class Pipeline:
         now = time.time()
         for s in self.streams:
             self.emit(s, s.det.flush(max(now, s.last_ts)))
+        self.close_clips(timeout=max(1.0, drain_s))
         deadline = time.monotonic() + drain_s  # the sinks drain in parallel (each has its worker): one deadline
         for sink in self.sinks:
             try:
@@ -215,6 +226,15 @@ class Pipeline:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+
+    def close_clips(self, timeout: float = 5.0) -> None:
+        """Stop feeding the clip recorders, write the clips they hold, stop the spool (stats stay)."""
+        for s in self.streams:
+            if s.rec is not None:
+                s.camera.tap = None
+                s.rec.flush()
+        if self.spool is not None:
+            self.spool.close(timeout=timeout)
 
     def emit(self, stream: Stream, events: list[dict[str, Any]]) -> None:
         """Journal each event (it gets its seq there), then hand it to the sinks."""
@@ -232,6 +252,8 @@ class Pipeline:
         if frame.gap and stream.classified:
             stream.clf.reset()
             self.emit(stream, stream.det.reset(frame.ts))
+            if stream.rec is not None:
+                stream.rec.reset_scores()
         t0 = time.perf_counter()
         self.step_started = time.monotonic()
         probs = stream.clf.step(frame.image)
@@ -245,7 +267,10 @@ class Pipeline:
         stream.recent_ms.append(ms)
         stream.classified += 1
         stream.last_ts = frame.ts
-        self.emit(stream, stream.det.update(probs, frame.ts))
+        events = stream.det.update(probs, frame.ts)
+        self.emit(stream, events)
+        if stream.rec is not None:
+            stream.rec.observe(frame.ts, probs, stream.det.smoothed, events)
         if self.on_first_frame is not None:  # once: the first classified frame of this pipeline
             first, self.on_first_frame = self.on_first_frame, None
             first()
@@ -283,6 +308,7 @@ class Pipeline:
                 "uptime_s": round(time.monotonic() - self.started, 1), "time": time.time(),
                 "interval_s": self.cfg.metrics.interval_s, "cameras": cams,
                 "sinks": {sink.name: sink.stats() for sink in self.sinks},
+                **({"clips": self.spool.stats()} if self.spool is not None else {}),
                 "journal_last_seq": self.journal.last_seq}
 
     def status(self) -> str:
@@ -344,6 +370,29 @@ class Pipeline:
             if next_status is not None and time.monotonic() >= next_status:
                 logger.info("status: %s", self.status())
                 next_status = time.monotonic() + self.cfg.status_interval_s
+
+
+def open_spool(cfg: Config, bundle: Bundle, precision: str, where: str = "config") -> ClipSpool:
+    """The field-clip spool of config ``clips``: its folder, the model it names in each sidecar.
+
+    Raises:
+        ConfigError: no ``clips.dir`` and no state directory; a ``clips.labels`` entry not a model label.
+        InputError: the folder cannot be written.
+    """
+    c = cfg.clips
+    for name in c.labels or ():
+        if name not in bundle.labels:
+            raise ConfigError(f"{where}: clips.labels: {name!r} is not a label of model {bundle.name!r} "
+                              f"(labels: {', '.join(bundle.labels)})")
+    folder = Path(c.dir) if c.dir else (state_dir(cfg) / "clips" if state_dir(cfg) else None)
+    if folder is None:
+        raise ConfigError(f"{where}: clips: give clips.dir (or state_dir) for the clip spool")
+    graph = bundle.graph_path(precision)
+    model = {"name": bundle.name, "graph": graph.name, "precision": precision, "sha256": file_sha256(graph),
+             "folder": str(bundle.root)}
+    spool = ClipSpool(folder, c, model, bundle.labels)
+    spool.open()
+    return spool
 
 
 def check(cfg: Config, where: str = "config") -> Pipeline:
@@ -417,6 +466,7 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
             why = pipeline.run(stop, reload)
             if why != "reload":
                 notifier.stopping()
+                pipeline.close_clips()
                 metrics.stop()  # the last status, with the cameras and sinks still there
                 # journaled sinks keep what they could not deliver in the journal: a short drain will do
                 pipeline.close(drain_s=1.5 if isinstance(journal, Journal) else 5.0)

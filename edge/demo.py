@@ -52,3 +52,29 @@ def make_demo_clip(path: str | Path, *, seed: int = 7, fps: float = 15.0, size: 
     finally:
         vw.release()
     return segments
+
+
+def make_recording(path: str | Path, annotations: str | Path, *, segments: int = 24, seed: int = 11,
+                   fps: float = 15.0, size: tuple[int, int] = (640, 480)) -> list[Segment]:
+    """A generated "field recording": ``segments`` random motions between still stretches, written like
+    the demo clip, and its ground truth as ``start,end,label`` rows (still stretches as ``no_motion``).
+
+    For trying the field loop (clips, review, ``dataset from-recording``) without a camera.
+    """
+    from edge.models.synth import CLASSES
+    rng = np.random.default_rng(seed)
+    motions = [lab for lab in CLASSES if lab != "no_motion"]
+    script = tuple(motions[i] for i in rng.integers(0, len(motions), segments))
+    shown = make_demo_clip(path, seed=seed, fps=fps, size=size, script=script)
+    rows, t = [], 0.0
+    for seg in shown:
+        if seg.start_s > t:
+            rows.append(Segment("no_motion", t, seg.start_s))
+        rows.append(seg)
+        t = seg.end_s
+    rows.append(Segment("no_motion", t, t + 18 / fps))  # make_demo_clip ends on a still stretch of 18 frames
+    with open(annotations, "w", encoding="utf-8") as f:
+        f.write("start,end,label\n")
+        for seg in rows:
+            f.write(f"{seg.start_s:.3f},{seg.end_s:.3f},{seg.label}\n")
+    return rows

@@ -44,6 +44,11 @@ def iso_ts(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def parse_iso_ts(text: str) -> float:
+    """``iso_ts`` back to seconds since the epoch."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
 class EventDetector:
     """Hysteresis over smoothed scores for one camera; see the module docstring."""
 

@@ -33,6 +33,21 @@ _SEGMENT = re.compile(r"^events-(\d{12})\.jsonl$")
 _WARN_EVERY_S = 30.0
 
 
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and prove a file can be written in it.
+
+    Raises:
+        InputError: ``<what> <folder>: cannot create or write (<why>)``.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{what} {folder}: cannot create or write ({e.strerror or e})") from None
+
+
 @dataclass
 class JournalStats:
     appended: int = 0
@@ -66,13 +81,7 @@ class Journal:
         self._last_sync = 0.0
         self._dirty = False
         self._warned_at = -1e9
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / ".probe"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise InputError(f"journal {self.folder}: cannot create or write ({e.strerror})") from None
+        ensure_writable(self.folder, "journal")
         self.last_seq = self._recover()
 
     # --- segments ---------------------------------------------------------------------------------

@@ -90,6 +90,14 @@ def prometheus_text(snap: dict[str, Any]) -> str:
                              ("dropped", "counter", "events dropped"), ("errors", "counter", "failed writes")):
         metric(f"sink_{key}" + ("_total" if kind == "counter" else ""), kind, help_,
                [({"sink": s}, v[key]) for s, v in sinks.items()])
+    clips = snap.get("clips")
+    if clips:
+        for key, kind, help_ in (("written", "counter", "field clips written"),
+                                 ("dropped", "counter", "field clips dropped (writer behind)"),
+                                 ("failed", "counter", "field clips that could not be written"),
+                                 ("removed", "counter", "field clips removed by the quota"),
+                                 ("bytes", "gauge", "size of the clip spool")):
+            metric(f"clips_{key}" + ("_total" if kind == "counter" else ""), kind, help_, [({}, clips[key])])
     return "\n".join(out) + "\n"
 
 
@@ -219,4 +227,8 @@ def format_status(snap: dict[str, Any]) -> str:
     lines += ["", f"{'sink':<14}{'state':<14}{'delivered':>10}{'pending':>9}{'dropped':>9}{'errors':>8}"]
     for s, v in snap.get("sinks", {}).items():
         lines.append(f"{s:<14}{v['state']:<14}{v['delivered']:>10}{v['pending']:>9}{v['dropped']:>9}{v['errors']:>8}")
+    c = snap.get("clips")
+    if c:
+        lines += ["", f"clips: {c['written']} written, {c['dropped']} dropped, {c['failed']} failed, "
+                      f"{c['removed']} removed by the quota, spool {c['bytes'] / (1 << 20):.1f} MB"]
     return "\n".join(lines)

@@ -33,7 +33,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "optimizer": "adamw", "weight_decay": 0.01, "seed": 0, "threads": 2},
         # Stage 2: from stage 1's weights at a lower learning rate, another shuffle. Measured here: after
         # stage 1 the model still underfits (train and held-out accuracy ~0.87-0.89, rotations weakest).
-        "finetune": {"epochs": 4, "lr": 0.0003, "seed": 1},
+        # Stage 3: the same again (another warm restart of the cosine schedule, another shuffle). Measured here:
+        # after stage 2 train accuracy 0.970 and still rising, held-out 0.961, rotations and no_motion weakest.
+        "finetune": [{"epochs": 4, "lr": 0.0003, "seed": 1}, {"epochs": 4, "lr": 0.0003, "seed": 2}],
     },
 }
 DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
@@ -109,18 +111,34 @@ def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, 
         t["threads"] = threads
     name = "default" if shift != "none" else "default-noshift"
     prov = {"recipe": "default", "command": command}
-    stages = [TrainConfig(data=str(train_root), out=str(out / "stage1" if "finetune" in recipe else out), shift=shift,
-                          max_steps=max_steps, name=name, provenance=prov, **t)]
-    if "finetune" in recipe:
-        stages.append(TrainConfig(data=str(train_root), out=str(out), shift=shift, max_steps=max_steps, name=name,
-                                  provenance=prov, init=stages[0].out, **{**t, **recipe["finetune"]}))
+    finetune = recipe.get("finetune", [])
+    # Every stage but the last trains into out/stageN; the last one into out itself (the bundle).
+    outs = [out / f"stage{i + 1}" for i in range(len(finetune))] + [out]
+    stages = [TrainConfig(data=str(train_root), out=str(outs[0]), shift=shift, max_steps=max_steps, name=name,
+                          provenance=prov, **t)]
+    for i, ft in enumerate(finetune):
+        stages.append(TrainConfig(data=str(train_root), out=str(outs[i + 1]), shift=shift, max_steps=max_steps,
+                                  name=name, provenance=prov, init=stages[-1].out, **{**t, **ft}))
     t0 = time.perf_counter()
     for cfg in stages:
         if _already_trained(cfg):
             logger.info("%s: already trained with this recipe, kept", cfg.out)
             continue
+        cfg.resume = _interrupted(cfg)
         train(cfg)
-    return out, time.perf_counter() - t0
+    return out, _stage_seconds(stages, time.perf_counter() - t0)
+
+
+def _stage_seconds(stages: list[TrainConfig], fallback: float) -> float:
+    """Training time of all stages, summed from their epochs (kept stages count too); ``fallback`` if unknown."""
+    total = 0.0
+    for cfg in stages:
+        try:
+            done = json.loads((Path(cfg.out) / "train.json").read_text())
+            total += done["seconds"] if "seconds" in done else sum(h["seconds"] for h in done["history"])
+        except (OSError, ValueError, KeyError):
+            return fallback
+    return total
 
 
 _SAME = ("data", "size", "width", "frames", "stride", "epochs", "batch", "lr", "optimizer", "weight_decay", "shift",
@@ -134,6 +152,21 @@ def _already_trained(cfg: TrainConfig) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return (Path(cfg.out) / "weights.pt").is_file() and all(have.get(k) == getattr(cfg, k) for k in _SAME)
+
+
+def _interrupted(cfg: TrainConfig) -> bool:
+    """An unfinished run of exactly this configuration left a checkpoint in ``cfg.out``: go on from it."""
+    path = Path(cfg.out) / "checkpoint.pt"
+    if not path.is_file():
+        return False
+    try:
+        have = torch.load(path, map_location="cpu", weights_only=False).get("config") or {}
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
+        return False
+    same = bool(have) and all(have.get(k) == getattr(cfg, k) for k in _SAME)
+    if same:
+        logger.info("%s: resuming the interrupted run from its checkpoint", cfg.out)
+    return same
 
 
 def run_recipe(name: str, *, out: str, data_dir: str = "data", no_shift: bool = False, ablation: bool = False,
@@ -219,8 +252,8 @@ def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any]
         f"{_optimizer_text(t)}, lr {t['lr']} with warm-up and cosine decay, weight decay {t['weight_decay']}, "
         "label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap the mirrored labels), "
         f"seed {t['seed']}, from scratch (no pretrained weights)"
-        + (f"; then {recipe['finetune']['epochs']} more epochs from those weights at lr {recipe['finetune']['lr']} "
-           f"(seed {recipe['finetune'].get('seed', t['seed'])})." if "finetune" in recipe else "."), "",
+        + "".join(f"; then {ft['epochs']} more epochs from those weights at lr {ft['lr']} (seed {ft.get('seed', t['seed'])})"
+                  for ft in recipe.get("finetune", [])) + ".", "",
         "## Held-out results", "",
         f"Held-out split: `edge-tsm dataset synth --seed {recipe['test_set']['seed']} --per-class "
         f"{recipe['test_set']['per_class']}` ({first['n']} clips), run through the exported bundle by the runtime "

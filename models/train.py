@@ -124,6 +124,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(cfg.data, cfg.split)
+    if cfg.init and not (Path(cfg.data) / "labels.txt").is_file():
+        # Fine-tuning keeps the model's classes (in its order) even where the new data has no clips of
+        # some, and adds the dataset's new ones after them: field data rarely shows every class.
+        have = init_labels(cfg.init)
+        new = [lab for lab in ds.labels if lab not in have]
+        ds = load_dataset(cfg.data, cfg.split, labels=[*have, *new])
+        logger.info("--init %s: its %d labels kept%s", cfg.init, len(have),
+                    f", {len(new)} new: {', '.join(new)}" if new else "")
     logger.info("dataset %s: %d clips, %d labels", cfg.data, len(ds.clips), len(ds.labels))
     t0 = time.perf_counter()
     src = ClipSource(ds, cfg.cache_gb)
@@ -165,6 +173,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         except ImportError:
             bar = None
     for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
         if step >= stop_at:
             break
         net.train()
@@ -201,12 +210,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         history.append({"epoch": epoch + 1, "step": step, "loss": loss_sum / max(1, seen),
-                        "train_acc": correct / max(1, seen)})
+                        "train_acc": correct / max(1, seen), "seconds": round(time.perf_counter() - t_epoch, 1)})
         logger.info("epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, cfg.epochs, history[-1]["loss"],
                     history[-1]["train_acc"])
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
                     "history": history, "torch_rng": torch.get_rng_state(),
-                    "meta": checkpoint_meta(cfg, ds.labels, fps)}, ckpt_path)
+                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, ckpt_path)
     if bar is not None:
         bar.close()
     net = net.to(memory_format=torch.contiguous_format).eval()
@@ -223,7 +232,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     prov["metrics"] = metrics
     export_bundle(net, out, ds.labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,
                   frame_stride=cfg.stride, clip_frames=cfg.frames, resize="stretch", provenance=prov)
-    (out / "train.json").write_text(json.dumps({"config": asdict(cfg), "history": history, "metrics": metrics},
+    (out / "train.json").write_text(json.dumps({"config": asdict(cfg), "history": history, "metrics": metrics,
+                                                "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
                                                indent=1), encoding="utf-8")
     return out
 
@@ -236,12 +246,8 @@ def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str
                            **cfg.provenance}}
 
 
-def init_from(net: TSMNet, ref: str, labels: list[str]) -> None:
-    """Fine-tune start: weights from a checkpoint or a bundle folder; a new classifier if labels differ.
-
-    A bundle holds no torch weights but its ``weights.pt`` when ``train`` wrote it; for bundles without
-    one, the checkpoint must be given.
-    """
+def _init_file(ref: str) -> Path:
+    """``--init`` -> the weights file: a checkpoint, a bundle folder's weights.pt, or 'default'."""
     path = Path(ref)
     if ref == "default":
         from edge.models import DEFAULT_BUNDLE
@@ -251,12 +257,37 @@ def init_from(net: TSMNet, ref: str, labels: list[str]) -> None:
             raise DataError(f"--init {ref}: bundle {path} has no weights.pt (the torch weights train writes); "
                             "give a checkpoint file instead")
         path = path / "weights.pt"
+    return path
+
+
+def init_labels(ref: str) -> list[str]:
+    """The labels of the ``--init`` model, in its classifier's order."""
+    return list(net_from_checkpoint(_init_file(ref), None)[2])
+
+
+def init_from(net: TSMNet, ref: str, labels: list[str]) -> None:
+    """Fine-tune start: weights from a checkpoint or a bundle folder.
+
+    Classifier rows are matched by label name: a label the source model knows keeps its row, a new
+    label gets a freshly initialised one (so a different label order or an added class loses nothing).
+    A bundle holds no torch weights but its ``weights.pt`` when ``train`` wrote it; for bundles without
+    one, the checkpoint must be given.
+    """
+    path = _init_file(ref)
     src, meta, src_labels = net_from_checkpoint(path, None)
     sd = src.state_dict()
     if list(src_labels) != list(labels):
-        logger.info("--init %s: labels differ (%d -> %d): new classifier", ref, len(src_labels), len(labels))
-        sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
-        sd.update({k: v for k, v in net.state_dict().items() if k.startswith("classifier.")})
+        fresh = net.state_dict()
+        w, b = fresh["classifier.weight"].clone(), fresh["classifier.bias"].clone()
+        kept = 0
+        for i, lab in enumerate(labels):
+            if lab in src_labels:
+                j = list(src_labels).index(lab)
+                w[i], b[i] = sd["classifier.weight"][j], sd["classifier.bias"][j]
+                kept += 1
+        sd = {**sd, "classifier.weight": w, "classifier.bias": b}
+        logger.info("--init %s: labels differ (%d -> %d): %d classifier rows kept by name, %d new", ref,
+                    len(src_labels), len(labels), kept, len(labels) - kept)
     if abs(src.width - net.width) > 1e-6:
         raise DataError(f"--init {ref}: width {src.width:g} differs from --width {net.width:g}")
     load_into(net, sd, str(path))

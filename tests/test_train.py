@@ -72,6 +72,24 @@ def test_no_shift_and_init_from_bundle(tiny_data, tmp_path):
     assert torch.equal(w0["features.3.conv.0.weight"], w1["features.3.conv.0.weight"])
 
 
+def test_init_keeps_the_models_classes_by_name(tiny_data, tmp_path):
+    """Field data with a few classes, in another order, plus a new one: the model's classifier rows
+    follow their label names, its other classes stay, the new class gets a fresh row."""
+    import shutil
+    base = train(_cfg(tiny_data, tmp_path / "base", epochs=1), progress=False)
+    base_labels = yaml.safe_load((base / "model.yaml").read_text())["labels"]
+    field = tmp_path / "field"
+    for lab in ("zoom_out", "swipe_left"):
+        shutil.copytree(tiny_data / lab, field / lab)
+    shutil.copytree(tiny_data / "no_motion", field / "waving")  # a class the model does not know
+    ft = train(_cfg(field, tmp_path / "ft", epochs=1, init=str(base), lr=0.0), progress=False)
+    labels = yaml.safe_load((ft / "model.yaml").read_text())["labels"]
+    assert labels == [*base_labels, "waving"]
+    w0 = torch.load(base / "weights.pt", weights_only=True)["model"]["classifier.weight"]
+    w1 = torch.load(ft / "weights.pt", weights_only=True)["model"]["classifier.weight"]
+    assert torch.equal(w1[:len(base_labels)], w0) and not torch.equal(w1[-1], w0[0])
+
+
 def test_train_cli_errors(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "o")]) == 64
     assert "--data" in capsys.readouterr().err
@@ -79,3 +97,27 @@ def test_train_cli_errors(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init",
                  str(tmp_path / "nothing.pt")]) in (65, 66)
+
+
+def test_recipe_runs_its_stages_and_keeps_finished_ones(tmp_path, monkeypatch, caplog):
+    """A recipe in miniature: generated data, two stages (the second from the first's weights), the
+    held-out figures in model.yaml and CARD.md; run again, every finished stage is kept."""
+    import logging
+
+    from edge.models import recipe
+    tiny = {"synth": {"size": (64, 48), "frames": 10, "fps": 15.0},
+            "train_set": {"seed": 5, "per_class": 1}, "test_set": {"seed": 6, "per_class": 1},
+            "train": {"size": 32, "width": 0.25, "frames": 4, "stride": 1, "epochs": 1, "batch": 6, "lr": 0.001,
+                      "optimizer": "adamw", "weight_decay": 0.01, "seed": 0, "threads": 1},
+            "finetune": [{"epochs": 1, "lr": 0.0003, "seed": 1}]}
+    monkeypatch.setitem(recipe.RECIPES, "default", tiny)
+    out = recipe.run_recipe("default", out=str(tmp_path / "run"), data_dir=str(tmp_path / "data"))
+    spec = yaml.safe_load((out / "model.yaml").read_text())
+    stage1 = json.loads((out / "stage1" / "train.json").read_text())
+    final = json.loads((out / "train.json").read_text())
+    assert final["config"]["init"] == str(out / "stage1") and stage1["config"]["init"] is None
+    assert spec["provenance"]["heldout"]["metrics"] and "then 1 more epochs" in (out / "CARD.md").read_text()
+    assert spec["provenance"]["train_seconds"] == pytest.approx(stage1["seconds"] + final["seconds"], abs=1)
+    caplog.set_level(logging.INFO, logger="edge.models.recipe")
+    recipe.run_recipe("default", out=str(out), data_dir=str(tmp_path / "data"))
+    assert caplog.text.count("already trained with this recipe, kept") == 2

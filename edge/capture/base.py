@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -102,6 +103,10 @@ class Camera:
         self.rate_hz = rate_hz
         self.step = 1
         self.error: BaseException | None = None
+        # Called in the capture thread with every frame read (before the every-k-th choice), its capture
+        # time on the classifier's clock, its gap flag and its index (frames read since open; for a file
+        # that does not loop, its frame number): the field-clip recorder's feed.
+        self.tap: Callable[[np.ndarray, float, bool, int], None] | None = None
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._buf: collections.deque[Frame] = collections.deque()
@@ -245,17 +250,26 @@ class Camera:
             self._times.append(now)
             self._last_frame = now
             take = self._since_gap % self.step == 0
+            first = self._since_gap == 0 or self._gap_pending
             self._since_gap += 1
+            ts = time.time() if self.source.live else self._t0 + index / self.source.fps
+        if self.tap is not None:
+            try:
+                self.tap(img, ts, first, index)
+            except Exception:  # noqa: BLE001 - a recorder fault must not stop the classifier's frames
+                logger.exception("camera %s: frame tap failed; switched off", self.name)
+                self.tap = None
+        with self._cond:
             if not take:
                 return
             gap, self._gap_pending = self._gap_pending, False
             if self.source.live:
-                frame = Frame(img, index, time.time(), gap)
+                frame = Frame(img, index, ts, gap)
                 if self._buf:  # the consumer has not taken the previous one: overwrite, never queue
                     frame.gap |= self._buf.popleft().gap
                     self._skipped += 1
             else:
-                frame = Frame(img, index, self._t0 + index / self.source.fps, gap)
+                frame = Frame(img, index, ts, gap)
                 while len(self._buf) >= _QUEUE:
                     if self._stop.is_set():
                         return
