@@ -75,7 +75,7 @@ def prometheus_text(snap: dict[str, Any]) -> str:
                        ("skipped", "stale frames skipped (latest-frame semantics)"),
                        ("reconnects", "camera reconnects")):
         metric(f"{key}_total", "counter", help_, [({"camera": c}, v[key]) for c, v in cams.items()])
-    out.append("# HELP edge_tsm_inference_ms preprocess + engine step per frame")
+    out.append("# HELP edge_tsm_inference_ms engine step per frame (preprocessing runs in the capture threads)")
     out.append("# TYPE edge_tsm_inference_ms histogram")
     for c, v in cams.items():
         h = v["inference_ms"]

@@ -51,8 +51,8 @@ class Preprocessor:
             self._geom[(h, w)] = geom
         return geom
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """BGR uint8 H x W x 3 -> ``self.out`` (1 x 3 x H x W float32, normalised).
+    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """BGR uint8 H x W x 3 -> ``out`` (default ``self.out``; 1 x 3 x H x W float32, normalised).
 
         Raises:
             DataError: the frame is not an H x W x 3 uint8 image.
@@ -62,9 +62,27 @@ class Preprocessor:
                             f"dtype {frame.dtype}")
         dsize, buf, crop = self._geometry(frame.shape[0], frame.shape[1])
         cv2.resize(frame, dsize, dst=buf, interpolation=cv2.INTER_AREA)
-        out = self.out[0]
+        result = self.out if out is None else out
+        dst = result[0]
         for c in range(3):
-            o = out[c]
+            o = dst[c]
             np.multiply(crop[:, :, self._src[c]], self._scale[c], out=o)
             np.add(o, self._offset[c], out=o)
-        return self.out
+        return result
+
+
+class PreprocessRing:
+    """A camera's own preprocessing, run in its capture thread: each call fills the next of ``n``
+    buffers, so a frame's input stays intact while later frames are prepared (the capture thread holds
+    at most ``n - 2`` frames ahead of the one the inference loop is stepping)."""
+
+    def __init__(self, spec: InputSpec, n: int = 4) -> None:
+        self.pre = Preprocessor(spec)
+        self._bufs = [np.zeros_like(self.pre.out) for _ in range(n)]
+        self._i = 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Raises: DataError: the frame is not an H x W x 3 uint8 image."""
+        out = self._bufs[self._i]
+        self._i = (self._i + 1) % len(self._bufs)
+        return self.pre(frame, out)

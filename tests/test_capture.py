@@ -75,6 +75,7 @@ class FakeV4L2:
         self.sets: list[tuple[int, float]] = []  # every set() call, in order
         self.opens: list[tuple[object, int]] = []
         self.failed_opens, self.plugged, self.opened, self.file = 0, True, False, None
+        self.decoded = self.grabbed = 0   # frames read with and without decoding
         self._cond = threading.Condition()
 
     def __call__(self, target, api: int) -> FakeV4L2:
@@ -109,9 +110,16 @@ class FakeV4L2:
     def get(self, prop: int) -> float:
         return self.props.get(prop, 0.0)
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def grab(self) -> bool:
+        """Dequeue a frame without decoding it (cv2.VideoCapture.grab)."""
+        ok, _ = self.read(decode=False)
+        return ok
+
+    def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
         if not (self.opened and self.plugged):
             return False, None
+        self.decoded += decode
+        self.grabbed += not decode
         self.due += 1 / self.props[cv2.CAP_PROP_FPS]
         time.sleep(max(0.0, self.due - time.monotonic()))  # the driver's blocking wait for the next frame
         ok, img = self.file.read()
@@ -287,6 +295,35 @@ def test_truncated_file_ends_cleanly_with_a_warning(tmp_path, videos, caplog):
 
 
 # --- live sources -----------------------------------------------------------------------------------
+def test_frames_the_model_skips_are_grabbed_not_decoded(videos):
+    """60 fps camera, model at 15 fps: 3 frames in 4 are only grabbed (a V4L2 MJPG camera skips the
+    JPEG decode); the ones passed are every 4th; with a tap (field clips) every frame is decoded."""
+    src, dev = fake_v4l2_source(videos["MJPG"], device_fps=60.0)
+    cam = started(src.cfg, rate_hz=15.0, source=src)
+    got = [cam.get(5.0) for _ in range(8)]
+    cam.stop()
+    assert all(f.index % 4 == 0 for f in got)
+    assert dev.grabbed >= 2 * dev.decoded and dev.decoded >= 8
+    assert cam.stats()["frames_read"] >= dev.decoded + dev.grabbed - 1
+    src, dev = fake_v4l2_source(videos["MJPG"], device_fps=60.0)
+    cam = Camera(src.cfg, 15.0, source=src)
+    seen = []
+    cam.tap = lambda img, ts, gap, index: seen.append(index)
+    cam.open()
+    cam.start()
+    got = [cam.get(5.0) for _ in range(4)]
+    cam.stop()
+    assert dev.grabbed == 0 and len(seen) >= 13 and seen[:13] == list(range(13))
+
+
+def test_file_frames_skipped_by_grab_keep_their_numbers(videos):
+    """A file read losslessly with a step: the frames passed carry their frame numbers in the file."""
+    cfg = cam_cfg(str(videos["MJPG"]))
+    cam = started(cfg, rate_hz=5.0, source=FileSource(cfg, str(videos["MJPG"])))
+    frames = drain(cam)
+    assert cam.step > 1 and [f.index for f in frames] == list(range(0, cam.stats()["frames_read"], cam.step))
+
+
 def test_slow_consumer_gets_the_newest_frame_never_a_backlog(videos):
     src, _ = fake_v4l2_source(videos["MJPG"], device_fps=100.0)
     cam = started(src.cfg, source=src)

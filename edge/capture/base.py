@@ -37,6 +37,7 @@ class Frame:
     index: int          # frames read since Camera.open(), skipped ones included, across loops/reconnects
     ts: float           # time.time() at capture; non-live files: open time + index / fps
     gap: bool           # first frame after open, reconnect or loop wrap: reset the online state
+    input: np.ndarray | None = None   # the model's input, prepared in the capture thread (Camera.prepare)
 
 
 class Source:
@@ -79,6 +80,16 @@ class Source:
         """
         raise NotImplementedError
 
+    def skip(self) -> bool:
+        """Advance past the next frame without producing an image (a frame the model will not see);
+        False at the clean end of a file. Sources that can, skip the decode (OpenCV: grab without
+        retrieve, which for a V4L2 MJPG camera skips the JPEG decode).
+
+        Raises:
+            CaptureError: a live source failed to deliver a frame.
+        """
+        return self.read() is not None
+
     def close(self) -> None:
         """Release the device; safe to call twice or when not open."""
         raise NotImplementedError
@@ -107,6 +118,10 @@ class Camera:
         # time on the classifier's clock, its gap flag and its index (frames read since open; for a file
         # that does not loop, its frame number): the field-clip recorder's feed.
         self.tap: Callable[[np.ndarray, float, bool, int], None] | None = None
+        # Called in the capture thread on each frame passed to the model: its preprocessing, so it runs in
+        # parallel with the inference loop instead of inside it (Frame.input). At most _QUEUE + 2 results
+        # are alive at once (queued, being stepped, being prepared): a ring of that many buffers suffices.
+        self.prepare: Callable[[np.ndarray], np.ndarray] | None = None
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._buf: collections.deque[Frame] = collections.deque()
@@ -227,7 +242,13 @@ class Camera:
             if src.paced and not self._pace():
                 return
             try:
-                img = src.read()
+                if self._skippable():
+                    if src.skip():
+                        self._count_skipped_read()
+                        continue
+                    img = None
+                else:
+                    img = src.read()
             except CaptureError as e:
                 self._fault(str(e))
                 continue
@@ -259,17 +280,23 @@ class Camera:
             except Exception:  # noqa: BLE001 - a recorder fault must not stop the classifier's frames
                 logger.exception("camera %s: frame tap failed; switched off", self.name)
                 self.tap = None
+        if not take:
+            return
+        prepared = None
+        if self.prepare is not None:
+            try:
+                prepared = self.prepare(img)
+            except EdgeError as e:  # the inference loop preprocesses it again and reports it there
+                logger.debug("camera %s: preprocessing in the capture thread failed: %s", self.name, e)
         with self._cond:
-            if not take:
-                return
             gap, self._gap_pending = self._gap_pending, False
             if self.source.live:
-                frame = Frame(img, index, ts, gap)
+                frame = Frame(img, index, ts, gap, prepared)
                 if self._buf:  # the consumer has not taken the previous one: overwrite, never queue
                     frame.gap |= self._buf.popleft().gap
                     self._skipped += 1
             else:
-                frame = Frame(img, index, ts, gap)
+                frame = Frame(img, index, ts, gap, prepared)
                 while len(self._buf) >= _QUEUE:
                     if self._stop.is_set():
                         return
@@ -277,6 +304,27 @@ class Camera:
             self._buf.append(frame)
             self._passed += 1
             self._cond.notify_all()
+
+    def _skippable(self) -> bool:
+        """The next frame is neither passed to the model nor wanted by a tap: it need not be decoded.
+
+        Live sources never skip right after a silence, so stall detection sees a decoded frame first.
+        """
+        with self._cond:
+            if self.tap is not None or self.step == 1 or self._gap_pending:
+                return False
+            if self.source.live and time.monotonic() - self._last_frame > self.cfg.stall_s:
+                return False
+            return self._since_gap % self.step != 0
+
+    def _count_skipped_read(self) -> None:
+        """Bookkeeping of a frame read but not decoded (it counts as read, as in _deliver)."""
+        now = time.monotonic()
+        with self._cond:
+            self._read += 1
+            self._times.append(now)
+            self._last_frame = now
+            self._since_gap += 1
 
     def _pace(self) -> bool:
         """Wait until the next frame is due at the source's fps; False when stopped."""

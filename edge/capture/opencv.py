@@ -95,6 +95,14 @@ class OpenCVSource(Source):
             return self._read_failed()
         return _bgr(img)
 
+    def skip(self) -> bool:
+        """grab() without retrieve(): the frame is taken off the device or demuxed but not converted."""
+        if self._cap is None:
+            raise CaptureError(f"{self.where}: read while not open")
+        if not self._cap.grab():
+            return self._read_failed() is not None
+        return True
+
     def _read_failed(self) -> np.ndarray | None:
         raise CaptureError(f"{self.where}: read failed")
 
@@ -200,6 +208,16 @@ class FileSource(OpenCVSource):
         if img is not None:
             self._n += 1
         return img
+
+    def skip(self) -> bool:
+        if self._peek is not None:
+            self._peek = None
+            ok = True
+        else:
+            ok = super().skip()
+        if ok:
+            self._n += 1
+        return ok
 
     def _read_failed(self) -> np.ndarray | None:
         """End of the file; early (a truncated or corrupt tail) ends the same way, with a warning."""
