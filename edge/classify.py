@@ -37,14 +37,16 @@ def default_event_settings(bundle: Bundle) -> EventSettings:
     """Event settings that suit a bundle's decision rate when the user gives none.
 
     About half a second of smoothing at the rate the graph runs; ``no_motion``-like background
-    labels (``no_motion``, ``No gesture``, ``Doing other things``) are ignored.
+    labels (``no_motion``, ``No gesture``, ``Doing other things``) are ignored. Online bundles (with
+    temporal states) skip their first 0.6 s after a start or a gap (the zero-state transient).
     """
     rate = bundle.temporal.fps / max(1, bundle.temporal.frame_stride)
     window = max(2, round(rate * 0.6))
+    warmup = round(rate * 0.6) if bundle.states else 0
     background = {"no_motion", "no gesture", "doing other things", "background", "none"}
     ignore = tuple(lab for lab in bundle.labels if lab.lower() in background)
     return EventSettings(window=window, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=2, cooldown_s=0.5),
-                         ignore=ignore)
+                         ignore=ignore, warmup=warmup)
 
 
 @dataclass

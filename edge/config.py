@@ -105,6 +105,9 @@ class EventsConfig(_Strict):
     :func:`edge.classify.default_event_settings`)."""
 
     window: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    warmup: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        None, description="decisions ignored after a start or a capture gap, while the model's temporal states "
+                          "fill (default: 0.6 s worth for online bundles, 0 for clip bundles)")
     smoothing: Literal["mean", "ema"] = "mean"
     ema_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
     enter: Prob | None = None

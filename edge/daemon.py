@@ -70,7 +70,8 @@ def event_settings(ev: EventsConfig, bundle: Bundle, where: str = "config") -> E
         classes[name] = t
     return EventSettings(window=base.window if ev.window is None else ev.window, smoothing=ev.smoothing,
                          ema_alpha=ev.ema_alpha, defaults=d,
-                         ignore=base.ignore if ev.ignore is None else tuple(ev.ignore), classes=classes)
+                         ignore=base.ignore if ev.ignore is None else tuple(ev.ignore), classes=classes,
+                         warmup=base.warmup if ev.warmup is None else ev.warmup)
 
 
 def _cache_dir(configured: str | None) -> Path | None:

@@ -41,14 +41,18 @@ def make_demo_clip(path: str | Path, *, seed: int = 7, fps: float = 15.0, size: 
     rng = np.random.default_rng(seed)
     segments: list[Segment] = []
     n = 0
+    # Each motion is one scene: the object waits still before it moves and after, so the scene changes
+    # (cuts) fall between still stretches, never into a motion, as with a person stepping up to a camera.
+    lead, tail = still_frames // 2, still_frames - still_frames // 2
     try:
-        for label in ("no_motion", *sum(((lab, "no_motion") for lab in script), ())):
-            frames = render_clip(label, rng, frames=motion_frames if label != "no_motion" else still_frames)
-            if label != "no_motion":
-                segments.append(Segment(label, n / fps, (n + len(frames)) / fps))
-            for f in frames:
+        for k, label in enumerate(script):
+            frames = render_clip(label, rng, frames=motion_frames)
+            held = [frames[0]] * (lead if k else still_frames) + list(frames) + [frames[-1]] * tail
+            start = n + (lead if k else still_frames)
+            segments.append(Segment(label, start / fps, (start + len(frames)) / fps))
+            for f in held:
                 vw.write(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR))
-            n += len(frames)
+            n += len(held)
     finally:
         vw.release()
     return segments
@@ -72,7 +76,7 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
             rows.append(Segment("no_motion", t, seg.start_s))
         rows.append(seg)
         t = seg.end_s
-    rows.append(Segment("no_motion", t, t + 18 / fps))  # make_demo_clip ends on a still stretch of 18 frames
+    rows.append(Segment("no_motion", t, t + (18 - 18 // 2) / fps))  # make_demo_clip ends on a held last frame
     with open(annotations, "w", encoding="utf-8") as f:
         f.write("start,end,label\n")
         for seg in rows:

@@ -9,6 +9,11 @@ One detector per camera. Each frame: the probabilities are smoothed (moving aver
   (``frames`` = frames the event lasted, ``score`` = its peak smoothed score).
 
 :meth:`EventDetector.flush` ends an active event (a capture gap, shutdown).
+
+The first ``warmup`` frames after the detector starts or is reset (a capture gap, which also zeroes
+the model's temporal states) are not used: an online TSM starts from zero states, and its first few
+outputs are a transient (the embedded model says ``zoom_in`` for about half a second on a still
+scene), not what the camera shows.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class EventSettings:
     defaults: Thresholds = field(default_factory=Thresholds)
     ignore: tuple[str, ...] = ()
     classes: dict[str, Thresholds] = field(default_factory=dict)
+    warmup: int = 0                  # frames ignored after a start or reset (the states' transient)
 
 
 def iso_ts(t: float) -> str:
@@ -71,6 +77,7 @@ class EventDetector:
         self._smoothed = np.zeros(k, np.float32)
         self._alpha = settings.ema_alpha or 2.0 / (settings.window + 1)
         self._count = 0
+        self._since_reset = 0
         self._seq = 0
         self._n_events = 0
         self._last_end = np.full(k, -np.inf)
@@ -93,11 +100,15 @@ class EventDetector:
         self._ring[:] = 0
         self._sum[:] = 0
         self._count = 0
+        self._since_reset = 0
         self._candidate, self._candidate_frames = -1, 0
         return events
 
     def update(self, probs: np.ndarray, ts: float) -> list[dict[str, Any]]:
         """Feed one frame's probabilities at time ``ts`` (seconds); return the events it causes."""
+        self._since_reset += 1
+        if self._since_reset <= self.settings.warmup:
+            return []
         s = self._smooth(probs)
         events: list[dict[str, Any]] = []
         if self._active is not None:

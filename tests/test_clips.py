@@ -138,8 +138,9 @@ def test_event_trigger_cuts_long_events_at_max_s_and_filters_labels(tmp_path):
     assert s["duration_s"] <= 2.0 + 1e-6 and s["frames"] == pytest.approx(21, abs=1)
 
 
-def test_gap_closes_the_open_clip_and_clears_the_ring(tmp_path):
-    spool, cfg = _spool(tmp_path, triggers=["uncertain"], pre_s=1.0, post_s=1.0,
+@pytest.mark.parametrize("codec,suffix", [("mjpg", ".avi"), ("mp4v", ".mp4")])
+def test_gap_closes_the_open_clip_and_clears_the_ring(tmp_path, codec, suffix):
+    spool, cfg = _spool(tmp_path, triggers=["uncertain"], pre_s=1.0, post_s=1.0, codec=codec,
                         uncertain={"low": 0.3, "high": 0.8, "min_s": 0.0, "cooldown_s": 0.0})
     rec = ClipRecorder("yard", cfg, spool, LABELS, fps=15.0)
     t0 = 3_000_000.0
@@ -149,7 +150,8 @@ def test_gap_closes_the_open_clip_and_clears_the_ring(tmp_path):
     rec.tap(_frame(99), t0 + 10.0, True)  # the camera reconnected: the clip ends with the frames before
     spool.close()
     sides = _sidecars(tmp_path / "spool")
-    assert len(sides) == 1 and sides[0]["frames"] == 30
+    assert len(sides) == 1 and sides[0]["frames"] == 30 and sides[0]["clip"].endswith(suffix)
+    assert _video_frames(tmp_path / "spool" / sides[0]["clip"]) == 30
 
 
 def test_quota_removes_the_oldest_clips_first(tmp_path):

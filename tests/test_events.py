@@ -81,3 +81,13 @@ def test_ema_and_flush_and_reset():
 def test_unknown_labels_in_settings_are_refused():
     with pytest.raises(ValueError, match="unknown label 'wave'"):
         EventDetector(LABELS, EventSettings(ignore=("wave",)))
+
+
+def test_warmup_skips_the_first_decisions_after_start_and_reset():
+    """The zero-state transient: the first `warmup` frames after a start or a reset make no event."""
+    det = EventDetector(LABELS, EventSettings(window=1, defaults=Thresholds(0.7, 0.5, 2, 0.0), warmup=3))
+    evs = run(det, [onehot(1)] * 5 + [onehot(0)])
+    assert [(k, e["event"]) for k, e in evs] == [(4, "start"), (5, "end")]  # without warm-up: start at 1
+    det.reset(2000.0)
+    assert run(det, [onehot(2)] * 3, t0=2000.1) == []           # warming up again
+    assert [e["label"] for _, e in run(det, [onehot(2)] * 2, t0=2000.5)] == ["swipe_right"]
