@@ -53,7 +53,7 @@ class BenchOptions:
     model: str = "default"
     engines: list[str] | None = None     # default: every installed engine
     precision: str | None = None         # pipeline/streams/daemon runs; default int8 when the bundle has it
-    threads: int | None = None           # engine (and torch) threads; None: the engine's default, as the daemon
+    threads: int | None = None           # engine (and torch) threads; None: the daemon's default (ORT CPU 1)
     size: tuple[int, int] = (640, 480)   # camera frame (w, h)
     fps: float = 30.0
     seconds: float = 5.0                 # per streams trial and per realtime daemon run
@@ -138,7 +138,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         every = rate_copy(bundle, work / "every-frame", opts.fps)
         res: dict[str, Any] = {
             "model": bundle.name, "input": list(bundle.input.size), "machine": machine(), "engines": engines,
-            "precision": precision, "threads": opts.threads or "engine default", "int8_source": int8_source,
+            "precision": precision, "threads": opts.threads or "the daemon's default (onnxruntime 1, openvino its own)", "int8_source": int8_source,
             "clip": clip_info, "rounds": opts.rounds, "steps": opts.steps}
         res.update(_phase_rounds(opts, bundle, engines, precisions, precision, clip, every))
         res.update(_phase_streams(opts, bundle.root if opts.model_rate else every, clip, engines[0], precision,
@@ -168,7 +168,8 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
     try:
         for eng in engines:
             for prec in precisions:
-                clf = OnlineClassifier(bundle, create_backend(eng, bundle.graph_path(prec), threads=opts.threads,
+                eng_threads = opts.threads or (1 if eng == "onnxruntime" else None)  # as the daemon (daemon_threads)
+                clf = OnlineClassifier(bundle, create_backend(eng, bundle.graph_path(prec), threads=eng_threads,
                                                               precision_hint="f32"))
                 clfs.append(clf)
 

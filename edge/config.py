@@ -43,8 +43,10 @@ class EngineConfig(_Strict):
     device: str = Field("CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, "
                                            "AUTO, or e.g. GPU.1")
     precision: Literal["fp32", "int8"] | None = Field(None, description="graph to run (default: the bundle's)")
-    threads: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="engine threads (default: the "
-                                                                                  "engine's choice)")
+    threads: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="engine threads (default: 1 for "
+                                                                                  "onnxruntime on CPU, which leaves "
+                                                                                  "the other cores to the cameras; "
+                                                                                  "else the engine's choice)")
     allow_fallback: bool = Field(True, description="fall back to CPU (logged) when the device is not there")
     cache_dir: str | None = Field(None, description="compile cache of openvino / the TensorRT provider (default: "
                                                     "systemd's CacheDirectory, $CACHE_DIRECTORY, else none)")

@@ -74,6 +74,18 @@ def event_settings(ev: EventsConfig, bundle: Bundle, where: str = "config") -> E
                          warmup=base.warmup if ev.warmup is None else ev.warmup)
 
 
+def daemon_threads(e: Any) -> int | None:
+    """Engine threads for the daemon: the config's, else 1 for ONNX Runtime on the CPU.
+
+    Measured on the 2-core machine (docs/performance.md): one intra-op thread makes a step at most 8 %
+    slower but cuts its CPU by 26 % and leaves the other core to the capture threads, so more cameras
+    fit; a second thread buys almost no speed. OpenVINO keeps its own choice (its threads do not spin).
+    """
+    if e.threads:
+        return e.threads
+    return 1 if e.type == "onnxruntime" and e.device.upper() == "CPU" else None
+
+
 def _cache_dir(configured: str | None) -> Path | None:
     """The engine's compile cache: the config's, else systemd's CacheDirectory= ($CACHE_DIRECTORY)."""
     if configured:
@@ -173,7 +185,7 @@ class Pipeline:
             if precision != self.bundle.precision:
                 validate_graph(self.bundle, precision)
             self.backend = create_backend(e.type, self.bundle.graph_path(precision), device=e.device,
-                                          threads=e.threads, precision_hint=e.precision_hint,
+                                          threads=daemon_threads(e), precision_hint=e.precision_hint,
                                           cache_dir=_cache_dir(e.cache_dir),
                                           allow_fallback=e.allow_fallback)
             logger.info("model %s: %s graph %s (%s), %d labels, on %s %s, engine float precision %s, warm-up %.0f ms",
