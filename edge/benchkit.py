@@ -172,8 +172,8 @@ class BenchPipeline(Pipeline):
     frame_latency_ms: list[float] = field(default_factory=list)
     _until: threading.Event | None = None
 
-    def step(self, stream: Any, frame: Any) -> None:
-        super().step(stream, frame)
+    def _after(self, stream: Any, frame: Any, probs: Any, ms: float) -> None:  # every classified frame, batched too
+        super()._after(stream, frame, probs, ms)
         self.frame_latency_ms.append((time.time() - frame.ts) * 1e3)
         self.done += 1
         if self._until is not None and self.done >= self.target:

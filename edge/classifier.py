@@ -114,3 +114,53 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum()
     return z
+
+
+class BatchStepper:
+    """Steps several cameras' :class:`OnlineClassifier` (one bundle) in one call of a backend that was
+    compiled from the batched graph (:func:`edge.batching.batched_graph`): the frames and each state
+    are stacked into per-batch-size buffers made once, and each classifier gets its rows of the new
+    states back (views of the outputs, which belong to it until its next step)."""
+
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        if bundle.kind == "clip":
+            raise ModelError(f"model {bundle.root}: clip bundles are not batched (their window is per camera)")
+        self.bundle = bundle
+        self.backend = backend
+        self._in = bundle.input.name
+        self._out = bundle.output_name
+        self._pairs = [(s.input, s.output) for s in bundle.states]
+        self._bufs: dict[int, dict[str, np.ndarray]] = {}
+
+    def _feeds(self, n: int, like: OnlineClassifier) -> dict[str, np.ndarray]:
+        feeds = self._bufs.get(n)
+        if feeds is None:
+            feeds = {name: np.zeros((n, *arr.shape[1:]), np.float32) for name, arr in like._feeds.items()}
+            self._bufs[n] = feeds
+        return feeds
+
+    def step(self, clfs: list[OnlineClassifier], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One preprocessed input (1 x 3 x H x W) per classifier -> their probabilities, in order.
+
+        Raises:
+            DataError: an input has the wrong shape or type.
+            ModelError: the inference failed.
+        """
+        n = len(clfs)
+        feeds = self._feeds(n, clfs[0])
+        for i, (clf, x) in enumerate(zip(clfs, inputs)):
+            if x.shape != clf._in_shape or x.dtype != np.float32:
+                raise DataError(f"input {self._in!r}: expected float32 {list(clf._in_shape)}, "
+                                f"got {x.dtype} {list(x.shape)}")
+            feeds[self._in][i] = x[0]
+            for s_in, _ in self._pairs:
+                feeds[s_in][i] = clf._feeds[s_in][0]
+        out = self.backend.run(feeds)
+        logits = out[self._out]
+        probs = []
+        for i, clf in enumerate(clfs):
+            for s_in, s_out in self._pairs:
+                clf._feeds[s_in] = out[s_out][i:i + 1]
+            clf.frames += 1
+            probs.append(_softmax(logits[i]))
+        return probs

@@ -47,6 +47,8 @@ class EngineConfig(_Strict):
                                                                                   "onnxruntime on CPU, which leaves "
                                                                                   "the other cores to the cameras; "
                                                                                   "else the engine's choice)")
+    max_batch: Annotated[int, Field(ge=1, le=64)] = Field(4, description="with several cameras: up to this many "
+                                                           "frames (one per camera) in one engine call; 1: off")
     allow_fallback: bool = Field(True, description="fall back to CPU (logged) when the device is not there")
     cache_dir: str | None = Field(None, description="compile cache of openvino / the TensorRT provider (default: "
                                                     "systemd's CacheDirectory, $CACHE_DIRECTORY, else none)")

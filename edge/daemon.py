@@ -26,7 +26,8 @@ from typing import Any, Callable
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.capture import Camera, create_source
-from edge.classifier import OnlineClassifier
+from edge.batching import batched_graph
+from edge.classifier import BatchStepper, OnlineClassifier
 from edge.clips import ClipRecorder, ClipSpool, file_sha256
 from edge.classify import default_event_settings
 from edge.config import Config, EventsConfig, load_config, sink_names
@@ -162,6 +163,8 @@ class Pipeline:
     streams: list[Stream] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
     spool: ClipSpool | None = None
+    stepper: BatchStepper | None = None  # several cameras' frames in one engine call
+    max_batch: int = 1
     ready_s: float = 0.0
     on_first_frame: Callable[[], None] | None = None   # called once, after the first frame is classified
     heartbeat: float = 0.0         # time.monotonic() at the top of each loop round (a hung step stops it)
@@ -193,6 +196,7 @@ class Pipeline:
                         "set by engine.precision" if e.precision else "the bundle's default",
                         len(self.bundle.labels), self.backend.name, self.backend.device, self.backend.precision_note,
                         self.backend.warmup_s * 1000)
+            self._open_batching(precision)
             t = self.bundle.temporal
             rate = t.fps / max(1, t.frame_stride)
             if cfg.clips is not None:
@@ -219,6 +223,21 @@ class Pipeline:
             raise
         self.ready_s = time.perf_counter() - t0
 
+    def _open_batching(self, precision: str) -> None:
+        """With several cameras and engine.max_batch > 1: a second compiled graph with a batch dimension."""
+        e = self.cfg.engine
+        if len(self.cfg.cameras) < 2 or e.max_batch < 2 or self.bundle.kind == "clip":
+            return
+        path = batched_graph(self.bundle.graph_path(precision), _cache_dir(e.cache_dir))
+        if path is None:
+            return
+        backend = create_backend(e.type, path, device=e.device, threads=daemon_threads(e),
+                                 precision_hint=e.precision_hint, cache_dir=_cache_dir(e.cache_dir),
+                                 allow_fallback=e.allow_fallback)
+        self.stepper = BatchStepper(self.bundle, backend)
+        self.max_batch = min(e.max_batch, len(self.cfg.cameras))
+        logger.info("batching: up to %d cameras' frames per engine call", self.max_batch)
+
     def close(self, drain_s: float = 5.0) -> None:
         """Stop the cameras, end open events (delivered), drain and close the sinks, free the engine."""
         for s in self.streams:
@@ -241,6 +260,9 @@ class Pipeline:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        if self.stepper is not None:
+            self.stepper.backend.close()
+            self.stepper = None
 
     def close_clips(self, timeout: float = 5.0) -> None:
         """Stop feeding the clip recorders, write the clips they hold, stop the spool (stats stay)."""
@@ -264,16 +286,34 @@ class Pipeline:
 
     def step(self, stream: Stream, frame: Any) -> None:
         """One frame of one camera: reset after a gap, classify, update events, deliver."""
+        self._before(stream, frame)
+        t0 = time.perf_counter()
+        self.step_started = time.monotonic()
+        probs = stream.clf.step(frame.image) if frame.input is None else stream.clf.step_input(frame.input)
+        self.step_started = 0.0
+        self._after(stream, frame, probs, (time.perf_counter() - t0) * 1000)
+
+    def step_batch(self, pairs: list[tuple[Stream, Any]]) -> None:
+        """One frame each of several cameras in one engine call (see :mod:`edge.batching`)."""
+        for stream, frame in pairs:
+            self._before(stream, frame)
+        t0 = time.perf_counter()
+        self.step_started = time.monotonic()
+        inputs = [f.input if f.input is not None else s.clf.preprocess(f.image) for s, f in pairs]
+        probs = self.stepper.step([s.clf for s, _ in pairs], inputs)
+        self.step_started = 0.0
+        ms = (time.perf_counter() - t0) * 1000 / len(pairs)  # each camera's share of the call
+        for (stream, frame), p in zip(pairs, probs):
+            self._after(stream, frame, p, ms)
+
+    def _before(self, stream: Stream, frame: Any) -> None:
         if frame.gap and stream.classified:
             stream.clf.reset()
             self.emit(stream, stream.det.reset(frame.ts))
             if stream.rec is not None:
                 stream.rec.reset_scores()
-        t0 = time.perf_counter()
-        self.step_started = time.monotonic()
-        probs = stream.clf.step(frame.image) if frame.input is None else stream.clf.step_input(frame.input)
-        self.step_started = 0.0
-        ms = (time.perf_counter() - t0) * 1000
+
+    def _after(self, stream: Stream, frame: Any, probs: Any, ms: float) -> None:
         if ms > self.cfg.engine.step_timeout_s * 1000:
             logger.warning("camera %s: one frame step took %.1f s (engine.step_timeout_s %g)", stream.name,
                            ms / 1000, self.cfg.engine.step_timeout_s)
@@ -365,15 +405,25 @@ class Pipeline:
                     self.step(streams[0], f)
                     served = True
             else:
-                for k in range(n):  # round-robin: start after the camera served last
+                # Round-robin from after the camera served last, one frame per camera: up to max_batch
+                # ready frames go into one engine call (without batching, one frame per round).
+                batch, last = [], 0
+                for k in range(n):
                     s = streams[(turn + k) % n]
                     f = s.camera.get(timeout=0.0)
                     if f is not None:
                         s.last_frame = time.monotonic()
-                        self.step(s, f)
-                        turn = (turn + k + 1) % n
-                        served = True
-                        break
+                        batch.append((s, f))
+                        last = k
+                        if len(batch) >= self.max_batch:
+                            break
+                if batch:
+                    turn = (turn + last + 1) % n
+                    served = True
+                    if len(batch) == 1:
+                        self.step(*batch[0])
+                    else:
+                        self.step_batch(batch)
             if not served:
                 broken = next((s for s in streams if s.camera.error is not None), None)
                 if broken is not None:  # a bug killed a capture thread: fail loudly, systemd restarts us
