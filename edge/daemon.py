@@ -228,12 +228,22 @@ class Pipeline:
         e = self.cfg.engine
         if len(self.cfg.cameras) < 2 or e.max_batch < 2 or self.bundle.kind == "clip":
             return
+        device = e.device.upper()
+        if device not in (("CPU", "CUDA", "GPU") if e.type == "onnxruntime" else ("CPU",)):
+            # NPUs want static shapes; TensorRT would build an engine per batch size (minutes on a Jetson)
+            logger.info("batching off on %s %s (dynamic batch is used on CPU%s only)", e.type, e.device,
+                        " and CUDA" if e.type == "onnxruntime" else "")
+            return
         path = batched_graph(self.bundle.graph_path(precision), _cache_dir(e.cache_dir))
         if path is None:
             return
-        backend = create_backend(e.type, path, device=e.device, threads=daemon_threads(e),
-                                 precision_hint=e.precision_hint, cache_dir=_cache_dir(e.cache_dir),
-                                 allow_fallback=e.allow_fallback)
+        try:
+            backend = create_backend(e.type, path, device=e.device, threads=daemon_threads(e),
+                                     precision_hint=e.precision_hint, cache_dir=_cache_dir(e.cache_dir),
+                                     allow_fallback=e.allow_fallback)
+        except EdgeError as err:  # the single-frame graph works: run without batching rather than not at all
+            logger.warning("batching off: the batched graph does not load (%s)", err)
+            return
         self.stepper = BatchStepper(self.bundle, backend)
         self.max_batch = min(e.max_batch, len(self.cfg.cameras))
         logger.info("batching: up to %d cameras' frames per engine call", self.max_batch)

@@ -186,3 +186,16 @@ def test_wrong_bundle_is_exit_65(tmp_path, bundle, video, capsys):
     cfg = _config(tmp_path / "c.yaml", model=str(broken), cameras=[{"name": "c", "source": str(video)}])
     assert main(["check", "--config", str(cfg)]) == EX_DATAERR
     assert "shape" in capsys.readouterr().err
+
+
+def test_batching_stays_off_where_shapes_must_be_static(tmp_path, bundle, video, capsys):
+    """An NPU (here absent: the engine falls back to CPU) gets no dynamic-batch graph; the cameras run."""
+    pytest.importorskip("openvino")
+    log = tmp_path / "events.jsonl"
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle), engine={"type": "openvino", "device": "NPU"},
+                  cameras=[{"name": "a", "source": str(video)}, {"name": "b", "source": str(video)}],
+                  sinks=[{"type": "log", "path": str(log)}])
+    assert main(["run", "--config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "batching off on openvino NPU" in err and "falling back to CPU" in err
+    assert len([e for e in _lines(log) if e["event"] == "start"]) == 6
