@@ -58,6 +58,11 @@ class Reader:
                 f"{bytes(self.buf).count(10)} of {n} lines"
             return bytes(self.buf).decode().splitlines(keepends=True)
 
+    def at_eof(self, timeout: float = 10.0) -> bool:
+        """The sink closed the connection (waits for the reading thread to see it)."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.eof, timeout)
+
     def close(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # a close() alone leaves the reading thread's recv holding it
@@ -84,7 +89,7 @@ def test_two_subscribers_get_the_same_events_in_order(folder):
         sink.submit(e)
     assert a.lines(50) == b.lines(50) == sent(events)
     assert sink.close() == 0
-    assert a.lines(50) and a.eof and b.eof and not path.exists()  # closed: subscribers see EOF, the file is gone
+    assert a.lines(50) and a.at_eof() and b.at_eof() and not path.exists()  # closed: subscribers see EOF, file gone
     assert sink.stats() == {"delivered": 50, "dropped": 0, "pending": 0, "errors": 0, "state": "closed"}
 
 
