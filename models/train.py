@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -213,9 +214,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                         "train_acc": correct / max(1, seen), "seconds": round(time.perf_counter() - t_epoch, 1)})
         logger.info("epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, cfg.epochs, history[-1]["loss"],
                     history[-1]["train_acc"])
+        # written under another name and renamed: a kill mid-write leaves the previous epoch's checkpoint whole
+        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
                     "history": history, "torch_rng": torch.get_rng_state(),
-                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, ckpt_path)
+                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, tmp)
+        os.replace(tmp, ckpt_path)
     if bar is not None:
         bar.close()
     net = net.to(memory_format=torch.contiguous_format).eval()
