@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 _PER_SAMPLE = {"Conv", "ConvInteger", "QLinearConv", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Add",
                "Sub", "Mul", "Div", "BatchNormalization", "AveragePool", "MaxPool", "GlobalAveragePool",
                "GlobalMaxPool", "QuantizeLinear", "DequantizeLinear", "Constant", "Identity", "Cast", "MatMul",
-               "Gemm", "Softmax", "LeakyRelu", "PRelu", "Pad", "Resize"}
-_AXIS_OPS = {"Concat", "Flatten", "Slice", "ReduceMean", "ReduceMax", "ReduceSum", "Softmax", "LogSoftmax"}
+               "Gemm", "LeakyRelu", "PRelu"}
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:

@@ -72,7 +72,7 @@ class PendingClip:
     label: str | None = None        # the event's label (event trigger)
     event_id: str | None = None
     frames: list[tuple[float, np.ndarray, int]] = field(default_factory=list)   # (ts, image, index)
-    scores: list[tuple[float, list[float]]] = field(default_factory=list)
+    scores: list[tuple[float, np.ndarray]] = field(default_factory=list)
 
 
 class ClipSpool:
@@ -191,7 +191,7 @@ class ClipSpool:
                     "predicted": label, "event_id": clip.event_id,
                     "predicted_score": None if score is None else round(score, 4),
                     "scores": {"t": [round(t - t0, 3) for t, _ in clip.scores],
-                               "probs": [p for _, p in clip.scores]}}
+                               "probs": [[round(float(x), 4) for x in p] for _, p in clip.scores]}}
             tmp_side = cam_dir / f".{stem}.tmp.json"
             tmp_side.write_text(json.dumps(side, separators=(",", ":")) + "\n", encoding="utf-8")
             os.replace(tmp_side, video.with_suffix(".json"))
@@ -255,7 +255,7 @@ class ClipSpool:
             logger.info("clips: quota %.0f MB: removed the %d oldest clip(s)", self.cfg.max_mb, removed)
 
 
-def _predicted(scores: list[tuple[float, list[float]]], labels: list[str],
+def _predicted(scores: list[tuple[float, np.ndarray]], labels: list[str],
                label: str | None = None) -> tuple[str | None, float | None]:
     """The clip's label (argmax of the mean of its per-frame scores, unless an event gave it) and its mean score."""
     if not scores:
@@ -288,7 +288,7 @@ class ClipRecorder:
         self._band_clip: PendingClip | None = None
         self._last_uncertain = -math.inf
         self._events: dict[str, PendingClip] = {}
-        self._scores: collections.deque[tuple[float, list[float]]] = collections.deque(
+        self._scores: collections.deque[tuple[float, np.ndarray]] = collections.deque(
             maxlen=max(8, int(math.ceil(back * fps)) + 8))
         self.triggered = 0
 
@@ -304,11 +304,9 @@ class ClipRecorder:
             return
         self._next_t = max(self._next_t + 1.0 / self.fps, ts) if self._next_t > -math.inf else ts + 1.0 / self.fps
         w = self.cfg.width
-        if w and img.shape[1] > w:
+        if w and img.shape[1] > w:  # otherwise kept as is: sources hand over a fresh array per frame
             h = max(2, int(round(img.shape[0] * w / img.shape[1])) // 2 * 2)
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        else:
-            img = img.copy()
         closed = []
         with self._lock:
             self._ring.append((ts, img, index))
@@ -324,7 +322,7 @@ class ClipRecorder:
     # --- inference loop -----------------------------------------------------------------------------
     def observe(self, ts: float, probs: np.ndarray, smoothed: np.ndarray, events: list[dict[str, Any]]) -> None:
         """One classified frame: its scores (kept with the open clips) and the events it caused."""
-        row = [round(float(p), 4) for p in probs]
+        row = probs  # the classifier's fresh array (kept as is; rounded only when a sidecar is written)
         with self._lock:
             self._scores.append((ts, row))
             for clip in self._open:

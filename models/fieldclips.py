@@ -156,6 +156,7 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"clips": []}
     known = {c["file"] for c in manifest["clips"]}
     counts: dict[str, int] = {}
+    new = 0
     for m, label in chosen:
         dest = out / label / f"{m.get('camera') or m['path'].parent.name}-{m['path'].name}"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +168,7 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
                     old.parent.rmdir()  # an empty label folder would be a class without clips
         shutil.copy2(m["path"], dest)
         rel = f"{label}/{dest.name}"
+        new += rel not in known
         manifest["clips"] = [c for c in manifest["clips"] if not c["file"].endswith("/" + dest.name)]
         manifest["clips"].append({"file": rel, "label": label, "source": str(m["path"]),
                                   "predicted": m.get("predicted"), "trigger": m.get("trigger"),
@@ -174,8 +176,6 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
                                   "model": m.get("model")})
         counts[label] = counts.get(label, 0) + 1
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    new = sum(1 for m, label in chosen if f"{label}/{m.get('camera') or m['path'].parent.name}-{m['path'].name}"
-              not in known)
     return {"out": str(out), "clips": len(chosen), "new": new, "skipped": skipped, "per_label": counts}
 
 
