@@ -37,11 +37,12 @@ from typing import Any
 import yaml
 
 from edge.backends import ENGINES, available_engines, create_backend
+from edge.batching import batched_graph
 from edge.benchkit import (CHATTY_EVENTS, SUSTAINED, BenchPipeline, Decoder, Variant, bench_config, daemon_run,
                            find_streams, interleave, open_pipeline, pipeline_variant, quantized_copy, rate_copy,
                            streams_trial, torch_variant, write_clip)
 from edge.bundle import Bundle, load_bundle
-from edge.classifier import OnlineClassifier
+from edge.classifier import BatchStepper, OnlineClassifier
 from edge.errors import DeviceError, UsageError
 from edge.preprocess import Preprocessor
 
@@ -60,6 +61,8 @@ class BenchOptions:
     rounds: int = 20
     steps: int = 20
     max_streams: int = 32
+    max_batch: int | None = None         # engine.max_batch for the streams and daemon runs (None: the daemon's, 4)
+    batch: int = 4                       # the batched engine-step variants (0: none)
     model_rate: bool = False
     int8_from_calib: str | None = None   # 'synth' or a calibration set folder: quantize a copy if no int8
     torch: bool = True
@@ -120,6 +123,11 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         raise UsageError(f"--engines: {unknown[0]!r} is not one of {', '.join(ENGINES)}")
     if opts.rounds < 1 or opts.steps < 1 or opts.seconds <= 0 or opts.max_streams < 1:
         raise UsageError("bench: rounds, steps, seconds and streams must be positive")
+    if opts.max_batch is not None and not 1 <= opts.max_batch <= 64:
+        raise UsageError(f"--max-batch {opts.max_batch}: allowed 1..64")
+    if opts.batch and (opts.batch < 2 or opts.steps % opts.batch):
+        raise UsageError(f"bench: the batched step needs a batch >= 2 that divides --steps {opts.steps} "
+                         f"(got {opts.batch}); 0 turns it off")
     work = Path(tempfile.mkdtemp(prefix="edge-tsm-bench-", dir=opts.work_dir))
     try:
         bundle = load_bundle(opts.model)
@@ -138,7 +146,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         every = rate_copy(bundle, work / "every-frame", opts.fps)
         res: dict[str, Any] = {
             "model": bundle.name, "input": list(bundle.input.size), "machine": machine(), "engines": engines,
-            "precision": precision, "threads": opts.threads or "the daemon's default (onnxruntime 1, openvino its own)", "int8_source": int8_source,
+            "precision": precision, "threads": opts.threads or "the daemon's default (onnxruntime 1, openvino its own)",
+            "max_batch": opts.max_batch or "the daemon's default (4)", "int8_source": int8_source,
             "clip": clip_info, "rounds": opts.rounds, "steps": opts.steps}
         res.update(_phase_rounds(opts, bundle, engines, precisions, precision, clip, every))
         res.update(_phase_streams(opts, bundle.root if opts.model_rate else every, clip, engines[0], precision,
@@ -177,6 +186,10 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
                     for _ in range(n):
                         c.step_input(x)
                 variants.append(Variant(f"{eng}/{prec}", step))
+                if opts.batch:
+                    bv = _batched_variant(bundle, eng, prec, eng_threads, x, opts.batch, clfs)
+                    if bv is not None:
+                        variants.append(bv)
         tv, torch_info = torch_variant(bundle, x, opts.threads) if opts.torch else (None, {"note": "skipped"})
         if tv is not None:
             variants.append(tv)
@@ -201,12 +214,20 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         "pipeline_cpu_ms_per_frame": _med(pipe.cpu),
         "pipeline_wall_ms_per_frame": _med(pipe.wall),
         "cpu_ms": {"decode": _med(by["decode"].cpu), "preprocess": _med(by["preprocess"].cpu),
-                   "engine": {e: {pr: _med(by[f"{e}/{pr}"].cpu) for pr in precisions} for e in engines}},
+                   "engine": {e: {pr: _med(by[f"{e}/{pr}"].cpu) for pr in precisions} for e in engines},
+                   "engine_batched": {e: {pr: _med(by[f"{e}/{pr}/b{opts.batch}"].cpu) for pr in precisions
+                                          if f"{e}/{pr}/b{opts.batch}" in by} for e in engines}},
         "overhead_ratio": _ratio(pipe.cpu, stages_cpu),
         "overhead_of": f"pipeline CPU per frame / (decode + preprocess + {engines[0]} {precision}) CPU, "
                        "every frame to the model",
         "int8_over_fp32": {e: (_ratio(by[f"{e}/int8"].wall, by[f"{e}/fp32"].wall) if len(precisions) == 2 else None)
                            for e in engines},
+        "batch": opts.batch,
+        "engine_batched_ms": {e: {pr: _med(by[f"{e}/{pr}/b{opts.batch}"].wall) for pr in precisions
+                                  if f"{e}/{pr}/b{opts.batch}" in by} for e in engines} if opts.batch else {},
+        "int8_over_fp32_batched": {e: (_ratio(by[f"{e}/int8/b{opts.batch}"].wall, by[f"{e}/fp32/b{opts.batch}"].wall)
+                                       if f"{e}/int8/b{opts.batch}" in by and f"{e}/fp32/b{opts.batch}" in by
+                                       else None) for e in engines} if opts.batch else {},
         "torch_eager_ms": None, "daemon_over_torch": None, "torch": torch_info,
     }
     if tv is not None:
@@ -216,18 +237,39 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
     return out
 
 
+def _batched_variant(bundle: Bundle, eng: str, prec: str, threads: int | None, x: Any, batch: int,
+                     clfs: list[OnlineClassifier]) -> Variant | None:
+    """``batch`` cameras' frames in one call of the batched graph, as the daemon steps several cameras;
+    timed per frame. None when the graph is not safe to batch (logged by batched_graph)."""
+    path = batched_graph(bundle.graph_path(prec))
+    if path is None:
+        return None
+    backend = create_backend(eng, path, threads=threads, precision_hint="f32")
+    stepper = BatchStepper(bundle, backend)
+    cams = [OnlineClassifier(bundle, backend) for _ in range(batch)]  # state holders; the stepper runs them
+    clfs.append(cams[0])  # closes the backend at the end
+    inputs = [x] * batch
+
+    def run(n: int) -> None:
+        for _ in range(n // batch):
+            stepper.step(cams, inputs)
+    return Variant(f"{eng}/{prec}/b{batch}", run)
+
+
 def _phase_streams(opts: BenchOptions, model: Path, clip: Path, engine: str, precision: str,
                    bundle: Bundle) -> dict[str, Any]:
     rate = bundle.temporal.fps / max(1, bundle.temporal.frame_stride) if opts.model_rate else opts.fps
     logger.info("bench: streams at %g fps, %g frames/s each to the model, %g s per count", opts.fps,
                 min(rate, opts.fps), opts.seconds)
     best, trials = find_streams(lambda n: streams_trial(model, clip, n, engine, precision, opts.threads,
-                                                        opts.seconds, opts.warmup_s), opts.max_streams)
+                                                        opts.seconds, opts.warmup_s, opts.max_batch),
+                                opts.max_streams)
     shown = [t for t in trials if t["streams"] == max(best, 1)][-1]   # the trial that decided it
     lat = dict(shown["event_latency_ms"], streams=shown["streams"])
     return {"streams": best, "event_latency_ms": lat,
             "streams_detail": {"fps": opts.fps, "to_model_hz": min(rate, opts.fps), "engine": engine,
-                               "precision": precision, "seconds": opts.seconds, "max_tried": opts.max_streams,
+                               "precision": precision, "seconds": opts.seconds,
+                               "max_batch": opts.max_batch or 4, "max_tried": opts.max_streams,
                                "sustained_if": f">= {SUSTAINED:.0%} of every camera's frames classified",
                                "events": "chatty settings: " + ", ".join(f"{k} {v}" for k, v in CHATTY_EVENTS.items()),
                                "trials": trials}}
@@ -267,9 +309,13 @@ def format_table(r: dict[str, Any]) -> str:
              "", f"{'per frame':<44} {'wall ms':>8} {'cpu ms':>8}",
              f"{'decode (cv2.VideoCapture, MJPG)':<44} {r['decode_ms']:8.3f} {r['cpu_ms']['decode']:8.3f}",
              f"{'preprocess':<44} {r['preprocess_ms']:8.3f} {r['cpu_ms']['preprocess']:8.3f}"]
+    batched = r.get("engine_batched_ms", {})
     for e, by in r["engine_ms"].items():
         for p, ms in by.items():
             lines.append(f"{'engine step ' + e + ' ' + p:<44} {ms:8.3f} {r['cpu_ms']['engine'][e][p]:8.3f}")
+            if p in batched.get(e, {}):
+                lines.append(f"{'  the same, ' + str(r['batch']) + ' cameras per call':<44} "
+                             f"{batched[e][p]:8.3f} {r['cpu_ms']['engine_batched'][e][p]:8.3f}")
     if r["torch_eager_ms"] is not None:
         t = r["torch"]
         lines.append(f"{'PyTorch eager OnlineTSM (' + str(t['threads']) + ' threads)':<44} "
@@ -278,6 +324,8 @@ def format_table(r: dict[str, Any]) -> str:
                  f"{r['pipeline_wall_ms_per_frame']:8.3f} {r['pipeline_cpu_ms_per_frame']:8.3f}")
     ratios = [f"overhead_ratio {r['overhead_ratio']:.2f}"]
     ratios += [f"int8/fp32 {e} {v:.2f}" for e, v in r["int8_over_fp32"].items() if v is not None]
+    ratios += [f"int8/fp32 {e} batch {r['batch']} {v:.2f}" for e, v in r.get("int8_over_fp32_batched", {}).items()
+               if v is not None]
     if r["daemon_over_torch"] is not None:
         ratios.append(f"daemon/torch {r['daemon_over_torch']:.2f}")
     lines += ["", "ratios (per round, median): " + ", ".join(ratios)]

@@ -186,9 +186,10 @@ class BenchPipeline(Pipeline):
 
 
 def bench_config(model: Path, engine: str, precision: str, threads: int | None, cameras: list[dict[str, Any]],
-                 **extra: Any) -> dict[str, Any]:
+                 max_batch: int | None = None, **extra: Any) -> dict[str, Any]:
     """A daemon config (as data) for the bench's pipelines and daemon runs."""
-    eng = {"type": engine, "precision": precision, **({"threads": threads} if threads else {})}
+    eng = {"type": engine, "precision": precision, **({"threads": threads} if threads else {}),
+           **({"max_batch": max_batch} if max_batch else {})}
     return {"model": str(model), "engine": eng, "cameras": cameras, "events": CHATTY_EVENTS, "sinks": [],
             "status_interval_s": 0, **extra}
 
@@ -255,7 +256,7 @@ def torch_variant(bundle: Bundle, x: np.ndarray, threads: int | None) -> tuple[V
 
 # --- live: N realtime cameras in one pipeline ------------------------------------------------------
 def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, threads: int | None,
-                  seconds: float, warmup_s: float) -> dict[str, Any]:
+                  seconds: float, warmup_s: float, max_batch: int | None = None) -> dict[str, Any]:
     """N realtime cameras on the clip in one Pipeline for ``seconds`` (after ``warmup_s``).
 
     A camera's classified fraction is its classified frames over what it should have delivered
@@ -263,7 +264,7 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
     falls behind its pace counts as a loss too. One frame of slack for the window's edges.
     """
     cams = [{"name": f"cam{i}", "source": str(clip), "realtime": True, "loop": True} for i in range(n)]
-    p, sink = open_pipeline(bench_config(model, engine, precision, threads, cams))
+    p, sink = open_pipeline(bench_config(model, engine, precision, threads, cams, max_batch))
     rates = [(s.camera.source.fps, s.camera.step) for s in p.streams]
     stop = threading.Event()
     worker = threading.Thread(target=p.run, args=(stop,), name="bench-pipeline", daemon=True)

@@ -268,6 +268,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
             kw[key] = getattr(a, key)
     if a.streams is not None:
         kw["max_streams"] = a.streams
+    if a.max_batch is not None:
+        kw["max_batch"] = a.max_batch
+    if a.batch is not None:
+        kw["batch"] = a.batch
     if a.size is not None:
         kw["size"] = _parse_size(a.size, "--size")
     opts = tiny_options(a.model, **kw) if a.tiny else BenchOptions(model=a.model, **kw)
@@ -467,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--precision", choices=["fp32", "int8"], help="pipeline, streams and daemon runs "
                                                                   "(default: int8 if the bundle has it)")
     bn.add_argument("--threads", type=int, help="engine and torch threads (default: the engine's, as the daemon)")
+    bn.add_argument("--max-batch", type=int, metavar="N", help="engine.max_batch for the streams runs "
+                                                               "(default: the daemon's, 4; 1 turns batching off)")
+    bn.add_argument("--batch", type=int, metavar="B", help="also time B cameras' frames per engine call (the "
+                                                           "batched graph), per frame (default 4; 0: off)")
     bn.add_argument("--rounds", type=int, help="interleaved rounds (default 20)")
     bn.add_argument("--steps", type=int, help="items per variant per round (default 20)")
     bn.add_argument("--model-rate", action="store_true", help="send frames to the model at the bundle's decision "

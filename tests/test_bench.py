@@ -43,6 +43,10 @@ def test_tiny_bench_json_has_every_figure(bundle, capsys):
         assert set(by_precision) == {"fp32"}  # the tiny bundle has no INT8 graph
         assert all(_number(v) for v in by_precision.values())
     assert set(res["int8_over_fp32"]) == set(engines) and all(v is None for v in res["int8_over_fp32"].values())
+    # 4 cameras' frames per call of the batched graph, timed per frame, on every engine (CPU)
+    assert res["batch"] == 4 and set(res["engine_batched_ms"]) == set(engines)
+    assert all(set(by) == {"fp32"} and _number(by["fp32"]) for by in res["engine_batched_ms"].values())
+    assert all(v is None for v in res["int8_over_fp32_batched"].values())
     assert isinstance(res["streams"], int) and 0 <= res["streams"] <= 2
     lat = res["event_latency_ms"]
     assert {"p50", "p99", "n"} <= set(lat) and isinstance(lat["n"], int)
@@ -56,6 +60,21 @@ def test_tiny_bench_json_has_every_figure(bundle, capsys):
     assert res["clip"]["size"] == [640, 480]
     table = format_table(res)
     assert "whole pipeline" in table and "overhead_ratio" in table
+
+
+def test_bench_max_batch_reaches_the_streams_runs(bundle, capsys):
+    assert main(["-q", "bench", "--json", "--tiny", "--no-daemon", "--batch", "0", "--max-batch", "1",
+                 "--model", str(bundle), "--engines", "onnxruntime"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["streams_detail"]["max_batch"] == 1 and res["max_batch"] == 1
+    assert res["engine_batched_ms"] == {} and res["rss_mb"] == {}
+
+
+@pytest.mark.parametrize("args, named", [(["--batch", "3"], "--steps 4"), (["--max-batch", "0"], "--max-batch 0")])
+def test_bench_refuses_a_batch_it_cannot_run(bundle, capsys, args, named):
+    assert main(["-q", "bench", "--tiny", "--model", str(bundle), *args]) == 64
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_refuses_an_unknown_engine(bundle, capsys):
