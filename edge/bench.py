@@ -44,7 +44,8 @@ from edge.benchkit import (CHATTY_EVENTS, SUSTAINED, BenchPipeline, Decoder, Var
 from edge.bundle import Bundle, load_bundle
 from edge.classifier import BatchStepper, OnlineClassifier
 from edge.errors import DeviceError, UsageError
-from edge.preprocess import Preprocessor
+from edge.capture.opencv import pick_scale
+from edge.preprocess import Preprocessor, frame_need
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class BenchOptions:
     max_streams: int = 32
     max_batch: int | None = None         # engine.max_batch for the streams and daemon runs (None: the daemon's, 4)
     batch: int = 4                       # the batched engine-step variants (0: none)
+    decode_scale: str | int = "auto"     # camera.decode_scale everywhere (MJPG decoded at 1/N)
     model_rate: bool = False
     int8_from_calib: str | None = None   # 'synth' or a calibration set folder: quantize a copy if no int8
     torch: bool = True
@@ -163,7 +165,8 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
                   clip: Path, every: Path) -> dict[str, Any]:
     logger.info("bench: compiling %s; then %d interleaved rounds", ", ".join(f"{e} {p}" for e in engines
                                                                             for p in precisions), opts.rounds)
-    dec = Decoder(clip)
+    scale = pick_scale(opts.decode_scale, opts.size, frame_need(bundle.input))  # as the daemon's file camera
+    dec, full = Decoder(clip, scale), Decoder(clip)
     frames = dec.frames(8)
     pre = Preprocessor(bundle.input)
     x = pre(frames[0]).copy()
@@ -172,6 +175,8 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         for i in range(n):
             pre(frames[i % len(frames)])
     variants = [Variant("decode", dec.run, dec.before), Variant("preprocess", preprocess)]
+    if scale > 1:
+        variants.append(Variant("decode_full", full.run, full.before))
     clfs: list[OnlineClassifier] = []
     p: BenchPipeline | None = None
     try:
@@ -194,7 +199,8 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         if tv is not None:
             variants.append(tv)
         cam = [{"name": "file", "source": str(clip), "loop": True}]
-        p, _sink = open_pipeline(bench_config(every, engines[0], precision, opts.threads, cam))
+        p, _sink = open_pipeline(bench_config(every, engines[0], precision, opts.threads, cam,
+                                              decode_scale=opts.decode_scale))
         pipe = pipeline_variant(p)
         variants.append(pipe)
         interleave(variants, opts.rounds, opts.steps)
@@ -204,11 +210,14 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         for c in clfs:
             c.backend.close()
         dec.close()
+        full.close()
     by = {v.name: v for v in variants}
     main_engine = by[f"{engines[0]}/{precision}"]
     stages_cpu = [a + b + c for a, b, c in zip(by["decode"].cpu, by["preprocess"].cpu, main_engine.cpu)]
     out: dict[str, Any] = {
+        "decode_scale": scale,
         "decode_ms": _med(by["decode"].wall),
+        "decode_full_ms": _med(by["decode_full"].wall) if scale > 1 else _med(by["decode"].wall),
         "preprocess_ms": _med(by["preprocess"].wall),
         "engine_ms": {e: {pr: _med(by[f"{e}/{pr}"].wall) for pr in precisions} for e in engines},
         "pipeline_cpu_ms_per_frame": _med(pipe.cpu),
@@ -262,7 +271,8 @@ def _phase_streams(opts: BenchOptions, model: Path, clip: Path, engine: str, pre
     logger.info("bench: streams at %g fps, %g frames/s each to the model, %g s per count", opts.fps,
                 min(rate, opts.fps), opts.seconds)
     best, trials = find_streams(lambda n: streams_trial(model, clip, n, engine, precision, opts.threads,
-                                                        opts.seconds, opts.warmup_s, opts.max_batch),
+                                                        opts.seconds, opts.warmup_s, opts.max_batch,
+                                                        opts.decode_scale),
                                 opts.max_streams)
     shown = [t for t in trials if t["streams"] == max(best, 1)][-1]   # the trial that decided it
     lat = dict(shown["event_latency_ms"], streams=shown["streams"])
@@ -282,7 +292,7 @@ def _phase_daemon(opts: BenchOptions, model: Path, clip: Path, engines: list[str
         return out
     for eng in engines[:opts.daemon_engines]:
         cam = [{"name": "cam0", "source": str(clip), "realtime": True, "loop": True}]
-        data = bench_config(model, eng, precision, opts.threads, cam,
+        data = bench_config(model, eng, precision, opts.threads, cam, decode_scale=opts.decode_scale,
                             sinks=[{"type": "log", "path": str(work / f"events-{eng}.jsonl")}])
         data["engine"]["cache_dir"] = str(work / f"cache-{eng}")
         del data["events"]  # the daemon's defaults for the bundle
@@ -307,8 +317,11 @@ def format_table(r: dict[str, Any]) -> str:
              f"clip {c['size'][0]}x{c['size'][1]} MJPG {c['fps']:g} fps ({c['kb_per_frame']} KB/frame); "
              f"{r['rounds']} interleaved rounds x {r['steps']} items; medians",
              "", f"{'per frame':<44} {'wall ms':>8} {'cpu ms':>8}",
-             f"{'decode (cv2.VideoCapture, MJPG)':<44} {r['decode_ms']:8.3f} {r['cpu_ms']['decode']:8.3f}",
+             f"{'decode MJPG' + (f' at 1/{sc}' if (sc := r.get('decode_scale', 1)) > 1 else ''):<44} "
+             f"{r['decode_ms']:8.3f} {r['cpu_ms']['decode']:8.3f}",
              f"{'preprocess':<44} {r['preprocess_ms']:8.3f} {r['cpu_ms']['preprocess']:8.3f}"]
+    if r.get("decode_scale", 1) > 1:
+        lines.insert(-1, f"{'  (decoded in full: ' + str(r['decode_full_ms']) + ' ms)':<44}")
     batched = r.get("engine_batched_ms", {})
     for e, by in r["engine_ms"].items():
         for p, ms in by.items():

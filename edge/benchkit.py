@@ -127,10 +127,12 @@ def interleave(variants: list[Variant], rounds: int, steps: int) -> None:
 
 
 class Decoder:
-    """The clip decoded frame by frame; reopened (off the clock) before a round would reach its end."""
+    """The clip decoded frame by frame as the daemon's file camera does (MJPG at 1/``scale`` in the JPEG
+    decoder when > 1); reopened (off the clock) before a round would reach its end."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, scale: int = 1) -> None:
         self.path = path
+        self.scale = scale
         self.cap: Any = None
         self.left = 0
         self.total = 0
@@ -140,20 +142,29 @@ class Decoder:
             if self.cap is not None:
                 self.cap.release()
             self.cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            if self.scale > 1:
+                self.cap.set(cv2.CAP_PROP_FORMAT, -1)
             self.total = self.left = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
             if self.total < n:
                 raise InputError(f"bench clip {self.path}: {self.total} frames, fewer than --steps {n}")
 
+    def _read(self) -> np.ndarray:
+        ok, img = self.cap.read()
+        if ok and self.scale > 1:
+            img = cv2.imdecode(img, {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                                     8: cv2.IMREAD_REDUCED_COLOR_8}[self.scale])
+        if not ok or img is None:
+            raise InputError(f"bench clip {self.path}: decoding failed")
+        return img
+
     def run(self, n: int) -> None:
         for _ in range(n):
-            ok, _img = self.cap.read()
-            if not ok:
-                raise InputError(f"bench clip {self.path}: decoding failed")
+            self._read()
         self.left -= n
 
     def frames(self, n: int) -> list[np.ndarray]:
         self.before(n)
-        out = [self.cap.read()[1] for _ in range(n)]
+        out = [self._read() for _ in range(n)]
         self.left -= n
         return out
 
@@ -186,8 +197,9 @@ class BenchPipeline(Pipeline):
 
 
 def bench_config(model: Path, engine: str, precision: str, threads: int | None, cameras: list[dict[str, Any]],
-                 max_batch: int | None = None, **extra: Any) -> dict[str, Any]:
+                 max_batch: int | None = None, decode_scale: str | int = "auto", **extra: Any) -> dict[str, Any]:
     """A daemon config (as data) for the bench's pipelines and daemon runs."""
+    cameras = [dict(c, decode_scale=decode_scale) for c in cameras]
     eng = {"type": engine, "precision": precision, **({"threads": threads} if threads else {}),
            **({"max_batch": max_batch} if max_batch else {})}
     return {"model": str(model), "engine": eng, "cameras": cameras, "events": CHATTY_EVENTS, "sinks": [],
@@ -256,7 +268,8 @@ def torch_variant(bundle: Bundle, x: np.ndarray, threads: int | None) -> tuple[V
 
 # --- live: N realtime cameras in one pipeline ------------------------------------------------------
 def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, threads: int | None,
-                  seconds: float, warmup_s: float, max_batch: int | None = None) -> dict[str, Any]:
+                  seconds: float, warmup_s: float, max_batch: int | None = None,
+                  decode_scale: str | int = "auto") -> dict[str, Any]:
     """N realtime cameras on the clip in one Pipeline for ``seconds`` (after ``warmup_s``).
 
     A camera's classified fraction is its classified frames over what it should have delivered
@@ -264,7 +277,7 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
     falls behind its pace counts as a loss too. One frame of slack for the window's edges.
     """
     cams = [{"name": f"cam{i}", "source": str(clip), "realtime": True, "loop": True} for i in range(n)]
-    p, sink = open_pipeline(bench_config(model, engine, precision, threads, cams, max_batch))
+    p, sink = open_pipeline(bench_config(model, engine, precision, threads, cams, max_batch, decode_scale))
     rates = [(s.camera.source.fps, s.camera.step) for s in p.streams]
     stop = threading.Event()
     worker = threading.Thread(target=p.run, args=(stop,), name="bench-pipeline", daemon=True)

@@ -272,6 +272,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         kw["max_batch"] = a.max_batch
     if a.batch is not None:
         kw["batch"] = a.batch
+    if a.decode_scale is not None:
+        kw["decode_scale"] = a.decode_scale if a.decode_scale == "auto" else int(a.decode_scale)
     if a.size is not None:
         kw["size"] = _parse_size(a.size, "--size")
     opts = tiny_options(a.model, **kw) if a.tiny else BenchOptions(model=a.model, **kw)
@@ -475,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default: the daemon's, 4; 1 turns batching off)")
     bn.add_argument("--batch", type=int, metavar="B", help="also time B cameras' frames per engine call (the "
                                                            "batched graph), per frame (default 4; 0: off)")
+    bn.add_argument("--decode-scale", choices=["auto", "1", "2", "4", "8"],
+                    help="camera.decode_scale of the bench's cameras (default auto, as the daemon)")
     bn.add_argument("--rounds", type=int, help="interleaved rounds (default 20)")
     bn.add_argument("--steps", type=int, help="items per variant per round (default 20)")
     bn.add_argument("--model-rate", action="store_true", help="send frames to the model at the bundle's decision "

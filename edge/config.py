@@ -86,6 +86,10 @@ class CameraConfig(_Strict):
     realtime: bool = Field(False, description="files: pace at the file's fps (otherwise as fast as possible, "
                                               "no frame skipped)")
     stall_s: PosFloat = Field(5.0, description="no frame for this long: the source is reopened")
+    decode_scale: Literal["auto", 1, 2, 4, 8] = Field(
+        "auto", description="MJPG cameras and files: decode at 1/N of the size inside the JPEG decoder, much "
+                            "cheaper than decoding in full and resizing; auto: the largest N whose frame still covers "
+                            "the model's input (and clips.width); 1: full size")
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("source")

@@ -36,7 +36,7 @@ from edge.events import EventDetector, EventSettings, Thresholds
 from edge.journal import Journal
 from edge.metrics import Histogram, MetricsWriter
 from edge.notify import Notifier, Watchdog
-from edge.preprocess import PreprocessRing
+from edge.preprocess import PreprocessRing, frame_need
 from edge.sinks import Sink, create_sink
 
 logger = logging.getLogger(__name__)
@@ -210,6 +210,10 @@ class Pipeline:
                     stream.rec = ClipRecorder(c.name, cfg.clips, self.spool, self.bundle.labels,
                                               cfg.clips.fps or t.fps, lossless=not cam.source.live)
                     cam.tap = stream.rec.tap
+                w, h, short = frame_need(self.bundle.input)
+                if stream.rec:  # the clips keep frames up to clips.width (null: as captured, so no reduced decode)
+                    w = max(w, cfg.clips.width or 1 << 16)
+                cam.source.need = (w, h, short)
                 self.streams.append(stream)
                 cam.open()
             for s_cfg, name in zip(cfg.sinks, sink_names(cfg)):

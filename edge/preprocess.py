@@ -14,6 +14,15 @@ from edge.bundle import InputSpec
 from edge.errors import DataError
 
 
+def frame_need(spec: InputSpec) -> tuple[int, int, int]:
+    """The smallest camera frame that is not scaled up for this input: (min width, min height, min short
+    side). A source that can decode at a reduced size (MJPG) stays at or above it."""
+    h, w = int(spec.size[0]), int(spec.size[1])
+    if spec.resize == "stretch":
+        return (w, h, 0)
+    return (0, 0, int(np.ceil(min(h, w) / spec.crop_scale)))
+
+
 class Preprocessor:
     """Turns frames into ``self.out`` (the same array every call; copy it to keep a result).
 

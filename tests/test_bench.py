@@ -58,16 +58,18 @@ def test_tiny_bench_json_has_every_figure(bundle, capsys):
     assert _number(ready["first"]) and _number(ready["second"])
     assert res["torch_eager_ms"] is None and res["daemon_over_torch"] is None  # no PyTorch form of the tiny arch
     assert res["clip"]["size"] == [640, 480]
+    assert res["decode_scale"] == 8 and _number(res["decode_full_ms"])  # a 16x16 input: 80x60 is plenty
     table = format_table(res)
     assert "whole pipeline" in table and "overhead_ratio" in table
 
 
 def test_bench_max_batch_reaches_the_streams_runs(bundle, capsys):
-    assert main(["-q", "bench", "--json", "--tiny", "--no-daemon", "--batch", "0", "--max-batch", "1",
+    assert main(["-q", "bench", "--json", "--tiny", "--no-daemon", "--batch", "0", "--max-batch", "1", "--decode-scale", "1",
                  "--model", str(bundle), "--engines", "onnxruntime"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["streams_detail"]["max_batch"] == 1 and res["max_batch"] == 1
     assert res["engine_batched_ms"] == {} and res["rss_mb"] == {}
+    assert res["decode_scale"] == 1 and res["decode_full_ms"] == res["decode_ms"]
 
 
 @pytest.mark.parametrize("args, named", [(["--batch", "3"], "--steps 4"), (["--max-batch", "0"], "--max-batch 0")])

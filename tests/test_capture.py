@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge.capture import SOURCES, Camera, create_source
-from edge.capture.opencv import FileSource, UrlSource, V4L2Source, backends, fourcc_text, redact_url
+from edge.capture.opencv import FileSource, UrlSource, V4L2Source, backends, fourcc_text, pick_scale, redact_url
 from edge.capture.synthetic import MOTIONS, STILL_FRAMES
 from edge.config import CameraConfig
 from edge.errors import EX_NOINPUT, EX_UNAVAILABLE, CaptureError, InputError
@@ -38,9 +38,10 @@ def write_video(path: Path, fourcc: str, frames: int = N_FRAMES) -> Path:
     return path
 
 
-def frame_number(img: np.ndarray) -> int:
-    """The number a test-video frame shows (see write_video)."""
-    return sum(1 << bit for bit in range(6) if img[50:110, 50 + 96 * bit: 110 + 96 * bit].mean() > 128)
+def frame_number(img: np.ndarray, scale: int = 1) -> int:
+    """The number a test-video frame shows (see write_video), also in a frame decoded at 1/scale."""
+    return sum(1 << bit for bit in range(6)
+               if img[50 // scale:110 // scale, (50 + 96 * bit) // scale:(110 + 96 * bit) // scale].mean() > 128)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,7 @@ class FakeV4L2:
         self.opens: list[tuple[object, int]] = []
         self.failed_opens, self.plugged, self.opened, self.file = 0, True, False, None
         self.decoded = self.grabbed = 0   # frames read with and without decoding
+        self.corrupt = 0  # the next this many MJPG packets are garbage (a USB transfer cut short)
         self._cond = threading.Condition()
 
     def __call__(self, target, api: int) -> FakeV4L2:
@@ -85,7 +87,7 @@ class FakeV4L2:
             self._cond.notify_all()
         self.opened, self.due = self.plugged, time.monotonic()
         self.props = {cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter_fourcc(*"YUYV")), cv2.CAP_PROP_FRAME_WIDTH: 640.0,
-                      cv2.CAP_PROP_FRAME_HEIGHT: 480.0, cv2.CAP_PROP_FPS: self.fps}
+                      cv2.CAP_PROP_FRAME_HEIGHT: 480.0, cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_CONVERT_RGB: 1.0}
         self.file = cv2.VideoCapture(str(self.video)) if self.opened else None
         return self
 
@@ -102,7 +104,8 @@ class FakeV4L2:
     def set(self, prop: int, value: float) -> bool:
         self.sets.append((prop, value))
         ok = {cv2.CAP_PROP_FOURCC: fourcc_text(value) in self.FOURCCS, cv2.CAP_PROP_FRAME_WIDTH: value in self.WIDTHS,
-              cv2.CAP_PROP_FRAME_HEIGHT: value in self.HEIGHTS, cv2.CAP_PROP_FPS: 0 < value <= self.fps}.get(prop)
+              cv2.CAP_PROP_FRAME_HEIGHT: value in self.HEIGHTS, cv2.CAP_PROP_FPS: 0 < value <= self.fps,
+              cv2.CAP_PROP_CONVERT_RGB: value in (0, 1)}.get(prop)
         if ok:
             self.props[prop] = float(value)
         return bool(ok)
@@ -127,7 +130,13 @@ class FakeV4L2:
             self.file.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self.file.read()
         size = (int(self.props[cv2.CAP_PROP_FRAME_WIDTH]), int(self.props[cv2.CAP_PROP_FRAME_HEIGHT]))
-        return True, cv2.resize(img, size) if size != img.shape[1::-1] else img
+        img = cv2.resize(img, size) if size != img.shape[1::-1] else img
+        if self.props[cv2.CAP_PROP_CONVERT_RGB] == 0 and fourcc_text(self.props[cv2.CAP_PROP_FOURCC]) == "MJPG":
+            if self.corrupt:  # the driver's buffer as OpenCV hands it over unconverted: 1 x N bytes
+                self.corrupt -= 1
+                return True, np.frombuffer(b"\xff\xd8" + bytes(range(200)), np.uint8).reshape(1, -1)
+            return True, cv2.imencode(".jpg", img)[1].reshape(1, -1)
+        return True, img
 
     def release(self) -> None:
         self.opened = False
@@ -295,6 +304,70 @@ def test_truncated_file_ends_cleanly_with_a_warning(tmp_path, videos, caplog):
 
 
 # --- live sources -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("setting, size, need, scale", [
+    ("auto", (640, 480), (0, 0, 112), 4),      # 160x120 still covers a 112 short side
+    ("auto", (640, 480), (0, 0, 224), 2),
+    ("auto", (640, 480), (320, 0, 112), 2),    # field clips 320 wide
+    ("auto", (1920, 1080), (0, 0, 112), 8),    # 240x135
+    ("auto", (642, 482), (0, 0, 121), 4),      # the decoder rounds up: 161x121 at 1/4
+    ("auto", (642, 482), (0, 0, 122), 2),
+    ("auto", (640, 480), (0, 0, 0), 1),        # nothing known of the need: full size
+    ("auto", (320, 240), (224, 224, 0), 1),    # a stretch input bigger than half the frame
+    (2, (640, 480), (0, 0, 400), 2),           # a number is taken as given (and warned about by the source)
+    (1, (1920, 1080), (0, 0, 112), 1),
+])
+def test_decode_scale_choice(setting, size, need, scale):
+    assert pick_scale(setting, size, need) == scale
+
+
+def test_mjpg_file_is_decoded_at_the_size_the_model_needs_losslessly(videos, caplog):
+    caplog.set_level(logging.INFO, logger="edge.capture")
+    for setting, need, scale in (("auto", (0, 0, 112), 4), ("auto", (320, 0, 112), 2), (1, (0, 0, 112), 1)):
+        src = FileSource(cam_cfg(str(videos["MJPG"]), decode_scale=setting), videos["MJPG"])
+        src.need = need
+        src.open()
+        frames = []
+        while (img := src.read()) is not None:
+            frames.append(img)
+            src.skip()  # grabbed, not decoded, still counted
+        src.close()
+        assert src.scale == scale and frames[0].shape == (H // scale, W // scale, 3)
+        assert [frame_number(f, scale) for f in frames] == list(range(0, N_FRAMES, 2))
+    assert "camera door: " + str(videos["MJPG"]) + ": MJPG 640x480 decoded at 1/4 (160x120) in the JPEG decoder" \
+        in caplog.messages
+
+
+def test_decode_scale_on_another_codec_decodes_in_full_with_one_warning(videos, caplog):
+    src = FileSource(cam_cfg(str(videos["mp4v"]), decode_scale=4), videos["mp4v"])
+    src.need = (0, 0, 112)
+    src.open()
+    img = src.read()
+    src.open()  # a reopen (loop, reconnect) does not repeat it
+    src.close()
+    assert src.scale == 1 and img.shape == (H, W, 3)
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "decode_scale 4 applies to MJPG only; this source is" in warnings[0]
+
+
+def test_v4l2_mjpg_packets_are_decoded_reduced_and_bad_ones_skipped(videos, caplog):
+    """The driver's MJPG buffer is taken unconverted (CONVERT_RGB off) and decoded at 1/2; packets that
+    do not decode are skipped and counted; a run of them is a read failure (the camera is reopened)."""
+    src, dev = fake_v4l2_source(videos["MJPG"], device_fps=600.0, fourcc="MJPG")
+    src.need = (0, 0, 224)
+    src.open()
+    assert (cv2.CAP_PROP_CONVERT_RGB, 0) in dev.sets and src.scale == 2
+    first = src.read()
+    dev.corrupt = 3
+    after = src.read()
+    assert first.shape == after.shape == (240, 320, 3)
+    assert frame_number(after, 2) == (frame_number(first, 2) + 4) % N_FRAMES  # three bad packets skipped
+    assert "camera door: /dev/video0: 1 undecodable MJPG frame(s) so far (skipped)" in caplog.messages
+    dev.corrupt = 100
+    with pytest.raises(CaptureError, match="camera door: /dev/video0: read failed"):
+        src.read()
+    src.close()
+
+
 def test_frames_the_model_skips_are_grabbed_not_decoded(videos):
     """60 fps camera, model at 15 fps: 3 frames in 4 are only grabbed (a V4L2 MJPG camera skips the
     JPEG decode); the ones passed are every 4th; with a tap (field clips) every frame is decoded."""

@@ -75,6 +75,24 @@ def test_file_camera_to_log_and_stdout_then_exit_0(tmp_path, bundle, video, engi
     assert "ready in" in err and "stopped (every camera ended)" in err
 
 
+def test_mjpg_camera_bigger_than_the_model_needs_is_decoded_reduced_with_the_same_events(tmp_path, bundle):
+    """A 640x480 MJPG file for a small input: the JPEG decoder scales it (1/8: 80x60), the events are
+    those of the full decode (decode_scale 1)."""
+    video = write_colour_video(tmp_path / "vga.avi", size=(640, 480))
+    runs = {}
+    for setting in ("auto", 1):
+        log = tmp_path / f"events-{setting}.jsonl"
+        cfg = _config(tmp_path / f"c-{setting}.yaml", model=str(bundle),
+                      cameras=[{"name": "vga", "source": str(video), "decode_scale": setting}],
+                      sinks=[{"type": "log", "path": str(log)}])
+        proc = _daemon(cfg)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert ("MJPG 640x480 decoded at 1/8 (80x60) in the JPEG decoder" in err) == (setting == "auto")
+        runs[setting] = [(e["event"], e["label"], e["frames"]) for e in _lines(log)]
+    assert runs["auto"] == runs[1] and [x[1] for x in runs[1] if x[0] == "start"] == ["red", "green", "blue"]
+
+
 def test_two_cameras_share_one_model(tmp_path, bundle, video):
     log = tmp_path / "events.jsonl"
     cfg = _config(tmp_path / "c.yaml", model=str(bundle),

@@ -57,6 +57,9 @@ class Source:
         self.target = target
         self.label = str(target)
         self.fps = cfg.fps or DEFAULT_FPS
+        # What the consumer needs of a frame, (min width, min height, min short side): lets a source that
+        # can decode smaller (MJPG, decode_scale auto) do so without starving the model. Set before open().
+        self.need = (0, 0, 0)
 
     @property
     def where(self) -> str:

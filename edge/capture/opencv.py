@@ -46,6 +46,27 @@ def _fps(value: float) -> float | None:
     return float(value) if 0 < value < 1000 else None  # 0, NaN and driver nonsense mean "unknown"
 
 
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_MJPEG = ("MJPG", "mjpg", "MJPEG", "AVRN", "LJPG", "JPEG", "jpeg", "dmb1")
+_BAD_PACKETS = 10  # undecodable JPEG packets in a row before a read counts as failed
+
+
+def pick_scale(setting: str | int, size: tuple[int, int], need: tuple[int, int, int]) -> int:
+    """The JPEG decoder's scale for a ``size`` (w, h) frame: ``setting`` when it is a number, for
+    ``auto`` the largest of 8, 4, 2 whose scaled frame (the decoder rounds up) still has ``need``'s min
+    width, height and short side; 1 when nothing is known of the need."""
+    if setting != "auto":
+        return int(setting)
+    w, h = size
+    if not any(need) or w <= 0 or h <= 0:
+        return 1
+    for s in (8, 4, 2):
+        sw, sh = -(-w // s), -(-h // s)
+        if sw >= need[0] and sh >= need[1] and min(sw, sh) >= need[2]:
+            return s
+    return 1
+
+
 def _bgr(img: np.ndarray) -> np.ndarray:
     """Grey or BGRA frames (some drivers, CONVERT_RGB off) -> 3-channel BGR."""
     if img.ndim == 2:
@@ -64,6 +85,10 @@ class OpenCVSource(Source):
         super().__init__(cfg, target)
         self.capture_factory = capture_factory or cv2.VideoCapture
         self._cap: Any = None
+        self.scale = 1          # > 1: the capture hands over JPEG packets, decoded here at 1/scale
+        self._flag = cv2.IMREAD_COLOR
+        self._bad = 0           # undecodable packets so far (logged now and then)
+        self._told = False
 
     def _create(self) -> Any:
         return self.capture_factory(self.target, self.api)
@@ -86,14 +111,66 @@ class OpenCVSource(Source):
             raise self._open_failed()
         self._cap = cap
         self._configure(cap)
+        self._scaled_decode(cap)
+
+    # --- MJPG decoded at a reduced size -------------------------------------------------------------
+    def _raw_mode(self, cap: Any) -> bool:
+        """Ask the capture for the encoded packets instead of decoded frames."""
+        return False
+
+    def _scaled_decode(self, cap: Any) -> None:
+        """With an MJPG stream whose frames are bigger than needed: decode them here, in the JPEG
+        decoder's DCT domain at 1/2, 1/4 or 1/8 (``camera.decode_scale``), instead of in full."""
+        self.scale, self._flag = 1, cv2.IMREAD_COLOR
+        fourcc = fourcc_text(cap.get(cv2.CAP_PROP_FOURCC))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        setting = self.cfg.decode_scale
+        if fourcc not in _MJPEG:
+            if setting not in ("auto", 1) and not self._told:
+                logger.warning("%s: decode_scale %s applies to MJPG only; this source is %s: decoded in full",
+                               self.where, setting, fourcc)
+                self._told = True
+            return
+        scale = pick_scale(setting, size, self.need)
+        if scale == 1:
+            return
+        sw, sh = -(-size[0] // scale), -(-size[1] // scale)
+        if setting != "auto" and not self._told and (sw < self.need[0] or sh < self.need[1]
+                                                     or min(sw, sh) < self.need[2]):
+            logger.warning("%s: decode_scale %d gives %dx%d frames, smaller than needed for the model's "
+                           "input and the clips (%s): they are scaled up", self.where, scale, sw, sh, _need_text(self.need))
+        if not self._raw_mode(cap):
+            logger.info("%s: this capture does not hand over MJPG packets: decoded in full", self.where)
+            return
+        self.scale, self._flag = scale, _REDUCED[scale]
+        log = logger.debug if self._told else logger.info
+        log("%s: MJPG %dx%d decoded at 1/%d (%dx%d) in the JPEG decoder", self.where, size[0], size[1], scale,
+            sw, sh)
+        self._told = True
+
+    def _image(self) -> np.ndarray | None:
+        """The next frame (decoded here in scaled mode), or None when the capture has none."""
+        for _ in range(_BAD_PACKETS):
+            ok, img = self._cap.read()
+            if not ok or img is None:
+                return None
+            if self.scale == 1 or img.ndim == 3:  # a driver that decoded anyway
+                return _bgr(img)
+            out = cv2.imdecode(img, self._flag) if img.size else None
+            if out is not None:
+                return out
+            self._bad += 1
+            if self._bad in (1, 10, 100) or self._bad % 1000 == 0:
+                logger.warning("%s: %d undecodable MJPG frame(s) so far (skipped)", self.where, self._bad)
+        return None
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
             raise CaptureError(f"{self.where}: read while not open")
-        ok, img = self._cap.read()
-        if not ok or img is None:
+        img = self._image()
+        if img is None:
             return self._read_failed()
-        return _bgr(img)
+        return img
 
     def skip(self) -> bool:
         """grab() without retrieve(): the frame is taken off the device or demuxed but not converted."""
@@ -110,6 +187,12 @@ class OpenCVSource(Source):
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
+
+
+def _need_text(need: tuple[int, int, int]) -> str:
+    parts = [f"width {need[0]}" if need[0] else "", f"height {need[1]}" if need[1] else "",
+             f"short side {need[2]}" if need[2] else ""]
+    return "at least " + ", ".join(p for p in parts if p)
 
 
 class V4L2Source(OpenCVSource):
@@ -158,6 +241,10 @@ class V4L2Source(OpenCVSource):
         if differ:
             logger.warning("camera %s: %s: the driver did not accept %s", self.name, self.device, ", ".join(differ))
 
+    def _raw_mode(self, cap: Any) -> bool:
+        """OpenCV's V4L2 backend hands over the driver's MJPG buffer when it does not convert to BGR."""
+        return bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
+
 
 class FileSource(OpenCVSource):
     """A video file: lossless at decode speed, or paced at its own fps with ``realtime: true``."""
@@ -186,11 +273,11 @@ class FileSource(OpenCVSource):
         if not os.access(path, os.R_OK):
             raise InputError(f"{self.where}: permission denied")
         super().open()
-        ok, img = self._cap.read()
-        if not ok or img is None:
+        img = self._image()
+        if img is None:
             self.close()
             raise InputError(f"{self.where}: no frame could be decoded (a damaged or unsupported video)")
-        self._peek, self._n = _bgr(img), 0
+        self._peek, self._n = img, 0
         self._count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         log = logger.debug if self._announced else logger.info
         log("camera %s: %s %dx%d %.3g fps, %d frames%s", self.name, path.name, img.shape[1], img.shape[0],
@@ -199,6 +286,10 @@ class FileSource(OpenCVSource):
 
     def _open_failed(self) -> Exception:
         return InputError(f"{self.where}: cannot be opened (not a video OpenCV can decode)")
+
+    def _raw_mode(self, cap: Any) -> bool:
+        """FFmpeg's demuxed packets (CAP_PROP_FORMAT -1): for MJPG, one JPEG per frame."""
+        return self.api == cv2.CAP_FFMPEG and bool(cap.set(cv2.CAP_PROP_FORMAT, -1))
 
     def read(self) -> np.ndarray | None:
         if self._peek is not None:
