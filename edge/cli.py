@@ -178,6 +178,22 @@ def cmd_classify(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_events(a: argparse.Namespace) -> int:
+    from edge.evalevents import evaluate_events, format_report
+    model, settings = a.model, None
+    if a.config:
+        from edge.bundle import load_bundle
+        from edge.config import load_config
+        from edge.daemon import event_settings
+        cfg = load_config(a.config)
+        model = model or cfg.model
+        settings = event_settings(cfg.events, load_bundle(model), where=f"config {a.config}")
+    res = evaluate_events(a.video, a.annotations, model=model or "default", engine=a.engine, precision=a.precision,
+                          device=a.device, threads=a.threads, settings=settings, tolerance_s=a.tolerance)
+    print(json.dumps(res) if a.json else format_report(res))
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     if not a.demo:
         from edge.daemon import serve
@@ -457,6 +473,22 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--camera", help="camera name in the events (default: the file's name)")
     cl.add_argument("--per-frame", metavar="CSV", help="write per-frame probabilities (frame, time, one column per label)")
     cl.set_defaults(func=cmd_classify)
+
+    ee = sub.add_parser("eval-events", help="precision, recall and latency of the events on an annotated recording",
+                        description="Runs a recording through the model and the event detector (the settings of "
+                                    "--config's events section, or the model's defaults) and matches the events to "
+                                    "start,end,label rows (as for 'dataset from-recording'; background labels such "
+                                    "as no_motion are not targets).")
+    ee.add_argument("video", help="the recording (a video file OpenCV can decode)")
+    ee.add_argument("--annotations", required=True, metavar="CSV", help="start,end,label rows (seconds, MM:SS.fff "
+                                                                         "or HH:MM:SS.fff)")
+    ee.add_argument("--config", help="a daemon config: its events section (and its model unless --model)")
+    _engine_args(ee)
+    ee.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")
+    ee.add_argument("--tolerance", type=float, default=0.5, metavar="S",
+                    help="an event may start or end this many seconds outside its segment (default 0.5)")
+    ee.add_argument("--json", action="store_true", help="print one JSON object")
+    ee.set_defaults(func=cmd_eval_events, model=None)  # --model: default the config's, else 'default'
 
     bn = sub.add_parser("bench", help="per-stage and whole-pipeline figures, side by side in one run",
                         description="Decode, preprocessing, each engine and precision, PyTorch eager (if installed) "

@@ -194,6 +194,28 @@ def parse_time(text: str) -> float:
     return secs
 
 
+def read_segments(path: str | Path) -> list[tuple[int, float, float, str]]:
+    """``start,end,label`` rows (seconds, ``MM:SS.fff`` or ``HH:MM:SS.fff``) -> (line, start, end, label).
+
+    Raises:
+        InputError: the file is missing or unreadable.
+        DataError: a time does not parse, end <= start, or a label is not a usable folder name.
+    """
+    path = Path(path)
+    out = []
+    for n, cells in _rows(path, ("start", "end", "label"), 3):
+        try:
+            start, end = parse_time(cells[0]), parse_time(cells[1])
+        except ValueError:
+            raise DataError(f"{path}:{n}: start/end {cells[0]!r}, {cells[1]!r}: not times (seconds, MM:SS.fff or "
+                            "HH:MM:SS.fff)") from None
+        if end <= start:
+            raise DataError(f"{path}:{n}: end {cells[1]} is not after start {cells[0]}")
+        _check_label(path, n, cells[2])
+        out.append((n, start, end, cells[2]))
+    return out
+
+
 def from_recording(video: str | Path, annotations: str | Path, out: str | Path, codec: str = "mjpg") -> dict[str, Any]:
     """Cut ``video`` into ``out/<label>/<stem>-<start ms>-<end ms>.avi`` by ``start,end,label`` rows.
 
@@ -217,17 +239,10 @@ def from_recording(video: str | Path, annotations: str | Path, out: str | Path, 
         raise DataError(f"video {video}: no frame rate in the file; cannot place times in it")
     duration = count / fps if count > 0 else None
     segs = []
-    for n, cells in _rows(ann, ("start", "end", "label"), 3):
-        try:
-            start, end = parse_time(cells[0]), parse_time(cells[1])
-        except ValueError:
-            raise DataError(f"{ann}:{n}: start/end {cells[0]!r}, {cells[1]!r}: not times (seconds, MM:SS.fff or "
-                            "HH:MM:SS.fff)") from None
-        if end <= start:
-            raise DataError(f"{ann}:{n}: end {cells[1]} is not after start {cells[0]}")
+    for n, start, end, label in read_segments(ann):
         if duration is not None and start >= duration:
-            raise DataError(f"{ann}:{n}: start {cells[0]} is past the end of {video.name} ({duration:.2f} s)")
-        _check_label(ann, n, cells[2])
+            raise DataError(f"{ann}:{n}: start {start:g} is past the end of {video.name} ({duration:.2f} s)")
+        cells = (f"{start:g}", f"{end:g}", label)
         # frame i shows time i / fps; a segment holds the frames with start <= i / fps < end
         first, stop = math.ceil(start * fps - 1e-6), math.ceil(end * fps - 1e-6)
         if stop <= first:

@@ -1,0 +1,162 @@
+"""``edge-tsm eval-events``: how good are the *events* on an annotated recording?
+
+``eval`` scores clips (one label per clip). A deployment acts on events, which also depend on the
+smoothing, thresholds, minimum length and cool-down of ``events:``. This runs a recording through
+the runtime path (:func:`edge.classify.classify_video`: decode, the online model at its rate, the
+event detector with the given settings) and matches the events to ``start,end,label`` rows (the
+format of ``dataset from-recording``; background labels such as ``no_motion`` are not targets).
+
+Matching, greedy in the order the events fired: an event matches the not yet matched annotated
+segment of its label during which it started (its ``start_ts``, the first frame of the run of
+frames that made it), with ``tolerance_s`` of slack on both sides; of several, the one whose start
+is nearest. A matched event is a true positive; an event that matches nothing
+is a false event (reported with what the annotation says at the moment it fired); a segment no event
+matched is a miss. Latency: the time the start event fired minus the segment's annotated start.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import load_bundle
+from edge.classify import classify_video, default_event_settings
+from edge.errors import DataError
+from edge.events import EventSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _secs(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
+    p = tp / (tp + fp) if tp + fp else None
+    r = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else (0.0 if p == 0 or r == 0 else None)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": _round(p), "recall": _round(r), "f1": _round(f1)}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def pair_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start/end event lines -> one record per event: label, start (its ``start_ts``), fired (the start
+    line's ``ts``), end (the end line's ``ts``; the last start if the end is missing), in seconds."""
+    out: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev["event"] == "start":
+            out[ev["id"]] = {"id": ev["id"], "label": ev["label"], "start": _secs(ev["start_ts"]),
+                             "fired": _secs(ev["ts"]), "end": _secs(ev["ts"]), "score": ev["score"]}
+        elif ev["event"] == "end" and ev["id"] in out:
+            out[ev["id"]]["end"] = _secs(ev["ts"])
+    return sorted(out.values(), key=lambda e: e["fired"])
+
+
+def match_events(events: list[dict[str, Any]], segments: list[dict[str, Any]], labels: list[str],
+                 ignore: tuple[str, ...], tolerance_s: float) -> dict[str, Any]:
+    """Match paired events to annotated segments (see the module's doc); pure, no I/O."""
+    targets = [s for s in segments if s["label"] not in ignore]
+    matched: dict[int, dict[str, Any]] = {}   # index in targets -> event
+    false, latencies = [], []
+    for ev in events:
+        best, best_gap = None, float("inf")
+        for i, s in enumerate(targets):
+            if i in matched or s["label"] != ev["label"]:
+                continue
+            if s["start"] - tolerance_s <= ev["start"] <= s["end"] + tolerance_s and \
+                    abs(ev["start"] - s["start"]) < best_gap:
+                best, best_gap = i, abs(ev["start"] - s["start"])
+        if best is None:
+            truth = [s["label"] for s in segments if s["start"] <= ev["fired"] < s["end"]]
+            false.append({"label": ev["label"], "fired_s": round(ev["fired"], 3), "score": ev["score"],
+                          "truth": truth[0] if truth else None})
+        else:
+            matched[best] = ev
+            latencies.append(ev["fired"] - targets[best]["start"])
+    per_class = {}
+    for lab in labels:
+        if lab in ignore:
+            continue
+        tp = sum(1 for i in matched if targets[i]["label"] == lab)
+        fp = sum(1 for f in false if f["label"] == lab)
+        fn = sum(1 for i, s in enumerate(targets) if s["label"] == lab and i not in matched)
+        if tp or fp or fn:
+            per_class[lab] = _prf(tp, fp, fn)
+    missed = [{"label": s["label"], "start_s": s["start"], "end_s": s["end"], "line": s["line"]}
+              for i, s in enumerate(targets) if i not in matched]
+    lat = sorted(latencies)
+    out = {"segments": len(targets), "events": len(events), **_prf(len(matched), len(false), len(missed)),
+           "per_class": per_class,
+           "latency_s": {"p50": _round(statistics.median(lat)) if lat else None,
+                         "p90": _round(lat[min(len(lat) - 1, int(0.9 * len(lat)))]) if lat else None,
+                         "max": _round(lat[-1]) if lat else None, "n": len(lat)},
+           "false_events": false, "missed": missed}
+    return out
+
+
+def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = "default",
+                    engine: str = "onnxruntime", precision: str | None = None, device: str = "CPU",
+                    threads: int | None = None, settings: EventSettings | None = None,
+                    tolerance_s: float = 0.5) -> dict[str, Any]:
+    """Run ``video`` and score its events against ``annotations``; the ``--json`` object.
+
+    Raises:
+        InputError: the video or the annotations are missing or unreadable.
+        DataError: a bad annotation row, or a label the model does not have.
+        ModelError, DeviceError: from the bundle and the engine.
+    """
+    from edge.models.fieldclips import read_segments
+    if tolerance_s < 0:
+        raise DataError(f"--tolerance {tolerance_s}: must be >= 0 seconds")
+    ann = Path(annotations)
+    rows = read_segments(ann)
+    bundle = load_bundle(model)
+    for n, _start, _end, label in rows:
+        if label not in bundle.labels:
+            raise DataError(f"{ann}:{n}: label {label!r} is not one of the model's labels "
+                            f"({', '.join(bundle.labels)})")
+    settings = settings or default_event_settings(bundle)
+    res = classify_video(video, model=model, engine=engine, precision=precision, device=device, threads=threads,
+                         settings=settings, camera="eval", start_time=0.0)
+    duration = res.frames_read / res.fps if res.fps else 0.0
+    segments = [{"line": n, "start": s, "end": e, "label": lab} for n, s, e, lab in rows]
+    late = [s for s in segments if s["start"] >= duration]
+    if late:
+        raise DataError(f"{ann}:{late[0]['line']}: start {late[0]['start']:g} is past the end of "
+                        f"{Path(video).name} ({duration:.2f} s)")
+    out = {"video": str(video), "annotations": str(ann), "model": bundle.name,
+           "precision_graph": precision or bundle.precision, "engine": engine, "tolerance_s": tolerance_s,
+           "duration_s": round(duration, 3), "ignored_labels": list(settings.ignore)}
+    out.update(match_events(pair_events(res.events), segments, bundle.labels, tuple(settings.ignore), tolerance_s))
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The result as text (what ``edge-tsm eval-events`` prints without --json)."""
+    def f(v: float | None) -> str:
+        return "  -  " if v is None else f"{v:.3f}"
+    lat = r["latency_s"]
+    lines = [f"{Path(r['video']).name}: {r['duration_s']:.1f} s, {r['segments']} annotated motions, {r['events']} "
+             f"events (model {r['model']} {r['precision_graph']}, {r['engine']}; tolerance {r['tolerance_s']:g} s)",
+             f"precision {f(r['precision'])}  recall {f(r['recall'])}  F1 {f(r['f1'])}  "
+             f"(matched {r['tp']}, false {r['fp']}, missed {r['fn']})"]
+    if lat["n"]:
+        lines.append(f"latency from the annotated start to the start event: p50 {lat['p50']:.2f} s, "
+                     f"p90 {lat['p90']:.2f} s, max {lat['max']:.2f} s")
+    lines += ["", f"{'label':<16} {'prec':>6} {'recall':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}"]
+    for lab, m in r["per_class"].items():
+        lines.append(f"{lab:<16} {f(m['precision']):>6} {f(m['recall']):>6} {f(m['f1']):>6} "
+                     f"{m['tp']:>4} {m['fp']:>4} {m['fn']:>4}")
+    if r["false_events"]:
+        lines += ["", "false events: " + ", ".join(
+            f"{e['label']} at {e['fired_s']:.2f} s ({e['truth'] or 'no annotation'})" for e in r["false_events"][:20])
+            + (" ..." if len(r["false_events"]) > 20 else "")]
+    if r["missed"]:
+        lines += ["missed: " + ", ".join(f"{m['label']} {m['start_s']:.2f}-{m['end_s']:.2f} s (line {m['line']})"
+                                         for m in r["missed"][:20]) + (" ..." if len(r["missed"]) > 20 else "")]
+    return "\n".join(lines)

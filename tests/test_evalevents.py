@@ -1,0 +1,118 @@
+"""``edge-tsm eval-events``: the matching rules on hand-made events, then the whole path on a real
+colour video through the tiny model (both engines' runtime path is the one ``classify`` uses)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from edge.cli import main
+from edge.evalevents import match_events, pair_events
+from edge.events import iso_ts
+from tinymodel import build_tiny_bundle, write_colour_video
+
+LABELS = ["no_motion", "wave", "clap"]
+
+
+def ev(label: str, start: float, fired: float | None = None, end: float | None = None) -> dict:
+    fired = start + 0.3 if fired is None else fired
+    return {"label": label, "start": start, "fired": fired, "end": fired + 1 if end is None else end, "score": 0.9}
+
+
+def seg(label: str, start: float, end: float, line: int = 1) -> dict:
+    return {"label": label, "start": start, "end": end, "line": line}
+
+
+def test_every_motion_found_once_is_precision_and_recall_one_with_its_latency():
+    r = match_events([ev("wave", 1.1, 1.5), ev("clap", 4.0, 4.6)],
+                     [seg("no_motion", 0, 1), seg("wave", 1, 2), seg("no_motion", 2, 4), seg("clap", 4, 5)],
+                     LABELS, ("no_motion",), 0.5)
+    assert (r["tp"], r["fp"], r["fn"], r["precision"], r["recall"], r["f1"]) == (2, 0, 0, 1.0, 1.0, 1.0)
+    assert r["segments"] == 2 and r["latency_s"] == {"p50": 0.55, "p90": 0.6, "max": 0.6, "n": 2}
+    assert set(r["per_class"]) == {"wave", "clap"}  # background labels are not targets
+
+
+def test_a_second_event_for_one_motion_and_a_wrong_label_are_false_and_misses_are_counted():
+    r = match_events([ev("wave", 1.0), ev("wave", 1.6), ev("clap", 3.1)],
+                     [seg("wave", 1, 2, 2), seg("wave", 3, 4, 3), seg("no_motion", 4, 6, 4)],
+                     LABELS, ("no_motion",), 0.5)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 2, 1)
+    assert r["false_events"] == [{"label": "wave", "fired_s": 1.9, "score": 0.9, "truth": "wave"},
+                                 {"label": "clap", "fired_s": 3.4, "score": 0.9, "truth": "wave"}]
+    assert r["missed"] == [{"label": "wave", "start_s": 3, "end_s": 4, "line": 3}]
+    assert r["per_class"]["wave"] == {"tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert r["per_class"]["clap"]["precision"] == 0.0 and r["per_class"]["clap"]["recall"] is None
+
+
+@pytest.mark.parametrize("start, tolerance, matched", [(0.6, 0.5, True), (0.4, 0.5, False), (2.4, 0.5, True),
+                                                       (2.6, 0.5, False), (0.9, 0.0, False)])
+def test_tolerance_around_the_annotated_span(start, tolerance, matched):
+    r = match_events([ev("wave", start)], [seg("wave", 1, 2)], LABELS, ("no_motion",), tolerance)
+    assert r["tp"] == int(matched)
+
+
+def test_events_pair_by_id_and_an_unended_one_keeps_its_start():
+    lines = [{"event": "start", "id": "a", "label": "wave", "score": 0.8, "ts": iso_ts(1.5), "start_ts": iso_ts(1.2)},
+             {"event": "start", "id": "b", "label": "clap", "score": 0.7, "ts": iso_ts(4.0), "start_ts": iso_ts(3.9)},
+             {"event": "end", "id": "a", "label": "wave", "score": 0.9, "ts": iso_ts(2.5), "start_ts": iso_ts(1.2)}]
+    got = pair_events(lines)
+    assert [(e["id"], e["start"], e["fired"], e["end"]) for e in got] == [("a", 1.2, 1.5, 2.5), ("b", 3.9, 4.0, 4.0)]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rec")
+    bundle = build_tiny_bundle(d / "tiny")
+    video = write_colour_video(d / "colours.avi")  # red, green, blue: 20 frames each at 15 fps
+    return bundle, video, d
+
+
+def _csv(path, rows: str):
+    path.write_text("start,end,label\n" + rows)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_the_tiny_model_finds_each_colour_on_the_recording(recording, capsys, engine):
+    pytest.importorskip(engine)
+    bundle, video, d = recording
+    ann = _csv(d / "truth.csv", "0,1.333,red\n1.333,2.667,green\n2.667,4.0,blue\n")
+    assert main(["-q", "eval-events", str(video), "--annotations", str(ann), "--model", str(bundle),
+                 "--engine", engine, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["segments"], r["tp"], r["fp"], r["fn"], r["f1"]) == (3, 3, 0, 0, 1.0)
+    assert 0 <= r["latency_s"]["max"] < 1.0 and r["duration_s"] == 4.0
+    # the annotator swapped green and blue: the two events are false, the two segments missed
+    swapped = _csv(d / "swapped.csv", "0,1.333,red\n1.333,2.667,blue\n2.667,4.0,green\n")
+    assert main(["-q", "eval-events", str(video), "--annotations", str(swapped), "--model", str(bundle),
+                 "--engine", engine, "--tolerance", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "precision 0.333  recall 0.333" in text and "(matched 1, false 2, missed 2)" in text
+    assert "false events: green at" in text and "missed: blue 1.33-2.67 s (line 3)" in text
+
+
+def test_the_config_sets_the_events_and_the_model(recording, capsys):
+    bundle, video, d = recording
+    ann = _csv(d / "truth2.csv", "0,1.333,red\n1.333,2.667,green\n2.667,4.0,blue\n")
+    cfg = d / "daemon.yaml"
+    cfg.write_text(f"model: {bundle}\ncameras: [{{name: c, source: {video}}}]\nsinks: [{{type: stdout}}]\n"
+                   "events: {ignore: [red]}\n")
+    assert main(["-q", "eval-events", str(video), "--annotations", str(ann), "--config", str(cfg), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["ignored_labels"] == ["red"] and r["segments"] == 2 and r["tp"] == 2 and "red" not in r["per_class"]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("0,1,purple\n", r"truth-bad.csv:2: label 'purple' is not one of the model's labels \(red, green, blue\)"),
+    ("0,x,red\n", r"truth-bad.csv:2: start/end '0', 'x': not times"),
+    ("9,10,red\n", r"truth-bad.csv:2: start 9 is past the end of colours.avi \(4.00 s\)"),
+    ("1,1,red\n", r"truth-bad.csv:2: end 1 is not after start 1"),
+])
+def test_bad_annotations_are_one_line_naming_the_row(recording, capsys, rows, message):
+    bundle, video, d = recording
+    ann = _csv(d / "truth-bad.csv", rows)
+    assert main(["-q", "eval-events", str(video), "--annotations", str(ann), "--model", str(bundle)]) == 65
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.search(message, err), err
