@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
-
 from edge.backends import create_backend
 from edge.bundle import Bundle, load_bundle
+from edge.capture.opencv import FileSource
 from edge.classifier import OnlineClassifier
 from edge.errors import InputError
+from edge.config import CameraConfig
 from edge.events import EventDetector, EventSettings, Thresholds
+from edge.preprocess import frame_need
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
                    precision: str | None = None, device: str = "CPU", threads: int | None = None,
                    settings: EventSettings | None = None, camera: str | None = None,
                    per_frame: str | Path | None = None, start_time: float | None = None,
-                   on_event: Callable[[dict[str, Any]], None] | None = None) -> ClassifyResult:
+                   on_event: Callable[[dict[str, Any]], None] | None = None,
+                   decode_scale: str | int = "auto") -> ClassifyResult:
     """Run one video file; call ``on_event`` for each event as it happens and return a summary.
 
     Raises:
@@ -80,11 +82,15 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
     backend = create_backend(engine, bundle.graph_path(precision), device=device, threads=threads)
     logger.info("model %s: %s graph %s (%s)", bundle.name, (precision or bundle.precision).upper(),
                 bundle.graph_path(precision).name, "--precision" if precision else "the bundle's default")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
+    # decoded as the daemon's file camera does (MJPG at a reduced size when the model needs less)
+    src = FileSource(CameraConfig(name=camera or "video", source=str(path), decode_scale=decode_scale), str(path))
+    src.need = frame_need(bundle.input)
+    try:
+        src.open()
+    except InputError as e:
         backend.close()
-        raise InputError(f"video {path}: cannot be opened (not a video OpenCV can decode)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or bundle.temporal.fps
+        raise InputError(f"video {path}: {str(e).removeprefix(src.where + ': ')}") from None
+    fps = src.fps or bundle.temporal.fps
     step = frame_step(fps, bundle)
     clf = OnlineClassifier(bundle, backend)
     det = EventDetector(bundle.labels, settings or default_event_settings(bundle), camera=camera or path.stem)
@@ -106,22 +112,26 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
     started = time.perf_counter()
     try:
         while True:
-            ok, frame = cap.read()
-            if not ok:
+            if n % step:
+                if not src.skip():
+                    break
+                n += 1
+                continue
+            frame = src.read()
+            if frame is None:
                 break
-            if n % step == 0:
-                probs = clf.step(frame)
-                classified += 1
-                pos = n / fps
-                emit(det.update(probs, t0 + pos))
-                if writer is not None:
-                    writer.writerow([n, f"{pos:.3f}", *(f"{p:.5f}" for p in probs)])
+            probs = clf.step(frame)
+            classified += 1
+            pos = n / fps
+            emit(det.update(probs, t0 + pos))
+            if writer is not None:
+                writer.writerow([n, f"{pos:.3f}", *(f"{p:.5f}" for p in probs)])
             n += 1
         if n == 0:
             raise InputError(f"video {path}: no frame could be decoded")
         emit(det.flush(t0 + n / fps))
     finally:
-        cap.release()
+        src.close()
         backend.close()
         if csv_file is not None:
             csv_file.close()
