@@ -42,9 +42,10 @@ from edge.benchkit import (CHATTY_EVENTS, SUSTAINED, BenchPipeline, Decoder, Var
                            find_streams, interleave, open_pipeline, pipeline_variant, quantized_copy, rate_copy,
                            streams_trial, torch_variant, write_clip)
 from edge.bundle import Bundle, load_bundle
-from edge.classifier import BatchStepper, OnlineClassifier
-from edge.errors import DeviceError, UsageError
 from edge.capture.opencv import pick_scale
+from edge.classifier import BatchStepper, OnlineClassifier
+from edge.config import EngineConfig
+from edge.errors import DeviceError, UsageError
 from edge.preprocess import Preprocessor, frame_need
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,8 @@ def _phase_streams(opts: BenchOptions, model: Path, clip: Path, engine: str, pre
     return {"streams": best, "event_latency_ms": lat,
             "streams_detail": {"fps": opts.fps, "to_model_hz": min(rate, opts.fps), "engine": engine,
                                "precision": precision, "seconds": opts.seconds,
-                               "max_batch": opts.max_batch or 4, "max_tried": opts.max_streams,
+                               "max_batch": opts.max_batch or EngineConfig.model_fields["max_batch"].default,
+                               "max_tried": opts.max_streams,
                                "sustained_if": f">= {SUSTAINED:.0%} of every camera's frames classified",
                                "events": "chatty settings: " + ", ".join(f"{k} {v}" for k, v in CHATTY_EVENTS.items()),
                                "trials": trials}}

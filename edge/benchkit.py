@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.capture.opencv import REDUCED_FLAGS
 from edge.bundle import Bundle
 from edge.config import config_from_data
 from edge.daemon import Pipeline
@@ -151,8 +152,7 @@ class Decoder:
     def _read(self) -> np.ndarray:
         ok, img = self.cap.read()
         if ok and self.scale > 1:
-            img = cv2.imdecode(img, {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                                     8: cv2.IMREAD_REDUCED_COLOR_8}[self.scale])
+            img = cv2.imdecode(img, REDUCED_FLAGS[self.scale])
         if not ok or img is None:
             raise InputError(f"bench clip {self.path}: decoding failed")
         return img

@@ -337,6 +337,18 @@ def test_mjpg_file_is_decoded_at_the_size_the_model_needs_losslessly(videos, cap
         in caplog.messages
 
 
+def test_a_decode_scale_too_small_for_the_model_is_taken_with_a_warning(videos, caplog):
+    src = FileSource(cam_cfg(str(videos["MJPG"]), decode_scale=8), videos["MJPG"])
+    src.need = (0, 0, 112)
+    src.open()
+    img = src.read()
+    src.close()
+    assert src.scale == 8 and img.shape == (60, 80, 3)
+    assert any("decode_scale 8 gives 80x60 frames, smaller than needed for the model's input and the clips "
+               "(at least short side 112): they are scaled up" in r.message for r in caplog.records
+               if r.levelno == logging.WARNING)
+
+
 def test_decode_scale_on_another_codec_decodes_in_full_with_one_warning(videos, caplog):
     src = FileSource(cam_cfg(str(videos["mp4v"]), decode_scale=4), videos["mp4v"])
     src.need = (0, 0, 112)

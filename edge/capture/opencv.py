@@ -46,7 +46,7 @@ def _fps(value: float) -> float | None:
     return float(value) if 0 < value < 1000 else None  # 0, NaN and driver nonsense mean "unknown"
 
 
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}  # imdecode at 1/N
 _MJPEG = ("MJPG", "mjpg", "MJPEG", "AVRN", "LJPG", "JPEG", "jpeg", "dmb1")
 _BAD_PACKETS = 10  # undecodable JPEG packets in a row before a read counts as failed
 
@@ -138,11 +138,12 @@ class OpenCVSource(Source):
         if setting != "auto" and not self._told and (sw < self.need[0] or sh < self.need[1]
                                                      or min(sw, sh) < self.need[2]):
             logger.warning("%s: decode_scale %d gives %dx%d frames, smaller than needed for the model's "
-                           "input and the clips (%s): they are scaled up", self.where, scale, sw, sh, _need_text(self.need))
+                           "input and the clips (%s): they are scaled up", self.where, scale, sw, sh,
+                           _need_text(self.need))
         if not self._raw_mode(cap):
             logger.info("%s: this capture does not hand over MJPG packets: decoded in full", self.where)
             return
-        self.scale, self._flag = scale, _REDUCED[scale]
+        self.scale, self._flag = scale, REDUCED_FLAGS[scale]
         log = logger.debug if self._told else logger.info
         log("%s: MJPG %dx%d decoded at 1/%d (%dx%d) in the JPEG decoder", self.where, size[0], size[1], scale,
             sw, sh)
