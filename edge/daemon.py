@@ -369,7 +369,8 @@ class Pipeline:
             recent = sorted(s.recent_ms)
             cams[s.name] = {"state": st.get("state"), "fps": st.get("fps", 0.0), "frames_read": st.get("frames_read", 0),
                             "classified": s.classified, "skipped": st.get("skipped", 0),
-                            "reconnects": st.get("reconnects", 0), "inference_ms": s.hist.snapshot(),
+                            "reconnects": st.get("reconnects", 0), "decode_scale": st.get("decode_scale", 1),
+                            "inference_ms": s.hist.snapshot(),
                             "inference_ms_p50": round(recent[len(recent) // 2], 3) if recent else 0.0,
                             "events": dict(s.by_label)}
         return {"model": self.bundle.name if self.bundle else self.cfg.model,

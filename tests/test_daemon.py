@@ -84,11 +84,13 @@ def test_mjpg_camera_bigger_than_the_model_needs_is_decoded_reduced_with_the_sam
         log = tmp_path / f"events-{setting}.jsonl"
         cfg = _config(tmp_path / f"c-{setting}.yaml", model=str(bundle),
                       cameras=[{"name": "vga", "source": str(video), "decode_scale": setting}],
-                      sinks=[{"type": "log", "path": str(log)}])
+                      sinks=[{"type": "log", "path": str(log)}], state_dir=str(tmp_path / f"state-{setting}"))
         proc = _daemon(cfg)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert ("MJPG 640x480 decoded at 1/8 (80x60) in the JPEG decoder" in err) == (setting == "auto")
+        status = json.loads((tmp_path / f"state-{setting}" / "status.json").read_text())
+        assert status["cameras"]["vga"]["decode_scale"] == (8 if setting == "auto" else 1)
         runs[setting] = [(e["event"], e["label"], e["frames"]) for e in _lines(log)]
     assert runs["auto"] == runs[1] and [x[1] for x in runs[1] if x[0] == "start"] == ["red", "green", "blue"]
 

@@ -217,7 +217,8 @@ class Camera:
         with self._cond:
             times = list(self._times)
             out = {"state": self.state, "frames_read": self._read, "frames_passed": self._passed,
-                   "skipped": self._skipped, "reconnects": self._reconnects}
+                   "skipped": self._skipped, "reconnects": self._reconnects,
+                   "decode_scale": getattr(self.source, "scale", 1)}  # MJPG decoded at 1/N (decode_scale)
         fresh = len(times) >= 2 and time.monotonic() - times[-1] <= self.cfg.stall_s
         out["fps"] = round((len(times) - 1) / (times[-1] - times[0]), 2) if fresh and times[-1] > times[0] else 0.0
         return out
