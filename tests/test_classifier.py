@@ -107,11 +107,13 @@ def test_clip_bundle_runs_as_sliding_window(engine, tmp_path):
     np.testing.assert_allclose(clf.step(frames[3]), _softmax(ref.clip(np.stack([xs[3]] * t)[None])), atol=1e-5)
 
 
-@pytest.mark.parametrize("engine", ENGINE_PARAMS)
+@pytest.mark.parametrize("engine, static", [*((e, False) for e in ENGINES), ("openvino", True)])
 @pytest.mark.parametrize("which", ["tiny", "default"])
-def test_batched_steps_equal_one_camera_at_a_time(bundle, engine, which, tmp_path):
+def test_batched_steps_equal_one_camera_at_a_time(bundle, engine, static, which, tmp_path):
     """Three cameras stepped together through the batched graph give each camera exactly what it gets
-    alone: the rows keep their own states (the default model's real graph, FP32 and INT8 alike)."""
+    alone: the rows keep their own states (the default model's real graph, FP32 and INT8 alike). On
+    OpenVINO also with a static-shape copy per batch size (what the daemon compiles there)."""
+    pytest.importorskip(engine)
     from edge.batching import batched_graph
     from edge.classifier import BatchStepper
     b = bundle if which == "tiny" else load_bundle("default")
@@ -122,6 +124,9 @@ def test_batched_steps_equal_one_camera_at_a_time(bundle, engine, which, tmp_pat
         single = [OnlineClassifier(b, create_backend(engine, b.graph_path(prec))) for _ in range(3)]
         batched = [OnlineClassifier(b, single[0].backend) for _ in range(3)]
         stepper = BatchStepper(b, create_backend(engine, path))
+        if static:
+            stepper.backend.compile_batch_sizes([2, 3])
+            assert sorted(stepper.backend._static) == [2, 3]
         streams = [_frames(6, seed=k, hw=(48, 64)) for k in range(3)]
         for t in range(6):
             rows = [k for k in range(3) if not (k == 2 and t in (1, 2))]  # camera 2 skips two rounds

@@ -95,7 +95,10 @@ class OpenVinoBackend:
             self._compiled: Any = core.compile_model(model, device, config)
         except RuntimeError as e:
             raise DeviceError(f"openvino device {device!r}: cannot compile {self.model_path} ({one_line(e)})") from None
+        self._core, self._device, self._config_used = core, device, config
         self._request: Any = self._compiled.create_infer_request()
+        # batch size -> (compiled, request, input views, output views) of a static copy (compile_batch_sizes)
+        self._static: dict[int, tuple[Any, Any, dict[str, np.ndarray], list[np.ndarray]]] = {}
         self.requested_device = requested
         self.device = ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
         self.precision_note = self._precision(precision_hint)
@@ -120,6 +123,36 @@ class OpenVinoBackend:
                     self.model_path.name, self.device, requested, self.precision_note,
                     " ".join(f"{p} x{n}" for p, n in sorted(convs.items())) or "not reported", threads or "default",
                     self.warmup_s * 1e3)
+
+    def compile_batch_sizes(self, sizes: list[int]) -> None:
+        """For a graph with a dynamic batch dimension (:func:`edge.batching.batched_graph`): compile one
+        static-shape copy per batch size, which ``run`` then uses for feeds of that size. OpenVINO runs
+        a static shape faster than the dynamic graph (measured here: 0.81x the time per frame at batch 4,
+        INT8, 112 and 224). Sizes it cannot compile stay on the dynamic graph (logged).
+        """
+        if self._in_views is not None:
+            return  # already static
+        t0 = time.perf_counter()
+        for n in sizes:
+            if n in self._static:
+                continue
+            try:
+                model = self._core.read_model(str(self.model_path))
+                shapes = {}
+                for p in model.inputs:
+                    shape = p.get_partial_shape()
+                    shape[0] = ov.Dimension(n)
+                    shapes[p.get_any_name()] = shape
+                model.reshape(shapes)
+                compiled = self._core.compile_model(model, self._device, self._config_used)
+            except (RuntimeError, TypeError, ValueError) as e:
+                logger.info("openvino: batch %d stays on the dynamic graph (%s)", n, one_line(e))
+                continue
+            request = compiled.create_infer_request()
+            self._static[n] = (compiled, request, {m: request.get_tensor(m).data for m in self.input_names},
+                               [request.get_tensor(m).data for m in self.output_names])
+        logger.info("openvino: static copies for batch sizes %s in %.2f s", ",".join(map(str, sorted(self._static))),
+                    time.perf_counter() - t0)
 
     @staticmethod
     def _config(device: str, threads: int | None, precision_hint: str, cache_dir: Path | None) -> dict[str, Any]:
@@ -176,24 +209,30 @@ class OpenVinoBackend:
             unknown = sorted(feeds.keys() - self._input_set)
             raise ModelError(f"model {self.model_path}: openvino inference failed (missing inputs: "
                              f"{', '.join(missing) or 'none'}; unknown inputs: {', '.join(unknown) or 'none'})")
-        if self._in_views is None:  # dynamic shapes: the request sizes its tensors per call
+        request, in_views, out_views = self._request, self._in_views, self._out_views
+        if in_views is None and self._static:
+            static = self._static.get(next(iter(feeds.values())).shape[0])
+            if static is not None:
+                _, request, in_views, out_views = static
+        if in_views is None:  # dynamic shapes: the request sizes its tensors per call
             try:
                 res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
             except (RuntimeError, KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
             return dict(zip(self.output_names, res.to_tuple()))
         try:
-            for name, view in self._in_views.items():
+            for name, view in in_views.items():
                 x = feeds[name]
                 if x.shape != view.shape or x.dtype != view.dtype:  # copyto would broadcast or cast silently
                     raise ModelError(f"model {self.model_path}: openvino inference failed (input {name!r}: expected "
                                      f"{view.dtype} {list(view.shape)}, got {x.dtype} {list(x.shape)})")
                 np.copyto(view, x)
-            self._request.infer()
+            request.infer()
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
-        return {n: v.copy() for n, v in zip(self.output_names, self._out_views)}
+        return {n: v.copy() for n, v in zip(self.output_names, out_views)}
 
     def close(self) -> None:
         self._request = None
         self._compiled = None
+        self._static.clear()
