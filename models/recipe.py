@@ -245,8 +245,10 @@ def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any]
         f"- {params / 1e6:.2f} M parameters, {macs / 1e6:.1f} M multiply-accumulates per frame, "
         f"model.onnx {onnx_mb:.1f} MB (FP32).", "",
         "## Training", "",
-        f"- Reproduce: `{command}` (about {results[main_shift]['train_seconds'] / 60:.0f} min of training on a "
-        "2-core CPU, plus data generation and evaluation).",
+        f"- Reproduce: `{command.replace(' --ablation', '')}` (about "
+        f"{results[main_shift]['train_seconds'] / 60:.0f} min of training on a 2-core CPU, plus data generation and "
+        "evaluation)" + ("; with `--ablation` it also trains the no-shift ablation into "
+                         f"`{bundle}-noshift` (as long again)." if abl else "."),
         f"- Data: `edge-tsm dataset synth --seed {recipe['train_set']['seed']} --per-class "
         f"{recipe['train_set']['per_class']}` ({recipe['synth']['size'][0]}x{recipe['synth']['size'][1]}, "
         f"{recipe['synth']['frames']} frames at {recipe['synth']['fps']:g} fps).",
