@@ -8,8 +8,9 @@ first dimension made symbolic (``N``) steps N cameras at once, each row with its
 that no slice, concat or reduction touches axis 0) before it rewrites the dimension; anything else
 (a Reshape, Flatten to axis 0, an op it does not know) leaves batching off for that bundle.
 
-Measured here (docs/performance.md): at 224x224 INT8 one call for 4 frames costs 0.65x per frame on
-ONNX Runtime and 0.77x on OpenVINO, against 4 calls.
+Measured here (docs/performance.md, `edge-tsm bench`): at 224x224 INT8 one call for 4 frames costs
+0.97x per frame on ONNX Runtime and 0.72x on OpenVINO (static copies per batch size), against 4 calls;
+at 112x112 0.85x and 0.69x.
 """
 from __future__ import annotations
 

@@ -255,9 +255,7 @@ def _batched_variant(bundle: Bundle, eng: str, prec: str, threads: int | None, x
     if path is None:
         return None
     backend = create_backend(eng, path, threads=threads, precision_hint="f32")
-    if hasattr(backend, "compile_batch_sizes"):  # as the daemon does on OpenVINO
-        backend.compile_batch_sizes([batch])
-    stepper = BatchStepper(bundle, backend)
+    stepper = BatchStepper(bundle, backend, batch)  # as the daemon makes it
     cams = [OnlineClassifier(bundle, backend) for _ in range(batch)]  # state holders; the stepper runs them
     clfs.append(cams[0])  # closes the backend at the end
     inputs = [x] * batch

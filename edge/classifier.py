@@ -122,11 +122,15 @@ class BatchStepper:
     are stacked into per-batch-size buffers made once, and each classifier gets its rows of the new
     states back (views of the outputs, which belong to it until its next step)."""
 
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, max_batch: int = 0) -> None:
+        """``max_batch``: the largest batch to come; a backend that runs static shapes faster (OpenVINO)
+        compiles one copy per size 2..max_batch now rather than on the first call of each."""
         if bundle.kind == "clip":
             raise ModelError(f"model {bundle.root}: clip bundles are not batched (their window is per camera)")
         self.bundle = bundle
         self.backend = backend
+        if max_batch >= 2 and hasattr(backend, "compile_batch_sizes"):
+            backend.compile_batch_sizes(list(range(2, max_batch + 1)))
         self._in = bundle.input.name
         self._out = bundle.output_name
         self._pairs = [(s.input, s.output) for s in bundle.states]

@@ -249,9 +249,7 @@ class Pipeline:
             logger.warning("batching off: the batched graph does not load (%s)", err)
             return
         self.max_batch = min(e.max_batch, len(self.cfg.cameras))
-        if hasattr(backend, "compile_batch_sizes"):  # OpenVINO: static shapes per batch size run faster
-            backend.compile_batch_sizes(list(range(2, self.max_batch + 1)))
-        self.stepper = BatchStepper(self.bundle, backend)
+        self.stepper = BatchStepper(self.bundle, backend, self.max_batch)
         logger.info("batching: up to %d cameras' frames per engine call", self.max_batch)
 
     def close(self, drain_s: float = 5.0) -> None:
