@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError, InputError
+from edge.schema import NAME, NonNegFloat, PosFloat, Prob, QueueSize, ReconnectConfig, Strict, format_errors, short
 
 DEFAULT_CONFIG = "/etc/edge-tsm/config.yaml"
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors; numbers are not silently taken from strings (``fps: "30"``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Prob = Annotated[float, Field(ge=0, le=1)]
-QueueSize = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 # --- engine -------------------------------------------------------------------------------------------
-class EngineConfig(_Strict):
+class EngineConfig(Strict):
     type: Literal["onnxruntime", "openvino"] = "onnxruntime"
     device: str = Field("CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, "
                                            "AUTO, or e.g. GPU.1")
@@ -61,19 +48,8 @@ class EngineConfig(_Strict):
 
 
 # --- cameras ------------------------------------------------------------------------------------------
-class ReconnectConfig(_Strict):
-    initial_s: PosFloat = 0.5
-    max_s: PosFloat = 30.0
-
-    @model_validator(mode="after")
-    def _order(self) -> ReconnectConfig:
-        if self.max_s < self.initial_s:
-            raise ValueError(f"max_s ({self.max_s}) must be >= initial_s ({self.initial_s})")
-        return self
-
-
-class CameraConfig(_Strict):
-    name: Annotated[str, Field(pattern=_NAME, description="used in events and logs")]
+class CameraConfig(Strict):
+    name: Annotated[str, Field(pattern=NAME, description="used in events and logs")]
     source: str | Annotated[int, Field(ge=0)] = Field(
         description="V4L2 index (0) or device (/dev/video0), a video file, an rtsp:// or http(s):// URL, a "
                     "GStreamer pipeline ('gst: ...'), or 'synthetic' / 'synthetic:<label>'")
@@ -101,14 +77,14 @@ class CameraConfig(_Strict):
 
 
 # --- events -------------------------------------------------------------------------------------------
-class ClassThresholds(_Strict):
+class ClassThresholds(Strict):
     enter: Prob | None = None
     exit: Prob | None = None
     min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
     cooldown_s: NonNegFloat | None = None
 
 
-class EventsConfig(_Strict):
+class EventsConfig(Strict):
     """Unset values come from the model's decision rate (about 0.6 s of smoothing, see
     :func:`edge.classify.default_event_settings`)."""
 
@@ -134,8 +110,8 @@ class EventsConfig(_Strict):
 
 
 # --- sinks --------------------------------------------------------------------------------------------
-class _SinkBase(_Strict):
-    name: Annotated[str, Field(pattern=_NAME)] | None = Field(None, description="default: the type (and a number)")
+class _SinkBase(Strict):
+    name: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="default: the type (and a number)")
     queue_size: QueueSize = Field(1000, description="events waiting for this sink; when full the oldest is "
                                                     "dropped (counted and logged)")
     cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
@@ -205,7 +181,7 @@ class GpioSinkConfig(_SinkBase):
         return self
 
 
-class MqttTlsConfig(_Strict):
+class MqttTlsConfig(Strict):
     ca_file: str | None = Field(None, description="CA certificates (PEM) that sign the broker's certificate "
                                                   "(default: the system's CA store)")
     cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
@@ -232,7 +208,7 @@ class MqttSinkConfig(_SinkBase):
                                                         "config); under systemd e.g. a LoadCredential= file")
     client_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         None, description="default: edge-tsm-<device>")
-    device: Annotated[str, Field(pattern=_NAME)] | None = Field(None, description="this device's name in topics and "
+    device: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="this device's name in topics and "
                                                                                   "discovery (default: the hostname)")
     topic_prefix: Annotated[str, Field(max_length=1024)] | None = Field(
         None, description="default: edge-tsm/<device>; events go to <prefix>/events/<camera>, availability to "
@@ -297,12 +273,12 @@ class UnixSinkConfig(_SinkBase):
         return v
 
 
-SinkConfig = Annotated[Union[StdoutSinkConfig, LogSinkConfig, SerialSinkConfig, GpioSinkConfig, MqttSinkConfig,
-                             UnixSinkConfig], Field(discriminator="type")]
+SinkConfig = Annotated[StdoutSinkConfig | LogSinkConfig | SerialSinkConfig | GpioSinkConfig | MqttSinkConfig
+                       | UnixSinkConfig, Field(discriminator="type")]
 
 
 # --- the whole file -----------------------------------------------------------------------------------
-class MetricsConfig(_Strict):
+class MetricsConfig(Strict):
     interval_s: Annotated[float, Field(ge=0.5, le=3600)] = Field(5.0, description="how often status.json (in "
                                                                                    "state_dir) and the textfile are "
                                                                                    "written")
@@ -312,17 +288,18 @@ class MetricsConfig(_Strict):
                                                  "unit has no network unless its network drop-in is installed)")
 
 
-class JournalConfig(_Strict):
+class JournalConfig(Strict):
     fsync: Literal["always", "interval", "never"] = Field("interval", description="always: every event survives a "
                                                           "power cut (a disk write each); interval: at most "
-                                                          "fsync_interval_s of events may be lost; never: the OS decides")
+                                                          "fsync_interval_s of events may be lost; never: the OS "
+                                                          "decides")
     fsync_interval_s: PosFloat = 1.0
     max_mb: Annotated[float, Field(gt=0, le=100_000)] = Field(64.0, description="size bound; the oldest events go "
                                                                                 "first (a sink that is down that long "
                                                                                 "loses them, counted)")
 
 
-class UncertainTrigger(_Strict):
+class UncertainTrigger(Strict):
     low: Prob = Field(0.4, description="the top smoothed score at or above this ...")
     high: Prob = Field(0.75, description="... and below this counts as unsure")
     min_s: NonNegFloat = Field(1.0, description="unsure for at least this long (seconds) before a clip is kept")
@@ -335,7 +312,7 @@ class UncertainTrigger(_Strict):
         return self
 
 
-class ClipsConfig(_Strict):
+class ClipsConfig(Strict):
     """Field clips for annotation: short videos around events or unsure periods, with a JSON sidecar
     (scores per frame, model name and hash) each, in a spool with a size quota (oldest removed first)."""
 
@@ -359,7 +336,7 @@ class ClipsConfig(_Strict):
                                                                  "oldest clips are removed first")
 
 
-class Config(_Strict):
+class Config(Strict):
     model: str = Field("default", description="a bundle name ('default') or folder")
     engine: EngineConfig = EngineConfig()
     cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=64)]
@@ -421,7 +398,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         try:
             hash(key)
         except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}",
+                                                    key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
@@ -477,125 +455,17 @@ def config_from_data(data: Any, where: str = "config") -> Config:
         raise ConfigError(f"{where}: empty; expected a mapping with at least 'cameras'")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys (model, engine, cameras, events, sinks), "
-                          f"got {_short(data)}")
+                          f"got {short(data)}")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {describe_error(e.errors()[0])}") from None
+        raise ConfigError(format_errors(e, Config, where)) from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply") from None
 
 
 def json_schema() -> str:
     return json.dumps(Config.model_json_schema(), indent=1)
-
-
-# --- one-line errors ----------------------------------------------------------------------------------
-_TYPE_WORDS = {
-    "string_type": "expected a string", "int_type": "expected an integer", "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer", "float_type": "expected a number", "float_parsing": "expected a number",
-    "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping", "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false", "union_tag_not_found": "needs a 'type' key",
-}
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
-    """The allowed keys of the model that holds the last element of ``loc`` (None if unknown)."""
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            field = model.model_fields.get(str(part))
-            if field is None:
-                return None
-            model = field.annotation
-        elif isinstance(part, int):
-            args = typing.get_args(model)
-            model = args[0] if args else model
-        elif isinstance(part, str):  # a union member's tag or a dict key
-            args = [a for a in _flatten(model) if isinstance(a, type) and issubclass(a, BaseModel)]
-            tagged = [a for a in args if "type" in a.model_fields
-                      and part in typing.get_args(a.model_fields["type"].annotation)]
-            if tagged:
-                model = tagged[0]
-            elif typing.get_origin(model) is dict:
-                model = typing.get_args(model)[1]
-            else:
-                return None
-        model = _unwrap(model)
-    model = _unwrap(model)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return None
-
-
-def _flatten(tp: Any) -> list[Any]:
-    tp = _unwrap(tp)
-    if typing.get_origin(tp) in (Union, getattr(__import__("types"), "UnionType", Union)):
-        return [x for a in typing.get_args(tp) for x in _flatten(a)]
-    return [tp]
-
-
-def _unwrap(tp: Any) -> Any:
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    origin = typing.get_origin(tp)
-    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _unwrap(args[0])
-    return tp
-
-
-def _loc(parts: tuple[Any, ...]) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif p in ("stdout", "log", "serial", "unix", "mqtt", "gpio") and out.startswith("sinks["):
-            continue  # the union member's tag, not a key
-        else:
-            p = str(p) if re.fullmatch(r"[\w.-]+", str(p)) else repr(p)  # a key with odd characters: quoted
-            out += f".{p}" if out else p
-    return out
-
-
-def describe_error(err: dict[str, Any]) -> str:
-    """One pydantic error -> ``key.path: what is wrong, got VALUE``."""
-    loc, typ = _loc(err["loc"]), err["type"]
-    if typ == "missing":
-        return f"{loc}: required key missing"
-    if typ == "extra_forbidden":
-        allowed = _fields_at(err["loc"])
-        return f"{loc}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-    if typ == "union_tag_invalid":
-        return f"{loc}.type: expected {err['ctx']['expected_tags']}, got {_short(err['ctx']['tag'])}"
-    if typ == "literal_error":
-        msg = f"expected {err['ctx']['expected']}"
-    elif typ == "value_error":
-        msg = str(err["msg"]).removeprefix("Value error, ")
-    elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        ctx = err.get("ctx", {})
-        words = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
-                 "less_than_equal": "<= {le}"}
-        msg = "expected a number " + words[typ].format(**ctx)
-    elif typ == "string_pattern_mismatch":
-        msg = "expected letters, digits, '_', '.', '-' (up to 64, starting with a letter or digit)" \
-            if "A-Za-z0-9][" in err["ctx"]["pattern"] else f"expected to match {err['ctx']['pattern']}"
-    elif typ == "too_short":
-        msg = f"expected at least {err['ctx']['min_length']} item(s)"
-    elif typ == "too_long":
-        msg = f"expected at most {err['ctx']['max_length']} items"
-    else:
-        msg = _TYPE_WORDS.get(typ, str(err["msg"]))
-    if not loc:
-        return msg
-    return f"{loc}: {msg}, got {_short(err.get('input'))}"
 
 
 def normalise_camera_source(cam: CameraConfig) -> tuple[str, str | int]:
