@@ -15,9 +15,10 @@ calibration set of the embedded model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -220,7 +221,7 @@ def collect_videos(sources: list[str | Path], out: str | Path, bundle: Bundle, o
     refs: list[SegmentRef] = []
     per_video: list[dict[str, Any]] = []
     nbytes = 0
-    for v, (path, windows) in enumerate(zip(videos, kept)):
+    for v, (path, windows) in enumerate(zip(videos, kept, strict=False)):
         scores, step = scored[v]
         per_video.append({"path": str(path), "graph_frames": len(scores), "step": step, "segments": len(windows),
                           "frames": sum(w[1] for w in windows), "static": bool(windows) and windows[0][2] == 0.0})

@@ -24,10 +24,14 @@ logger = logging.getLogger(__name__)
 
 def largest_errors(fp32_pre: Path, int8: Path, feeds: list[dict[str, np.ndarray]], n: int) -> dict[str, Any]:
     """The ``n`` activations and weights with the lowest SQNR, worst first."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         compute_weight_error, create_activation_matching,
-                                                         create_weight_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     from edge.calibration.reader import FeedList
     with tempfile.TemporaryDirectory(prefix="edge-tsm-qdq-debug-") as tmp:

@@ -61,7 +61,7 @@ def guard_engines(target: str) -> list[str]:
 
 
 def run_quantize(model: str | Path, calib: str | Path, *, out: str | Path | None = None,
-                 opts: QuantizeOptions = QuantizeOptions(), eval_data: str | Path | None = None,
+                 opts: QuantizeOptions | None = None, eval_data: str | Path | None = None,
                  split: str | None = None, max_drop: float = 1.0, min_agreement: float | None = None,
                  debug: int = 0, bench: bool = False, progress: bool = False) -> dict[str, Any]:
     """Quantize ``model`` (in place, or a copy at ``out``), guard, record; return the report.
@@ -73,6 +73,7 @@ def run_quantize(model: str | Path, calib: str | Path, *, out: str | Path | None
     """
     from edge.calibration.guard import guard
     from edge.calibration.record import quantization_block, record_quantization
+    opts = opts or QuantizeOptions()
     opts.check()
     if max_drop < 0:
         raise UsageError(f"--max-drop {max_drop:g}: expected >= 0 accuracy points")

@@ -3,7 +3,8 @@ else the plain iterable (so logs and pipes get no bar fragments)."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def bar(items: Iterable[Any] | None = None, *, enabled: bool, desc: str, total: int | None = None,

@@ -190,7 +190,7 @@ def _agreement(int8: Path, reader: Any, threads: int | None, out_name: str) -> d
     backend = create_backend("onnxruntime", int8, threads=threads)
     try:
         same = sum(int(np.argmax(backend.run(f)[out_name]) == np.argmax(ref))
-                   for f, ref in zip(reader.feeds, reader.fp32_logits))
+                   for f, ref in zip(reader.feeds, reader.fp32_logits, strict=False))
     finally:
         backend.close()
     n = len(reader.feeds)

@@ -38,9 +38,24 @@ import yaml
 
 from edge.backends import ENGINES, available_engines, create_backend
 from edge.batching import batched_graph
-from edge.benchkit import (CHATTY_EVENTS, SUSTAINED, BenchPipeline, Decoder, Variant, bench_config, daemon_run,
-                           find_streams, interleave, open_pipeline, pipeline_variant, quantized_copy, rate_copy,
-                           streams_trial, torch_variant, write_clip)
+from edge.benchkit import (
+    CHATTY_EVENTS,
+    SUSTAINED,
+    BenchPipeline,
+    Decoder,
+    Variant,
+    bench_config,
+    daemon_run,
+    find_streams,
+    interleave,
+    open_pipeline,
+    pipeline_variant,
+    quantized_copy,
+    rate_copy,
+    streams_trial,
+    torch_variant,
+    write_clip,
+)
 from edge.bundle import Bundle, load_bundle
 from edge.capture.opencv import pick_scale
 from edge.classifier import BatchStepper, OnlineClassifier
@@ -90,7 +105,7 @@ def _med(values: list[float]) -> float:
 
 def _ratio(num: list[float], den: list[float]) -> float:
     """Median of the per-round ratios (the two sides ran in the same round)."""
-    return round(float(statistics.median(a / b for a, b in zip(num, den) if b > 0)), 3)
+    return round(float(statistics.median(a / b for a, b in zip(num, den, strict=False) if b > 0)), 3)
 
 
 def machine() -> dict[str, Any]:
@@ -214,7 +229,7 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         full.close()
     by = {v.name: v for v in variants}
     main_engine = by[f"{engines[0]}/{precision}"]
-    stages_cpu = [a + b + c for a, b, c in zip(by["decode"].cpu, by["preprocess"].cpu, main_engine.cpu)]
+    stages_cpu = [a + b + c for a, b, c in zip(by["decode"].cpu, by["preprocess"].cpu, main_engine.cpu, strict=False)]
     out: dict[str, Any] = {
         "decode_scale": scale,
         "decode_ms": _med(by["decode"].wall),

@@ -15,16 +15,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
 
-from edge.capture.opencv import REDUCED_FLAGS
 from edge.bundle import Bundle
+from edge.capture.opencv import REDUCED_FLAGS
 from edge.config import config_from_data
 from edge.daemon import Pipeline
 from edge.errors import InputError, ModelError
@@ -299,7 +300,7 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
         worker.join(5.0)
         p.close(drain_s=1.0)
     fracs = []
-    for (k0, f0), (k1, f1), (fps, step) in zip(before, after, rates):
+    for (k0, f0), (k1, f1), (fps, step) in zip(before, after, rates, strict=False):
         expected = max(wall * fps / step, f1 - f0)
         fracs.append(min(1.0, (k1 - k0 + 1) / expected) if expected > 0 else 0.0)
     return {"streams": n, "classified_min": round(min(fracs), 4), "ok": min(fracs) >= SUSTAINED,
@@ -318,7 +319,7 @@ def find_streams(trial: Callable[[int], dict[str, Any]], max_n: int) -> tuple[in
 
     def ok(n: int) -> bool:
         if n not in done:
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 t = trial(n)
                 trials.append(t)
                 logger.info("bench: %d stream(s): %.1f %% of frames classified (worst camera), %s", n,
@@ -387,7 +388,7 @@ def daemon_run(config: Path, seconds: float, work: Path, timeout_s: float = 180.
                 sock.settimeout(0.2)
                 try:
                     msg = sock.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if b"READY=1" in msg.split(b"\n"):
                     ready = time.monotonic() - t0

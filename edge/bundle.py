@@ -7,9 +7,10 @@ it, naming everything that disagrees in one line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -112,7 +113,8 @@ def _triple(v: Any, positive: bool) -> bool:
 _Size = Annotated[list[int], _rule(lambda v: _ints(v, 2), "[H, W] of positive ints")]
 _Shape = Annotated[list[int], _rule(_ints, "a list of positive ints")]
 _Mean = Annotated[list[float], _rule(lambda v: _triple(v, False), "3 numbers (one per input channel, 0..1 scale)")]
-_Std = Annotated[list[float], _rule(lambda v: _triple(v, True), "3 positive numbers (one per input channel, 0..1 scale)")]
+_Std = Annotated[list[float], _rule(lambda v: _triple(v, True),
+                                    "3 positive numbers (one per input channel, 0..1 scale)")]
 _PosFloat = Annotated[float, _rule(lambda v: v > 0, "a positive number", before=False)]
 _PosInt = Annotated[int, _rule(lambda v: v > 0, "a positive integer", before=False)]
 _Precision = Literal["fp32", "fp16", "int8"]
@@ -305,6 +307,7 @@ def _to_bundle(spec: _Spec, root: Path, where: str) -> Bundle:
 
 # --- the graph against the yaml ---------------------------------------------------------------------------
 Shape = tuple  # of int | None (None: a symbolic or unknown dimension)
+_IO = dict[str, tuple[Shape | None, str]]
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[Shape | None, str]], dict[str, tuple[Shape | None, str]]]:
@@ -335,7 +338,7 @@ def _graph_io(path: Path) -> tuple[dict[str, tuple[Shape | None, str]], dict[str
     return inputs, outputs
 
 
-def _graph_io_from_engine(path: Path) -> tuple[dict[str, tuple[Shape | None, str]], dict[str, tuple[Shape | None, str]]]:
+def _graph_io_from_engine(path: Path) -> tuple[_IO, _IO]:
     """Without the onnx package: ask ONNX Runtime for the graph's inputs and outputs."""
     try:
         import onnxruntime as ort
@@ -363,7 +366,7 @@ def _fmt(shape: Shape) -> str:
 def _shape_problem(what: str, key: str, want: Shape, got: Shape | None) -> str | None:
     if got is None:
         return None  # the graph does not say: nothing to compare
-    if len(got) != len(want) or any(g is not None and g != w for g, w in zip(got, want)):
+    if len(got) != len(want) or any(g is not None and g != w for g, w in zip(got, want, strict=False)):
         return f"{what} is {_fmt(got)} in the graph, {key} says {_fmt(want)}"
     return None
 
@@ -388,7 +391,8 @@ def validate_graph(bundle: Bundle, precision: str | None = None) -> None:
         want_in, in_key = (1, 3, h, w), "model.yaml input.size"
     name = bundle.input.name
     if name not in inputs:
-        problems.append(f"input {name!r} (input.name) is not a graph input (graph inputs: {', '.join(inputs) or 'none'})")
+        problems.append(f"input {name!r} (input.name) is not a graph input "
+                        f"(graph inputs: {', '.join(inputs) or 'none'})")
     else:
         problems.append(_shape_problem(f"input {name!r}", in_key, want_in, inputs[name][0]) or "")
         if inputs[name][1] not in ("float32", "unknown"):

@@ -152,7 +152,7 @@ class BatchStepper:
         """
         n = len(clfs)
         feeds = self._feeds(n, clfs[0])
-        for i, (clf, x) in enumerate(zip(clfs, inputs)):
+        for i, (clf, x) in enumerate(zip(clfs, inputs, strict=False)):
             if x.shape != clf._in_shape or x.dtype != np.float32:
                 raise DataError(f"input {self._in!r}: expected float32 {list(clf._in_shape)}, "
                                 f"got {x.dtype} {list(x.shape)}")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.backends import create_backend
 from edge.bundle import Bundle, load_bundle
 from edge.capture.opencv import FileSource
 from edge.classifier import OnlineClassifier
-from edge.errors import InputError
 from edge.config import CameraConfig
+from edge.errors import InputError
 from edge.events import EventDetector, EventSettings, Thresholds
 from edge.preprocess import frame_need
 

@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(cl)
     cl.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")
     cl.add_argument("--camera", help="camera name in the events (default: the file's name)")
-    cl.add_argument("--per-frame", metavar="CSV", help="write per-frame probabilities (frame, time, one column per label)")
+    cl.add_argument("--per-frame", metavar="CSV",
+                    help="write per-frame probabilities (frame, time, one column per label)")
     cl.set_defaults(func=cmd_classify)
 
     ee = sub.add_parser("eval-events", help="precision, recall and latency of the events on an annotated recording",

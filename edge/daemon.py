@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 import signal
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.backends import Backend, create_backend
+from edge.batching import batched_graph
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.capture import Camera, create_source
-from edge.batching import batched_graph
 from edge.classifier import BatchStepper, OnlineClassifier
-from edge.clips import ClipRecorder, ClipSpool, file_sha256
 from edge.classify import default_event_settings
+from edge.clips import ClipRecorder, ClipSpool, file_sha256
 from edge.config import Config, EventsConfig, load_config, sink_names
 from edge.errors import ConfigError, EdgeError
 from edge.events import EventDetector, EventSettings, Thresholds
@@ -216,7 +217,7 @@ class Pipeline:
                 cam.source.need = (w, h, short)
                 self.streams.append(stream)
                 cam.open()
-            for s_cfg, name in zip(cfg.sinks, sink_names(cfg)):
+            for s_cfg, name in zip(cfg.sinks, sink_names(cfg), strict=False):
                 sink = create_sink(s_cfg, name)
                 if isinstance(self.journal, Journal) and sink.durable:
                     sink.attach_journal(self.journal)
@@ -317,7 +318,7 @@ class Pipeline:
         probs = self.stepper.step([s.clf for s, _ in pairs], inputs)
         self.step_started = 0.0
         ms = (time.perf_counter() - t0) * 1000 / len(pairs)  # each camera's share of the call
-        for (stream, frame), p in zip(pairs, probs):
+        for (stream, frame), p in zip(pairs, probs, strict=False):
             self._after(stream, frame, p, ms)
 
     def _before(self, stream: Stream, frame: Any) -> None:
@@ -367,7 +368,8 @@ class Pipeline:
         for s in self.streams:
             st = s.camera.stats()
             recent = sorted(s.recent_ms)
-            cams[s.name] = {"state": st.get("state"), "fps": st.get("fps", 0.0), "frames_read": st.get("frames_read", 0),
+            cams[s.name] = {"state": st.get("state"), "fps": st.get("fps", 0.0),
+                            "frames_read": st.get("frames_read", 0),
                             "classified": s.classified, "skipped": st.get("skipped", 0),
                             "reconnects": st.get("reconnects", 0), "decode_scale": st.get("decode_scale", 1),
                             "inference_ms": s.hist.snapshot(),

@@ -7,10 +7,10 @@ closed at ``segment_bytes``; the oldest segments are removed past ``max_bytes`` 
 pointed into one has lost those events: the reader counts and reports them).
 
 Readers (one per durable sink) take recent events from memory and older ones (after a restart or a
-long outage) from the segments. Power cuts: on open, a torn or garbled last line (a partial write, a block of NULs) is cut off and
-logged. Disk full: the failed append is reported (rate-limited) and the event still goes to the sinks
-from memory; the journal tries again on the next event. ``fsync``: ``always`` (after every line and
-cursor), ``interval`` (at most every ``fsync_interval_s``) or ``never`` (the OS decides).
+long outage) from the segments. Power cuts: on open, a torn or garbled last line (a partial write, a block
+of NULs) is cut off and logged. Disk full: the failed append is reported (rate-limited) and the event
+still goes to the sinks from memory; the journal tries again on the next event. ``fsync``: ``always``
+(after every line and cursor), ``interval`` (at most every ``fsync_interval_s``) or ``never`` (the OS decides).
 """
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.errors import ConfigError, DeviceError, InputError
 
@@ -79,7 +80,7 @@ def prometheus_text(snap: dict[str, Any]) -> str:
     out.append("# TYPE edge_tsm_inference_ms histogram")
     for c, v in cams.items():
         h = v["inference_ms"]
-        for le, n in zip([*map(str, h["buckets_ms"]), "+Inf"], h["cumulative"]):
+        for le, n in zip([*map(str, h["buckets_ms"]), "+Inf"], h["cumulative"], strict=False):
             out.append(f'edge_tsm_inference_ms_bucket{{camera="{_esc(c)}",le="{le}"}} {n}')
         out.append(f'edge_tsm_inference_ms_sum{{camera="{_esc(c)}"}} {h["sum_ms"]}')
         out.append(f'edge_tsm_inference_ms_count{{camera="{_esc(c)}"}} {h["count"]}')

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 logger = logging.getLogger(__name__)
 

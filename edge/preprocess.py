@@ -39,7 +39,7 @@ class Preprocessor:
         # graph channel c reads BGR channel _src[c]
         self._src = (2, 1, 0) if spec.colour == "RGB" else (0, 1, 2)
         self._scale = [np.float32(1.0 / (255.0 * s)) for s in spec.std]
-        self._offset = [np.float32(-m / s) for m, s in zip(spec.mean, spec.std)]
+        self._offset = [np.float32(-m / s) for m, s in zip(spec.mean, spec.std, strict=False)]
         self._geom: dict[tuple[int, int], tuple[tuple[int, int], np.ndarray, np.ndarray]] = {}
 
     def _geometry(self, h: int, w: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -146,13 +147,13 @@ def abbreviations(labels: list[str]) -> list[str]:
     cands = [candidates(lab) for lab in labels]
     level = [0] * len(labels)
     for _ in range(8):
-        current = [c[min(lv, len(c) - 1)] for c, lv in zip(cands, level)]
+        current = [c[min(lv, len(c) - 1)] for c, lv in zip(cands, level, strict=False)]
         dup = [i for i, a in enumerate(current) if current.count(a) > 1 and level[i] < len(cands[i]) - 1]
         if not dup:
             break
         for i in dup:
             level[i] += 1
-    current = [c[min(lv, len(c) - 1)] for c, lv in zip(cands, level)]
+    current = [c[min(lv, len(c) - 1)] for c, lv in zip(cands, level, strict=False)]
     return [f"{a}{i}" if current.count(a) > 1 else a for i, a in enumerate(current)]
 
 
@@ -166,14 +167,14 @@ def format_report(result: dict[str, Any]) -> str:
             f"/{result.get('device', '?')} ({result.get('precision_note', '?')}), {result['n']} clips")
     lines = [head, f"accuracy  {result['accuracy']:.4f}", f"macro-F1  {result['macro_f1']:.4f}", "",
              f"{'label':<{lw}}  {'abbr':<{aw}}  precision  recall      f1  support"]
-    for lab, a in zip(labels, abbr):
+    for lab, a in zip(labels, abbr, strict=False):
         pc = result["per_class"][lab]
         lines.append(f"{lab:<{lw}}  {a:<{aw}}  {pc['precision']:9.4f}  {pc['recall']:6.4f}  {pc['f1']:6.4f}  "
                      f"{pc['support']:7d}")
     cw = max([len(a) for a in abbr] + [len(str(v)) for row in conf for v in row]) + 1
     lines += ["", "confusion (rows: true, columns: predicted)",
               " " * (aw + 1) + "".join(f"{a:>{cw}}" for a in abbr)]
-    lines += [f"{a:<{aw}} " + "".join(f"{v:>{cw}}" for v in row) for a, row in zip(abbr, conf)]
+    lines += [f"{a:<{aw}} " + "".join(f"{v:>{cw}}" for v in row) for a, row in zip(abbr, conf, strict=False)]
     return "\n".join(lines)
 
 

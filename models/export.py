@@ -107,7 +107,8 @@ def load_into(net: TSMNet, sd: dict[str, torch.Tensor], source: str) -> None:
                          f"MobileNetV2-TSM of width {net.width:g}?")
     if unexpected:
         raise ModelError(f"checkpoint {source}: unexpected key {unexpected[0]} (shape "
-                         f"{tuple(sd[unexpected[0]].shape)}){f' and {len(unexpected) - 1} more' if len(unexpected) > 1 else ''}")
+                         f"{tuple(sd[unexpected[0]].shape)})"
+                         f"{f' and {len(unexpected) - 1} more' if len(unexpected) > 1 else ''}")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ModelError(f"checkpoint {source}: key {k} has shape {tuple(v.shape)}, the network "
@@ -146,7 +147,8 @@ def export_onnx(net: TSMNet, path: Path, size: tuple[int, int]) -> list[dict[str
     with torch.no_grad():
         torch.onnx.export(online, (frame, *states), str(path), input_names=names_in, output_names=names_out,
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    return [{"input": i, "output": o, "shape": list(s)} for i, o, s in zip(names_in[1:], names_out[1:], shapes)]
+    return [{"input": i, "output": o, "shape": list(s)}
+            for i, o, s in zip(names_in[1:], names_out[1:], shapes, strict=False)]
 
 
 def export_bundle(net: TSMNet, out: str | Path, labels: list[str], *, size: tuple[int, int], name: str,

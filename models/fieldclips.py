@@ -261,7 +261,8 @@ def from_recording(video: str | Path, annotations: str | Path, out: str | Path, 
             for s in segs:
                 if s["first"] <= index < s["stop"]:
                     if s["writer"] is None:
-                        path = out / s["label"] / f"{video.stem}-{int(s['start'] * 1000):08d}-{int(s['end'] * 1000):08d}{suffix}"
+                        stem = f"{video.stem}-{int(s['start'] * 1000):08d}-{int(s['end'] * 1000):08d}"
+                        path = out / s["label"] / f"{stem}{suffix}"
                         path.parent.mkdir(parents=True, exist_ok=True)
                         h, w = frame.shape[:2]
                         s["path"] = path

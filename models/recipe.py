@@ -231,7 +231,8 @@ def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any]
     meaning = {"no_motion": "static scene (flicker, noise, shake only)",
                "swipe_left": "an object moves towards smaller x", "swipe_right": "towards larger x",
                "swipe_up": "towards smaller y", "swipe_down": "towards larger y", "zoom_in": "the object grows",
-               "zoom_out": "the object shrinks", "rotate_cw": "turns clockwise", "rotate_ccw": "turns counter-clockwise"}
+               "zoom_out": "the object shrinks", "rotate_cw": "turns clockwise",
+               "rotate_ccw": "turns counter-clockwise"}
     lines += [f"| {i} | {lab} | {meaning.get(lab, '')} |" for i, lab in enumerate(spec["labels"])]
     t = recipe["train"]
     lines += [
@@ -256,7 +257,8 @@ def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any]
         f"{_optimizer_text(t)}, lr {t['lr']} with warm-up and cosine decay, weight decay {t['weight_decay']}, "
         "label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap the mirrored labels), "
         f"seed {t['seed']}, from scratch (no pretrained weights)"
-        + "".join(f"; then {ft['epochs']} more epochs from those weights at lr {ft['lr']} (seed {ft.get('seed', t['seed'])})"
+        + "".join(f"; then {ft['epochs']} more epochs from those weights at lr {ft['lr']} "
+                  f"(seed {ft.get('seed', t['seed'])})"
                   for ft in recipe.get("finetune", [])) + ".", "",
         "## Held-out results", "",
         f"Held-out split: `edge-tsm dataset synth --seed {recipe['test_set']['seed']} --per-class "

@@ -106,7 +106,8 @@ def validate(net: TSMNet, src: ClipSource, size: int, stride: int) -> dict[str, 
     correct = 0
     for i, clip in enumerate(src.ds.clips):
         frames = src.frames(i)[::stride]
-        x = to_tensor(center_crop_frames(frames, (size, size), resize="stretch"))[None].contiguous(memory_format=torch.contiguous_format)
+        x = to_tensor(center_crop_frames(frames, (size, size), resize="stretch"))[None]
+        x = x.contiguous(memory_format=torch.contiguous_format)
         prob = F.softmax(net(x)[0], dim=-1).mean(0)
         correct += int(prob.argmax()) == clip.label
     return {"accuracy": correct / max(1, len(src))}
@@ -244,7 +245,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
 def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str, Any]:
     return {"layout": "edge", "labels": list(labels), "width": cfg.width, "shift": cfg.shift,
-            "size": [cfg.size, cfg.size], "crop_scale": 1.0, "resize": "stretch", "fps": fps, "frame_stride": cfg.stride,
+            "size": [cfg.size, cfg.size], "crop_scale": 1.0, "resize": "stretch", "fps": fps,
+            "frame_stride": cfg.stride,
             "clip_frames": cfg.frames, "name": cfg.name,
             "provenance": {"data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs, "shift": cfg.shift,
                            **cfg.provenance}}

@@ -14,7 +14,7 @@ The parameter names follow the reference online TSM demo (``features.N.conv.M.*`
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -12,7 +12,8 @@ import errno
 import threading
 import time
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class FakeLines:

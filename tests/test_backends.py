@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from tinymodel import STATE_SHAPES, build_tiny_bundle, reference
 
 from edge.backends import ENGINES, Backend, available_engines, create_backend
 from edge.errors import ConfigError, DeviceError, InputError, ModelError
-from tinymodel import STATE_SHAPES, build_tiny_bundle, reference
 
 ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                              reason=f"{name} not installed"))
@@ -42,7 +42,7 @@ def test_contract_matches_numpy(engine, model):
         kept = {k: v.copy() for k, v in feeds.items()}
         out = b.run(feeds)
         want = ref.step(feeds["frame"], feeds["state0"], feeds["state1"])
-        for name, w in zip(b.output_names, want):
+        for name, w in zip(b.output_names, want, strict=False):
             assert out[name].dtype == np.float32 and out[name].shape == w.shape
             np.testing.assert_allclose(out[name], w, atol=1e-5)
         for k in feeds:  # inputs are never written

@@ -10,6 +10,7 @@ import json
 import numbers
 
 import pytest
+from tinymodel import build_tiny_bundle
 
 from edge.bench import format_table
 from edge.benchkit import find_streams, rate_copy
@@ -17,7 +18,6 @@ from edge.bundle import load_bundle
 from edge.cli import main
 from edge.events import iso_ts
 from edge.sinks.null import NullSink
-from tinymodel import build_tiny_bundle
 
 NUMBER_KEYS = ("preprocess_ms", "decode_ms", "pipeline_cpu_ms_per_frame", "overhead_ratio")
 PER_ENGINE_KEYS = ("rss_mb", "stream_cpu_pct")
@@ -64,7 +64,8 @@ def test_tiny_bench_json_has_every_figure(bundle, capsys):
 
 
 def test_bench_max_batch_reaches_the_streams_runs(bundle, capsys):
-    assert main(["-q", "bench", "--json", "--tiny", "--no-daemon", "--batch", "0", "--max-batch", "1", "--decode-scale", "1",
+    assert main(["-q", "bench", "--json", "--tiny", "--no-daemon", "--batch", "0", "--max-batch", "1",
+                 "--decode-scale", "1",
                  "--model", str(bundle), "--engines", "onnxruntime"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["streams_detail"]["max_batch"] == 1 and res["max_batch"] == 1

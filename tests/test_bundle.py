@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tinymodel import LABELS, STATE_SHAPES, build_tiny_bundle, build_tiny_clip_bundle
 
 import edge.models
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.errors import EX_NOINPUT, InputError, ModelError
-from tinymodel import LABELS, STATE_SHAPES, build_tiny_bundle, build_tiny_clip_bundle
 
 
 def _states(shape0=STATE_SHAPES[0], shape1=STATE_SHAPES[1]) -> list[dict]:
@@ -65,7 +65,8 @@ def test_missing_things_are_input_errors(tmp_path):
 
 def test_yaml_errors_name_key_value_and_what_is_allowed(tmp_path):
     msg = _error(tmp_path, ModelError, yaml_patch={"input": {"size": "abc"}})
-    assert msg == f"model.yaml {(tmp_path / 'b' / 'model.yaml')}: input.size: expected [H, W] of positive ints, got 'abc'"
+    where = f"model.yaml {(tmp_path / 'b' / 'model.yaml')}"
+    assert msg == f"{where}: input.size: expected [H, W] of positive ints, got 'abc'"
     msg = _error(tmp_path, ModelError, yaml_patch={"colour": "RGB", "input": {"colour": "rgb", "size": [16, 0]},
                                                    "temporal": {"fps": -1}})
     assert "colour: unknown key (allowed: format, kind, name" in msg
@@ -102,7 +103,8 @@ def test_graph_state_shape_mismatch_names_both_shapes(tmp_path):
 
 def test_graph_missing_output_unfed_input_and_wrong_names(tmp_path):
     msg = _error(tmp_path, ModelError, drop_output="state1_out")
-    assert "state output 'state1_out' (states[1].output) is not a graph output (graph outputs: logits, state0_out)" in msg
+    assert ("state output 'state1_out' (states[1].output) is not a graph output "
+            "(graph outputs: logits, state0_out)") in msg
     msg = _error(tmp_path, ModelError, extra_input="mystery")
     assert "graph input 'mystery' is fed by nothing in model.yaml" in msg
     msg = _error(tmp_path, ModelError, rename={"frame": "image"})

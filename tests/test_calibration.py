@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from tinymodel import build_tiny_bundle
 
 from edge.backends import available_engines, create_backend
 from edge.bundle import load_bundle
@@ -23,7 +24,6 @@ from edge.calibration.collect import _budget, pick_segments
 from edge.calibration.guard import decide
 from edge.classifier import OnlineClassifier
 from edge.cli import main
-from tinymodel import build_tiny_bundle
 
 pytest.importorskip("onnxruntime")
 LABELS = ["red", "green", "blue"]
@@ -152,7 +152,7 @@ def test_collect_synth_is_reproducible(tsm_bundle, tmp_path, capsys):
     summary = json.loads(out)
     assert summary["source"]["kind"] == "synth" and summary["source"]["seed"] == 2 and summary["frames"] == 30
     assert [s.frames for s in sets[0].segments] == [24, 6]  # 15 fps clips, stride 1: every frame; cut at 30
-    for (_, fa), (_, fb) in zip(sets[0].segments_frames(), sets[1].segments_frames()):
+    for (_, fa), (_, fb) in zip(sets[0].segments_frames(), sets[1].segments_frames(), strict=False):
         assert np.array_equal(fa, fb)
 
 

@@ -229,7 +229,7 @@ def test_contract(case, videos, request):
     got = [cam.get(5.0) for _ in range(5)]
     assert all(f is not None and f.image.shape == shape for f in got)
     assert [f.gap for f in got] == [True, False, False, False, False]
-    assert all(b.index > a.index and b.ts >= a.ts for a, b in zip(got, got[1:]))
+    assert all(b.index > a.index and b.ts >= a.ts for a, b in zip(got, got[1:], strict=False))
     t = time.monotonic()
     cam.stop()
     assert time.monotonic() - t < 1.0 and cam.state == "stopped" and cam.error is None
@@ -260,7 +260,7 @@ def test_file_loop_wraps_with_a_gap(videos):
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.index for f in frames if f.gap] == [0, N_FRAMES, 2 * N_FRAMES]
     assert [frame_number(f.image) for f in frames] == [f.index % N_FRAMES for f in frames]
-    assert all(b.ts > a.ts for a, b in zip(frames, frames[1:]))  # time runs on across the wrap
+    assert all(b.ts > a.ts for a, b in zip(frames, frames[1:], strict=False))  # time runs on across the wrap
     assert not cam.ended
 
 
@@ -421,7 +421,7 @@ def test_slow_consumer_gets_the_newest_frame_never_a_backlog(videos):
         got.append(f)
     s = cam.stats()
     cam.stop()
-    assert all(b.index - a.index >= 3 for a, b in zip(got, got[1:])) and s["skipped"] >= 10
+    assert all(b.index - a.index >= 3 for a, b in zip(got, got[1:], strict=False)) and s["skipped"] >= 10
     assert s["frames_passed"] - len(got) - s["skipped"] <= 1  # at most the one latest frame waiting
 
 
@@ -454,7 +454,7 @@ def test_v4l2_unplug_and_replug_reconnects(videos, caplog):
     assert dev.wait_failed_opens(3)
     assert cam.state == "reconnecting" and cam.stats()["reconnects"] == 0
     dev.unplug(plugged=True)  # and back in
-    while not (f := cam.get(5.0)).gap:  # frames read before the unplug may still be waiting
+    while not cam.get(5.0).gap:  # frames read before the unplug may still be waiting
         pass
     s = cam.stats()
     cam.stop()

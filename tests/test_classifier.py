@@ -5,12 +5,12 @@ import importlib.util
 
 import numpy as np
 import pytest
+from tinymodel import build_tiny_bundle, build_tiny_clip_bundle, reference
 
 from edge.backends import ENGINES, available_engines, create_backend
 from edge.bundle import load_bundle
 from edge.classifier import OnlineClassifier
 from edge.errors import DataError, ModelError
-from tinymodel import build_tiny_bundle, build_tiny_clip_bundle, reference
 
 ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                              reason=f"{name} not installed"))
@@ -43,7 +43,7 @@ def test_steps_equal_numpy_reimplementation(bundle, engine):
     inputs = [clf.preprocess(f).copy() for f in frames]
     want = [_softmax(z) for z in reference().run_sequence(inputs)]
     got = [clf.step(f) for f in frames]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         assert g.dtype == np.float32 and g.shape == (3,)
         np.testing.assert_allclose(g, w, atol=1e-5)
         assert abs(float(g.sum()) - 1) < 1e-5
@@ -70,7 +70,7 @@ def test_reset_starts_over(bundle):
     assert clf.frames == 0
     assert all(not s.any() for name, s in clf._feeds.items() if name.startswith("state"))
     again = [clf.step(f) for f in frames]
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -132,7 +132,7 @@ def test_batched_steps_equal_one_camera_at_a_time(bundle, engine, static, which,
             alone = [single[k].step(streams[k][t]) for k in rows]
             together = stepper.step([batched[k] for k in rows],
                                     [batched[k].preprocess(streams[k][t]).copy() for k in rows])
-            for a, g in zip(alone, together):
+            for a, g in zip(alone, together, strict=False):
                 np.testing.assert_allclose(g, a, atol=2e-5 if prec == "fp32" else 2e-3)
 
 

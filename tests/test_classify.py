@@ -5,13 +5,12 @@ import csv
 import importlib.util
 import json
 
-import cv2
 import numpy as np
 import pytest
+from tinymodel import COLOUR_SCRIPT, LABELS, build_tiny_bundle, write_colour_video
 
 from edge.backends import ENGINES, available_engines
 from edge.cli import main
-from tinymodel import COLOUR_SCRIPT, LABELS, build_tiny_bundle, write_colour_video
 
 ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                              reason=f"{name} not installed"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,14 +16,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
 from edge.clips import ClipRecorder, ClipSpool
 from edge.config import ClipsConfig, config_from_data
-from edge.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError, InputError
+from edge.errors import ConfigError, DataError, InputError
 from edge.models.dataset import load_dataset
-from edge.models.fieldclips import from_clips, from_recording, parse_time, spool_clips, write_sheet
-from tinymodel import build_tiny_bundle, write_colour_video
+from edge.models.fieldclips import from_clips, from_recording, parse_time, spool_clips
 
 LABELS = ["calm", "left", "right"]
 MODEL = {"name": "t", "graph": "model.onnx", "precision": "fp32", "sha256": "0" * 64}
@@ -251,7 +250,7 @@ def test_daemon_keeps_a_clip_per_event_with_model_hash_and_scores(daemon_spool):
     starts = [e for e in daemon_spool["events"] if e["event"] == "start"]
     assert [s["predicted"] for s in sides] == [e["label"] for e in starts] == ["red", "green", "blue"]
     digest = hashlib.sha256((daemon_spool["bundle"] / "model.onnx").read_bytes()).hexdigest()
-    for s, ev in zip(sides, starts):
+    for s, ev in zip(sides, starts, strict=False):
         assert s["model"]["sha256"] == digest and s["model"]["name"] == "tiny_online"
         assert s["event_id"] == ev["id"] and s["camera"] == "bench" and s["labels"] == ["red", "green", "blue"]
         assert s["width"] == 160 and s["height"] == 120 and s["fps"] == 15.0
@@ -367,7 +366,7 @@ def test_synth_recording_and_its_annotations_cut_cleanly(tmp_path, capsys):
                  "--seed", "3"]) == 0
     rows = list(csv.DictReader(ann.open()))
     assert [r["label"] for r in rows][::2] == ["no_motion"] * 3 and len(rows) == 5
-    assert all(float(a["end"]) == float(b["start"]) for a, b in zip(rows, rows[1:]))
+    assert all(float(a["end"]) == float(b["start"]) for a, b in zip(rows, rows[1:], strict=False))
     assert float(rows[-1]["end"]) * 15 == pytest.approx(_video_frames(video))
     summary = from_recording(video, ann, tmp_path / "ds")
     assert summary["frames"] == _video_frames(video) and summary["clips"] == 5

@@ -6,8 +6,15 @@ import json
 import pytest
 
 from edge.cli import main
-from edge.config import (Config, config_from_data, json_schema, load_config, normalise_camera_source, parse_yaml,
-                         sink_names)
+from edge.config import (
+    Config,
+    config_from_data,
+    json_schema,
+    load_config,
+    normalise_camera_source,
+    parse_yaml,
+    sink_names,
+)
 from edge.errors import EX_CONFIG, EX_NOINPUT, ConfigError, InputError
 
 CAM = "cameras: [{name: door, source: clip.avi}]\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
 from edge.errors import EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE
-from tinymodel import build_tiny_bundle, write_colour_video
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import json
 import re
 
 import pytest
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
 from edge.evalevents import match_events, pair_events
 from edge.events import iso_ts
-from tinymodel import build_tiny_bundle, write_colour_video
 
 LABELS = ["no_motion", "wave", "clap"]
 

@@ -6,11 +6,11 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
+from tinymodel import LABELS, build_tiny_bundle
 
 from edge.backends import ENGINES, available_engines
 from edge.errors import DataError
 from edge.models.evaluate import abbreviations, evaluate, format_report, metrics_from_confusion, plot_confusion
-from tinymodel import LABELS, build_tiny_bundle
 
 ENGINE_PARAMS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                              reason=f"{name} not installed"))

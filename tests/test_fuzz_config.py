@@ -9,9 +9,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
-from tinymodel import build_tiny_bundle, write_colour_video
 
 CODES = {0, 65, 66, 69, 78}
 KEYS = {

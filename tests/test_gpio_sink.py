@@ -10,13 +10,13 @@ import types
 from pathlib import Path
 
 import pytest
+from fakegpio import FakeChip, FakeDriver, fake_jetson_gpio
 
 from edge.config import GpioSinkConfig, config_from_data
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
 from edge.sinks import create_sink, gpio
 from edge.sinks.gpio import LinePlan
 from edge.sinks.gpio_lines import detect_driver, open_gpiod
-from fakegpio import FakeChip, FakeDriver, fake_jetson_gpio
 
 LINES = {"swipe_left": 17, "zoom_in": 27}
 FAST = {"initial_s": 0.02, "max_s": 0.1}
@@ -113,7 +113,7 @@ def test_level_mode_follows_start_and_end_and_ignores_labels_without_a_line(driv
              (ev("start", "zoom_in"), {17: True, 27: True}), (ev("end", camera="yard"), {17: False, 27: True})]
     for n, (e, want) in enumerate(steps, 1):
         sink.submit(e)
-        assert sink.wait_for(lambda st: st["delivered"] == n, 5)
+        assert sink.wait_for(lambda st, n=n: st["delivered"] == n, 5)
         assert lines.state == want, (n, e)
     assert sink.close() == 0                                     # 27 still held: inactive before release
     assert lines.changes()[-3:] == [(17, False), (27, False), ("close",)]

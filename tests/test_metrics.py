@@ -11,13 +11,12 @@ import sys
 import time
 import urllib.request
 
-import pytest
 import yaml
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
 from edge.errors import EX_NOINPUT, EX_USAGE
 from edge.metrics import BUCKETS_MS, Histogram, prometheus_text
-from tinymodel import build_tiny_bundle, write_colour_video
 
 
 def test_histogram_is_cumulative():

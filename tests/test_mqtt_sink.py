@@ -13,14 +13,13 @@ import sys
 import threading
 
 import pytest
+from mqttbroker import Broker, Subscriber, free_port
+from test_sinks import ev
 
 from edge.config import MqttSinkConfig, config_from_data
 from edge.errors import EX_UNAVAILABLE, SinkError
 from edge.journal import Journal
 from edge.sinks import create_sink
-
-from mqttbroker import Broker, Subscriber, free_port
-from test_sinks import ev
 
 FAST = {"initial_s": 0.05, "max_s": 0.3}
 

@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 import yaml
+from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.notify import Notifier, Watchdog
-from tinymodel import build_tiny_bundle, write_colour_video
 
 
 class Listener:
@@ -39,7 +39,7 @@ class Listener:
             self.sock.settimeout(min(left, 0.2))
             try:
                 data = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.messages.append((time.monotonic(), data.decode()))
 

@@ -6,9 +6,9 @@ and Unix socket sinks run it against a real mosquitto and a real socket; their o
 test_mqtt_sink.py and test_unix_sink.py."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import itertools
 import os
 import select
 import socket
@@ -18,13 +18,20 @@ import typing
 from pathlib import Path
 
 import pytest
+from fakegpio import FakeDriver
 
-from edge.config import (GpioSinkConfig, LogSinkConfig, MqttSinkConfig, SerialSinkConfig, SinkConfig,
-                         StdoutSinkConfig, UnixSinkConfig)
+from edge.config import (
+    GpioSinkConfig,
+    LogSinkConfig,
+    MqttSinkConfig,
+    SerialSinkConfig,
+    SinkConfig,
+    StdoutSinkConfig,
+    UnixSinkConfig,
+)
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
 from edge.sinks import SINKS, Sink, create_sink, gpio
 from edge.sinks.base import json_line
-from fakegpio import FakeDriver
 
 FAST = {"initial_s": 0.02, "max_s": 0.1}  # serial reconnect backoff for tests
 
@@ -38,7 +45,8 @@ def ev(seq: int, kind: str = "start", camera: str = "door", label: str = "swipe_
 
 def sent(events: list[dict], seqs: typing.Iterable[int] | None = None) -> list[str]:
     """The JSON lines a sink sends for ``events``: each a copy numbered by the sink (1, 2, ...)."""
-    return [json_line(e if seqs is None else {**e, "seq": s}) for e, s in zip(events, seqs or [None] * len(events))]
+    return [json_line(e if seqs is None else {**e, "seq": s})
+            for e, s in zip(events, seqs or [None] * len(events), strict=False)]
 
 
 def repoint(link: Path, target: str) -> None:

@@ -29,7 +29,7 @@ def _undo_shake(clip: np.ndarray, shake: np.ndarray) -> np.ndarray:
     h, w = clip.shape[1:3]
     return np.stack([cv2.GaussianBlur(cv2.warpAffine(f.astype(np.float32), np.float32([[1, 0, -sx], [0, 1, -sy]]),
                                                      (w, h), borderMode=cv2.BORDER_REFLECT_101), (0, 0), 1.0)
-                     for f, (sx, sy) in zip(clip, shake)])
+                     for f, (sx, sy) in zip(clip, shake, strict=False)])
 
 
 def _change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -195,7 +195,8 @@ def test_generate_dataset(tmp_path):
     size, frames = (64, 48), 8
     s1 = generate_dataset(tmp_path / "a", per_class=1, seed=3, size=size, frames=frames, fps=10.0)
     assert s1 == {"root": str(tmp_path / "a"), "labels": list(CLASSES), "per_class": 1, "seed": 3,
-                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": GENERATOR_VERSION, "difficulty": None}
+                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": GENERATOR_VERSION,
+                  "difficulty": None}
     assert json.loads((tmp_path / "a" / "synth.json").read_text()) == s1
     assert (tmp_path / "a" / "labels.txt").read_text().split() == list(CLASSES)
     for label in CLASSES:

@@ -168,7 +168,8 @@ def test_export_reference_offline_checkpoint_warns(tmp_path, capsys):
         k2 = k.replace("classifier.", "new_fc.")
         parts = k2.split(".")
         # shift blocks wrap their first conv: features.N.conv.0.net.weight
-        if parts[0] == "features" and parts[2:4] == ["conv", "0"] and int(parts[1]) in (3, 5, 6, 8, 9, 10, 12, 13, 15, 16):
+        shifted = (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)
+        if parts[0] == "features" and parts[2:4] == ["conv", "0"] and int(parts[1]) in shifted:
             k2 = ".".join(parts[:4] + ["net"] + parts[4:])
         offline["module." + ("base_model." + k2 if not k2.startswith("new_fc") else k2)] = v
     assert "module.base_model.features.3.conv.0.net.weight" in offline and "module.new_fc.weight" in offline

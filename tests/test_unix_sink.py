@@ -10,12 +10,11 @@ import threading
 import time
 
 import pytest
+from test_sinks import ev, sent
 
 from edge.config import UnixSinkConfig, config_from_data
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
 from edge.sinks import Sink, create_sink
-
-from test_sinks import ev, sent
 
 
 def unix_sink(path, **kw) -> Sink:

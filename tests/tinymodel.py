@@ -41,7 +41,7 @@ class TinyWeights:
     tw: np.ndarray  # T, clip graph only: weights over time
 
     @classmethod
-    def make(cls, k: int, seed: int = 0, clip_frames: int = 4) -> "TinyWeights":
+    def make(cls, k: int, seed: int = 0, clip_frames: int = 4) -> TinyWeights:
         rng = np.random.default_rng(seed)
         w0 = rng.normal(0, 0.002, (768, k)).astype(np.float32)
         for c in range(min(3, k)):

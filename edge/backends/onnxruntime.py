@@ -145,7 +145,7 @@ class OrtBackend:
             outs = self._session.run(None, feeds)
         except (*ORT_ERRORS, ValueError, TypeError) as e:
             raise ModelError(f"model {self.model_path}: onnxruntime inference failed ({one_line(e)})") from None
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, outs, strict=False))
 
     def close(self) -> None:
         self._session = None

@@ -219,7 +219,7 @@ class OpenVinoBackend:
                 res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
             except (RuntimeError, KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
-            return dict(zip(self.output_names, res.to_tuple()))
+            return dict(zip(self.output_names, res.to_tuple(), strict=False))
         try:
             for name, view in in_views.items():
                 x = feeds[name]
@@ -230,7 +230,7 @@ class OpenVinoBackend:
             request.infer()
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise ModelError(f"model {self.model_path}: openvino inference failed ({one_line(e)})") from None
-        return {n: v.copy() for n, v in zip(self.output_names, out_views)}
+        return {n: v.copy() for n, v in zip(self.output_names, out_views, strict=False)}
 
     def close(self) -> None:
         self._request = None

@@ -6,8 +6,8 @@ what to install. Adding a kind is one file and one line here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 from edge.capture.base import Camera, Frame, Source
 from edge.config import CameraConfig, normalise_camera_source

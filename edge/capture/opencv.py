@@ -9,8 +9,9 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 CaptureFactory = Callable[..., Any]  # cv2.VideoCapture(target, api[, params]) or a stand-in
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def backends() -> dict[str, bool]:
     """Which video I/O backends this OpenCV build has (from ``cv2.getBuildInformation()``)."""
     info = cv2.getBuildInformation()
@@ -46,7 +47,8 @@ def _fps(value: float) -> float | None:
     return float(value) if 0 < value < 1000 else None  # 0, NaN and driver nonsense mean "unknown"
 
 
-REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}  # imdecode at 1/N
+# imdecode at 1/N
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 _MJPEG = ("MJPG", "mjpg", "MJPEG", "AVRN", "LJPG", "JPEG", "jpeg", "dmb1")
 _BAD_PACKETS = 10  # undecodable JPEG packets in a row before a read counts as failed
 

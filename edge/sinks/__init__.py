@@ -7,7 +7,8 @@ sink vanish. Adding a sink: one config class in :mod:`edge.config`, one file her
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge.errors import ConfigError, SinkError
 from edge.sinks.base import Sink

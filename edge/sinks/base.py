@@ -17,7 +17,8 @@ import random
 import re
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge.errors import SinkError
 

@@ -17,7 +17,8 @@ import errno
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge.config import GpioSinkConfig
 from edge.sinks.base import Sink

@@ -12,8 +12,9 @@ is one :class:`SinkError` line that names the chip or pin and says what to do.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from edge.errors import SinkError
 

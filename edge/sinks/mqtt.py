@@ -31,7 +31,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion  # paho-mqtt 2.0 and later

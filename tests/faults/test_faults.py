@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tinymodel import build_tiny_bundle, write_colour_video
 
 FAST_EVENTS = {"window": 1, "enter": 0.5, "exit": 0.5, "min_frames": 1, "cooldown_s": 0}
@@ -44,7 +43,7 @@ def seqs_of(lines: list[bytes | str]) -> list[int]:
     return out
 
 
-def unplug(d: "Daemon", master: int, slave: int, buf: bytearray) -> None:
+def unplug(d: Daemon, master: int, slave: int, buf: bytearray) -> None:
     """Pull the adapter at an idle moment: freeze the daemon, read what the line already carries, close
     both ends, thaw. (Bytes still in a tty buffer when a real adapter is pulled are lost on the wire; no
     sink can know. That physical limit is not what these tests measure.)"""
@@ -137,7 +136,7 @@ def test_sigkill_during_heavy_output_then_restart(assets, tmp_path):
     for _ in range(kills):  # killed mid-stream, three times
         d.start()
         n = len(log_lines(log))
-        wait_until(lambda: len(log_lines(log)) >= n + 150, daemon=d)
+        wait_until(lambda n=n: len(log_lines(log)) >= n + 150, daemon=d)
         d.proc.kill()
         d.proc.communicate(timeout=10)
     d.start()

@@ -8,8 +8,16 @@ import json
 import time
 
 from mqttbroker import Broker, Subscriber
-from test_faults import Daemon, base_cfg, journal_seqs, log_lines, report, seqs_of, wait_until
-from test_faults import assets  # noqa: F401 - the module-scoped fixture (tiny bundle, colour video)
+from test_faults import (
+    Daemon,
+    assets,  # noqa: F401 - the module-scoped fixture (tiny bundle, colour video)
+    base_cfg,
+    journal_seqs,
+    log_lines,
+    report,
+    seqs_of,
+    wait_until,
+)
 
 
 def test_mqtt_broker_restarted_mid_stream(assets, tmp_path):  # noqa: F811
