@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from edge.config import ClipsConfig
-from edge.events import iso_ts, parse_iso_ts
+from edge.events import Event, iso_ts
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class ClipRecorder:
             self.spool.submit(clip, self.wait_s)
 
     # --- inference loop -----------------------------------------------------------------------------
-    def observe(self, ts: float, probs: np.ndarray, smoothed: np.ndarray, events: list[dict[str, Any]]) -> None:
+    def observe(self, ts: float, probs: np.ndarray, smoothed: np.ndarray, events: list[Event]) -> None:
         """One classified frame: its scores (kept with the open clips) and the events it caused."""
         row = probs  # the classifier's fresh array (kept as is; rounded only when a sidecar is written)
         with self._lock:
@@ -371,14 +371,13 @@ class ClipRecorder:
             if v is clip:
                 del self._events[k]
 
-    def _on_event(self, ev: dict[str, Any], ts: float) -> None:
-        if self.cfg.labels is not None and ev["label"] not in self.cfg.labels:
+    def _on_event(self, ev: Event, ts: float) -> None:
+        if self.cfg.labels is not None and ev.label not in self.cfg.labels:
             return
-        if ev["event"] == "start":
-            since = parse_iso_ts(ev["start_ts"])
-            self._events[ev["id"]] = self._start("event", min(since, ts), ev["label"], ev["id"])
-        elif ev["event"] == "end" and ev["id"] in self._events:
-            clip = self._events.pop(ev["id"])
+        if ev.kind == "start":
+            self._events[ev.id] = self._start("event", min(ev.start_ts, ts), ev.label, ev.id)
+        elif ev.kind == "end" and ev.id in self._events:
+            clip = self._events.pop(ev.id)
             clip.end_t = ts + self.cfg.post_s
 
     def _on_scores(self, ts: float, top: float) -> None:

@@ -50,9 +50,28 @@ def iso_ts(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def parse_iso_ts(text: str) -> float:
-    """``iso_ts`` back to seconds since the epoch."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+@dataclass(frozen=True)
+class Event:
+    """One start or end of a classification event, as the detector makes it: float times, no ``seq``.
+
+    ``seq`` and the schema version are added once, by :meth:`record`, where the event is journaled; every
+    sink and every printer gets that record, so the same event carries the same ``seq`` everywhere.
+    """
+
+    kind: str          # "start" | "end"
+    id: str
+    camera: str
+    label: str
+    score: float       # start: the smoothed score when it started; end: the peak over the event
+    ts: float          # when the event fired (seconds since the epoch, or the file's clock)
+    start_ts: float    # first frame of the run of frames that made it
+    frames: int        # start: frames above enter; end: frames the event lasted
+
+    def record(self, seq: int) -> dict[str, Any]:
+        """The event schema's JSON object (``v``, ISO times, ``seq``)."""
+        return {"v": SCHEMA_VERSION, "event": self.kind, "id": self.id, "camera": self.camera,
+                "label": self.label, "score": round(self.score, 4), "ts": iso_ts(self.ts),
+                "start_ts": iso_ts(self.start_ts), "frames": self.frames, "seq": seq}
 
 
 class EventDetector:
@@ -78,7 +97,6 @@ class EventDetector:
         self._alpha = settings.ema_alpha or 2.0 / (settings.window + 1)
         self._count = 0
         self._since_reset = 0
-        self._seq = 0
         self._n_events = 0
         self._last_end = np.full(k, -np.inf)
         self._candidate = -1
@@ -94,7 +112,7 @@ class EventDetector:
     def active_label(self) -> str | None:
         return self._active["label"] if self._active else None
 
-    def reset(self, ts: float) -> list[dict[str, Any]]:
+    def reset(self, ts: float) -> list[Event]:
         """Forget the smoothing history (after a capture gap); ends an active event."""
         events = self.flush(ts)
         self._ring[:] = 0
@@ -104,13 +122,13 @@ class EventDetector:
         self._candidate, self._candidate_frames = -1, 0
         return events
 
-    def update(self, probs: np.ndarray, ts: float) -> list[dict[str, Any]]:
+    def update(self, probs: np.ndarray, ts: float) -> list[Event]:
         """Feed one frame's probabilities at time ``ts`` (seconds); return the events it causes."""
         self._since_reset += 1
         if self._since_reset <= self.settings.warmup:
             return []
         s = self._smooth(probs)
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         if self._active is not None:
             i = self._active["index"]
             if s[i] < self._exit[i]:
@@ -132,7 +150,7 @@ class EventDetector:
             self._candidate, self._candidate_frames = -1, 0
         return events
 
-    def flush(self, ts: float) -> list[dict[str, Any]]:
+    def flush(self, ts: float) -> list[Event]:
         return [self._end(ts)] if self._active is not None else []
 
     def _smooth(self, probs: np.ndarray) -> np.ndarray:
@@ -153,13 +171,11 @@ class EventDetector:
         np.divide(self._sum, min(self._count, w), out=self._smoothed, casting="unsafe")
         return self._smoothed
 
-    def _event(self, a: dict[str, Any], kind: str, ts: float) -> dict[str, Any]:
-        self._seq += 1
-        return {"v": SCHEMA_VERSION, "event": kind, "id": a["id"], "camera": self.camera, "label": a["label"],
-                "score": round(a["peak"] if kind == "end" else a["score"], 4), "ts": iso_ts(ts),
-                "start_ts": iso_ts(a["start"]), "frames": a["frames"], "seq": self._seq}
+    def _event(self, a: dict[str, Any], kind: str, ts: float) -> Event:
+        return Event(kind, a["id"], self.camera, a["label"], float(a["peak"] if kind == "end" else a["score"]),
+                     float(ts), float(a["start"]), int(a["frames"]))
 
-    def _start(self, index: int, score: float, ts: float) -> dict[str, Any]:
+    def _start(self, index: int, score: float, ts: float) -> Event:
         self._n_events += 1
         start = self._candidate_since
         self._active = {"index": index, "label": self.labels[index], "score": score, "peak": score,
@@ -168,7 +184,7 @@ class EventDetector:
         self._candidate, self._candidate_frames = -1, 0
         return self._event(self._active, "start", ts)
 
-    def _end(self, ts: float) -> dict[str, Any]:
+    def _end(self, ts: float) -> Event:
         """End the active event (callers check there is one)."""
         active = self._active or {}
         ev = self._event(active, "end", ts)
