@@ -1,61 +1,41 @@
-"""Classify a video file through the runtime path: decode -> preprocess -> online model -> events.
+"""Classify a video file through the daemon's own loop: a lossless file camera in a :class:`Pipeline`.
 
-Used by ``edge-tsm classify VIDEO`` and ``edge-tsm run --demo``. The file is stepped at the bundle's
-rate: every ``frame_step`` th frame (from the file's fps, the bundle's trained fps and frame stride),
-as the daemon does with a camera. Event times are the file's own clock: ``start_time`` plus the
-frame's position in the video.
+Used by ``edge-tsm classify VIDEO``, ``eval-events`` and ``run --demo``. The file is read as the
+daemon's file camera reads it (every k-th frame to the model at the bundle's rate, the others grabbed
+without decoding; MJPG decoded at a reduced size when the model needs less), no frame is dropped, and
+the events come from the same detector with the same settings, so what is measured here is what a
+deployment runs. Event times are the file's own clock: ``start_time`` plus the frame's position.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.backends import create_backend
-from edge.bundle import Bundle, load_bundle
-from edge.capture.opencv import FileSource
-from edge.classifier import OnlineClassifier
-from edge.config import CameraConfig
-from edge.errors import InputError
-from edge.events import EventDetector, EventSettings, Thresholds
-from edge.preprocess import frame_need
+import numpy as np
+
+from edge.config import EventsConfig, config_from_data
+from edge.errors import InputError, UsageError
+from edge.events import Event
+from edge.journal import MemoryJournal
+from edge.pipeline import Pipeline
+from edge.schema import NAME
 
 logger = logging.getLogger(__name__)
-
-
-def frame_step(source_fps: float, bundle: Bundle) -> int:
-    """Every how many source frames the graph takes one (>= 1)."""
-    t = bundle.temporal
-    if not source_fps or source_fps <= 0:
-        return max(1, t.frame_stride)
-    return max(1, round(source_fps / t.fps * t.frame_stride))
-
-
-def default_event_settings(bundle: Bundle) -> EventSettings:
-    """Event settings that suit a bundle's decision rate when the user gives none.
-
-    About half a second of smoothing at the rate the graph runs; ``no_motion``-like background
-    labels (``no_motion``, ``No gesture``, ``Doing other things``) are ignored. Online bundles (with
-    temporal states) skip their first 0.6 s after a start or a gap (the zero-state transient).
-    """
-    rate = bundle.temporal.fps / max(1, bundle.temporal.frame_stride)
-    window = max(2, round(rate * 0.6))
-    warmup = round(rate * 0.6) if bundle.states else 0
-    background = {"no_motion", "no gesture", "doing other things", "background", "none"}
-    ignore = tuple(lab for lab in bundle.labels if lab.lower() in background)
-    return EventSettings(window=window, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=2, cooldown_s=0.5),
-                         ignore=ignore, warmup=warmup)
 
 
 @dataclass
 class ClassifyResult:
     frames_read: int
     frames_classified: int
-    events: list[dict[str, Any]]
+    events: list[Event]
     seconds: float
     fps: float
 
@@ -64,13 +44,28 @@ class ClassifyResult:
         return self.frames_read / self.seconds if self.seconds > 0 else 0.0
 
 
+def camera_name(path: Path, camera: str | None) -> str:
+    """The events' camera name: ``camera``, else the file's name made to fit the config's name rule.
+
+    Raises:
+        UsageError: ``camera`` does not fit the rule.
+    """
+    if camera is not None:
+        if not re.match(NAME, camera):
+            raise UsageError(f"--camera {camera!r}: expected letters, digits, '_', '.', '-' (up to 64, "
+                             "starting with a letter or digit)")
+        return camera
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-")[:64]
+    return name or "video"
+
+
 def classify_video(video: str | Path, *, model: str = "default", engine: str = "onnxruntime",
                    precision: str | None = None, device: str = "CPU", threads: int | None = None,
-                   settings: EventSettings | None = None, camera: str | None = None,
+                   events: EventsConfig | None = None, camera: str | None = None,
                    per_frame: str | Path | None = None, start_time: float | None = None,
-                   on_event: Callable[[dict[str, Any]], None] | None = None,
+                   on_event: Callable[[Event, int], None] | None = None,
                    decode_scale: str | int = "auto") -> ClassifyResult:
-    """Run one video file; call ``on_event`` for each event as it happens and return a summary.
+    """Run one video file through the pipeline; call ``on_event(event, seq)`` as events happen.
 
     Raises:
         InputError: the video is missing or cannot be decoded.
@@ -79,64 +74,66 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
     path = Path(video)
     if not path.is_file():
         raise InputError(f"video {path}: no such file")
-    bundle = load_bundle(model)
-    backend = create_backend(engine, bundle.graph_path(precision), device=device, threads=threads)
-    logger.info("model %s: %s graph %s (%s)", bundle.name, (precision or bundle.precision).upper(),
-                bundle.graph_path(precision).name, "--precision" if precision else "the bundle's default")
-    # decoded as the daemon's file camera does (MJPG at a reduced size when the model needs less)
-    src = FileSource(CameraConfig(name=camera or "video", source=str(path), decode_scale=decode_scale), str(path))
-    src.need = frame_need(bundle.input)
-    try:
-        src.open()
-    except InputError as e:
-        backend.close()
-        raise InputError(f"video {path}: {str(e).removeprefix(src.where + ': ')}") from None
-    fps = src.fps or bundle.temporal.fps
-    step = frame_step(fps, bundle)
-    clf = OnlineClassifier(bundle, backend)
-    det = EventDetector(bundle.labels, settings or default_event_settings(bundle), camera=camera or path.stem)
+    name = camera_name(path, camera)
+    engine_cfg = {"type": engine, "device": device, "precision": precision, "threads": threads, "max_batch": 1}
+    cfg = config_from_data({"model": str(model), "engine": {k: v for k, v in engine_cfg.items() if v is not None},
+                            "cameras": [{"name": name, "source": str(path), "type": "file",
+                                         "decode_scale": decode_scale}],
+                            "sinks": [], "status_interval_s": 0}, where="command line")
+    if events is not None:
+        cfg = cfg.model_copy(update={"events": events})
+    found: list[Event] = []
     t0 = time.time() if start_time is None else start_time
-    events: list[dict[str, Any]] = []
+    writer = None
 
-    def emit(evs: list[dict[str, Any]]) -> None:
-        for ev in evs:
-            events.append(ev)
-            if on_event is not None:
-                on_event(ev)
+    def frame(_cam: str, index: int, ts: float, probs: np.ndarray) -> None:
+        writer.writerow([index, f"{ts - t0:.3f}", *(f"{x:.5f}" for x in probs)])
 
-    writer = csv_file = None
-    if per_frame:
-        csv_file = open(per_frame, "w", newline="", encoding="utf-8")
-        writer = csv.writer(csv_file)
-        writer.writerow(["frame", "time_s", *bundle.labels])
-    n = classified = 0
+    def event(ev: Event, seq: int) -> None:
+        found.append(ev)
+        if on_event is not None:
+            on_event(ev, seq)
+
+    p = Pipeline(cfg, MemoryJournal(), f"video {path}", on_frame=frame if per_frame else None, on_event=event,
+                 clock_start=t0)
+    try:
+        p.open()
+    except InputError as e:
+        prefix = f"camera {name}: "
+        if not str(e).startswith(prefix):
+            raise
+        # the camera's message names the camera; the user gave a file
+        raise InputError(f"video {path}: {str(e).removeprefix(prefix).removeprefix(f'{path}: ')}") from None
+    stream = p.streams[0]
+    fps = stream.camera.source.fps or p.bundle.temporal.fps
     started = time.perf_counter()
     try:
-        while True:
-            if n % step:
-                if not src.skip():
-                    break
-                n += 1
-                continue
-            frame = src.read()
-            if frame is None:
-                break
-            probs = clf.step(frame)
-            classified += 1
-            pos = n / fps
-            emit(det.update(probs, t0 + pos))
-            if writer is not None:
-                writer.writerow([n, f"{pos:.3f}", *(f"{p:.5f}" for p in probs)])
-            n += 1
-        if n == 0:
-            raise InputError(f"video {path}: no frame could be decoded")
-        emit(det.flush(t0 + n / fps))
+        with _csv(per_frame, p.bundle.labels) as writer:
+            p.run(threading.Event())
+        stats = stream.camera.stats()
+        classified = stream.figures.classified
     finally:
-        src.close()
-        backend.close()
-        if csv_file is not None:
-            csv_file.close()
+        p.close(drain_s=0.0)
     elapsed = time.perf_counter() - started
-    logger.info("%s: %d frames (%d classified, every %d), %d events, %.1f frames/s", path.name, n, classified, step,
-                len(events), n / elapsed if elapsed else 0.0)
-    return ClassifyResult(n, classified, events, elapsed, fps)
+    n = stats.get("frames_read", 0)
+    if n == 0:
+        raise InputError(f"video {path}: no frame could be decoded")
+    logger.info("%s: %d frames (%d classified), %d events, %.1f frames/s", path.name, n, classified,
+                len(found), n / elapsed if elapsed else 0.0)
+    return ClassifyResult(n, classified, found, elapsed, fps)
+
+
+@contextlib.contextmanager
+def _csv(path: str | Path | None, labels: list[str]) -> Iterator[Any]:
+    """A CSV writer for the per-frame probabilities (frame, time_s, one column per label), or None."""
+    if not path:
+        yield None
+        return
+    try:
+        f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except (OSError, ValueError) as e:
+        raise InputError(f"--per-frame {path}: cannot write ({getattr(e, 'strerror', None) or e})") from None
+    with f:
+        w = csv.writer(f)
+        w.writerow(["frame", "time_s", *labels])
+        yield w

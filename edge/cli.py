@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG
@@ -30,7 +31,7 @@ def _setup_logging(verbose: int) -> None:
 
 # --- dataset ---------------------------------------------------------------------------------------
 def cmd_dataset_synth(a: argparse.Namespace) -> int:
-    from edge.models.synth import generate_dataset
+    from edge.data.synth import generate_dataset
     size = _parse_size(a.size, "--size")
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
                                progress=not a.quiet)
@@ -39,7 +40,7 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_from_clips(a: argparse.Namespace) -> int:
-    from edge.models.fieldclips import from_clips, write_sheet
+    from edge.data.fieldclips import from_clips, write_sheet
     if a.sheet:
         if a.labels or a.out:
             raise UsageError("dataset from-clips: --sheet writes a review sheet; give --labels/--out in a second run")
@@ -62,7 +63,7 @@ def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_from_recording(a: argparse.Namespace) -> int:
-    from edge.models.fieldclips import from_recording
+    from edge.data.fieldclips import from_recording
     print(json.dumps(from_recording(a.video, a.annotations, a.out, codec=a.codec)))
     return 0
 
@@ -159,15 +160,15 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         from edge.calibration.debug import format_debug
         print(format_debug(res["debug"]), file=sys.stderr)
     if "bench" in res:
-        from edge.calibration.bench_int8 import format_bench
+        from edge.bench.int8 import format_bench
         print(format_bench(res["bench"]), file=sys.stderr)
     print(json.dumps(res))
     return 0
 
 
 # --- classify / run --------------------------------------------------------------------------------
-def _print_event(ev: dict) -> None:
-    print(json.dumps(ev, separators=(",", ":")), flush=True)
+def _print_event(ev: Any, seq: int) -> None:
+    print(json.dumps(ev.record(seq), separators=(",", ":")), flush=True)
 
 
 def cmd_classify(a: argparse.Namespace) -> int:
@@ -180,16 +181,13 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def cmd_eval_events(a: argparse.Namespace) -> int:
     from edge.evalevents import evaluate_events, format_report
-    model, settings = a.model, None
+    model, events, where = a.model, None, "config"
     if a.config:
-        from edge.bundle import load_bundle
         from edge.config import load_config
-        from edge.daemon import event_settings
         cfg = load_config(a.config)
-        model = model or cfg.model
-        settings = event_settings(cfg.events, load_bundle(model), where=f"config {a.config}")
+        model, events, where = model or cfg.model, cfg.events, f"config {a.config}"
     res = evaluate_events(a.video, a.annotations, model=model or "default", engine=a.engine, precision=a.precision,
-                          device=a.device, threads=a.threads, settings=settings, tolerance_s=a.tolerance)
+                          device=a.device, threads=a.threads, events=events, tolerance_s=a.tolerance, where=where)
     print(json.dumps(res) if a.json else format_report(res))
     return 0
 
@@ -211,9 +209,9 @@ def cmd_run(a: argparse.Namespace) -> int:
             f"{s.label} at {s.start_s:.1f}-{s.end_s:.1f} s" for s in segments), file=sys.stderr)
         res = classify_video(clip, model=a.model, engine=a.engine, precision=a.precision, device=a.device,
                              camera="demo", start_time=t0, on_event=_print_event)
-    starts = [e for e in res.events if e["event"] == "start"]
-    hits = sum(1 for s in segments if any(e["label"] == s.label for e in starts
-                                          if s.start_s - 0.5 <= _seconds(e["ts"]) - t0 <= s.end_s + 1.5))
+    starts = [e for e in res.events if e.kind == "start"]
+    hits = sum(1 for s in segments if any(e.label == s.label for e in starts
+                                          if s.start_s - 0.5 <= e.ts - t0 <= s.end_s + 1.5))
     print(f"demo: {len(segments)} motions shown, {len(starts)} events started, {hits} of the motions "
           f"recognised; {res.frames_read} frames at {res.classify_fps:.0f} frames/s", file=sys.stderr)
     return 0
@@ -245,11 +243,8 @@ def cmd_status(a: argparse.Namespace) -> int:
         folder = Path(a.state_dir)
     else:
         from edge.config import load_config
-        from edge.daemon import state_dir
+        from edge.journal import state_dir
         folder = state_dir(load_config(a.config))
-        if folder is None:
-            raise UsageError(f"status: config {a.config} has no state_dir (and $STATE_DIRECTORY is not set); "
-                             "give --state-dir")
     snap = read_status(folder)
     print(json.dumps(snap, indent=1) if a.json else prometheus_text(snap) if a.prometheus else format_status(snap))
     return 0
@@ -296,11 +291,6 @@ def cmd_bench(a: argparse.Namespace) -> int:
     res = run_bench(opts)
     print(json.dumps(res) if a.json else format_table(res))
     return 0
-
-
-def _seconds(ts: str) -> float:
-    from datetime import datetime
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 # --- parser ----------------------------------------------------------------------------------------

@@ -395,3 +395,27 @@ class ClipRecorder:
             self._band_since = None
             if self._band_clip is not None and self._band_clip.end_t == math.inf:
                 self._band_clip.end_t = ts + self.cfg.post_s
+
+
+def open_spool(cfg: Any, bundle: Any, precision: str, where: str = "config") -> ClipSpool:
+    """The field-clip spool of config ``clips``: its folder (default ``<state dir>/clips``), the model it
+    names in each sidecar.
+
+    Raises:
+        ConfigError: a ``clips.labels`` entry is not a model label.
+        InputError: the folder cannot be written.
+    """
+    from edge.errors import ConfigError
+    from edge.journal import state_dir
+    c = cfg.clips
+    for name in c.labels or ():
+        if name not in bundle.labels:
+            raise ConfigError(f"{where}: clips.labels: {name!r} is not a label of model {bundle.name!r} "
+                              f"(labels: {', '.join(bundle.labels)})")
+    folder = Path(c.dir) if c.dir else Path(state_dir(cfg)) / "clips"
+    graph = bundle.graph_path(precision)
+    model = {"name": bundle.name, "graph": graph.name, "precision": precision, "sha256": file_sha256(graph),
+             "folder": str(bundle.root)}
+    spool = ClipSpool(folder, c, model, bundle.labels)
+    spool.open()
+    return spool

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import logging
 import statistics
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge.bundle import load_bundle
-from edge.classify import classify_video, default_event_settings
+from edge.classify import classify_video
+from edge.config import EventsConfig
 from edge.errors import DataError
-from edge.events import EventSettings
+from edge.events import Event, event_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _secs(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
@@ -44,16 +40,16 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-def pair_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Start/end event lines -> one record per event: label, start (its ``start_ts``), fired (the start
-    line's ``ts``), end (the end line's ``ts``; the last start if the end is missing), in seconds."""
+def pair_events(events: list[Event]) -> list[dict[str, Any]]:
+    """Start/end events -> one record per event: label, start (its ``start_ts``), fired (the start
+    event's ``ts``), end (the end event's ``ts``; the start's if the end is missing), in seconds."""
     out: dict[str, dict[str, Any]] = {}
     for ev in events:
-        if ev["event"] == "start":
-            out[ev["id"]] = {"id": ev["id"], "label": ev["label"], "start": _secs(ev["start_ts"]),
-                             "fired": _secs(ev["ts"]), "end": _secs(ev["ts"]), "score": ev["score"]}
-        elif ev["event"] == "end" and ev["id"] in out:
-            out[ev["id"]]["end"] = _secs(ev["ts"])
+        if ev.kind == "start":
+            out[ev.id] = {"id": ev.id, "label": ev.label, "start": ev.start_ts, "fired": ev.ts, "end": ev.ts,
+                          "score": round(ev.score, 4)}
+        elif ev.kind == "end" and ev.id in out:
+            out[ev.id]["end"] = ev.ts
     return sorted(out.values(), key=lambda e: e["fired"])
 
 
@@ -101,8 +97,8 @@ def match_events(events: list[dict[str, Any]], segments: list[dict[str, Any]], l
 
 def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = "default",
                     engine: str = "onnxruntime", precision: str | None = None, device: str = "CPU",
-                    threads: int | None = None, settings: EventSettings | None = None,
-                    tolerance_s: float = 0.5) -> dict[str, Any]:
+                    threads: int | None = None, events: EventsConfig | None = None,
+                    tolerance_s: float = 0.5, where: str = "config") -> dict[str, Any]:
     """Run ``video`` and score its events against ``annotations``; the ``--json`` object.
 
     Raises:
@@ -110,7 +106,7 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
         DataError: a bad annotation row, or a label the model does not have.
         ModelError, DeviceError: from the bundle and the engine.
     """
-    from edge.models.fieldclips import read_segments
+    from edge.data.fieldclips import read_segments
     if tolerance_s < 0:
         raise DataError(f"--tolerance {tolerance_s}: must be >= 0 seconds")
     ann = Path(annotations)
@@ -120,9 +116,9 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
         if label not in bundle.labels:
             raise DataError(f"{ann}:{n}: label {label!r} is not one of the model's labels "
                             f"({', '.join(bundle.labels)})")
-    settings = settings or default_event_settings(bundle)
+    settings = event_settings(events, bundle, where)
     res = classify_video(video, model=model, engine=engine, precision=precision, device=device, threads=threads,
-                         settings=settings, camera="eval", start_time=0.0)
+                         events=events, camera="eval", start_time=0.0)
     duration = res.frames_read / res.fps if res.fps else 0.0
     segments = [{"line": n, "start": s, "end": e, "label": lab} for n, s, e, lab in rows]
     late = [s for s in segments if s["start"] >= duration]

@@ -19,9 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge.bundle import Bundle
+    from edge.config import EventsConfig
 
 SCHEMA_VERSION = 1
 
@@ -43,6 +49,60 @@ class EventSettings:
     ignore: tuple[str, ...] = ()
     classes: dict[str, Thresholds] = field(default_factory=dict)
     warmup: int = 0                  # frames ignored after a start or reset (the states' transient)
+
+
+_BACKGROUND = {"no_motion", "no gesture", "doing other things", "background", "none"}
+
+
+def default_event_settings(bundle: Bundle) -> EventSettings:
+    """Event settings that suit a bundle's decision rate when the user gives none.
+
+    About half a second of smoothing at the rate the graph runs; ``no_motion``-like background
+    labels (``no_motion``, ``No gesture``, ``Doing other things``) are ignored. Online bundles (with
+    temporal states) skip their first 0.6 s after a start or a gap (the zero-state transient).
+    """
+    rate = bundle.temporal.fps / max(1, bundle.temporal.frame_stride)
+    window = max(2, round(rate * 0.6))
+    warmup = round(rate * 0.6) if bundle.states else 0
+    ignore = tuple(lab for lab in bundle.labels if lab.lower() in _BACKGROUND)
+    return EventSettings(window=window, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=2, cooldown_s=0.5),
+                         ignore=ignore, warmup=warmup)
+
+
+def _over(base: Thresholds, c: Any) -> Thresholds:
+    """``base`` with the values a config section sets (None: keep)."""
+    return Thresholds(enter=base.enter if c.enter is None else c.enter, exit=base.exit if c.exit is None else c.exit,
+                      min_frames=base.min_frames if c.min_frames is None else c.min_frames,
+                      cooldown_s=base.cooldown_s if c.cooldown_s is None else c.cooldown_s)
+
+
+def event_settings(ev: EventsConfig | None, bundle: Bundle, where: str = "config") -> EventSettings:
+    """The config's ``events`` section over the defaults that suit the bundle's decision rate.
+
+    Raises:
+        ConfigError: a label in ``ignore`` / ``classes`` is not one of the model's, or a class's
+            exit threshold ends up above its enter threshold.
+    """
+    base = default_event_settings(bundle)
+    if ev is None:
+        return base
+    for key, names in (("ignore", ev.ignore or []), ("classes", list(ev.classes))):
+        for name in names:
+            if name not in bundle.labels:
+                raise ConfigError(f"{where}: events.{key}: {name!r} is not a label of model {bundle.name!r} "
+                                  f"(labels: {', '.join(bundle.labels)})")
+    d = _over(base.defaults, ev)
+    if d.exit > d.enter:
+        raise ConfigError(f"{where}: events: exit ({d.exit}) must be <= enter ({d.enter})")
+    classes = {}
+    for name, c in ev.classes.items():
+        classes[name] = t = _over(d, c)
+        if t.exit > t.enter:
+            raise ConfigError(f"{where}: events.classes.{name}: exit ({t.exit}) must be <= enter ({t.enter})")
+    return EventSettings(window=base.window if ev.window is None else ev.window, smoothing=ev.smoothing,
+                         ema_alpha=ev.ema_alpha, defaults=d,
+                         ignore=base.ignore if ev.ignore is None else tuple(ev.ignore), classes=classes,
+                         warmup=base.warmup if ev.warmup is None else ev.warmup)
 
 
 def iso_ts(t: float) -> str:

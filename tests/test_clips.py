@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -17,13 +16,14 @@ import numpy as np
 import pytest
 import yaml
 from tinymodel import build_tiny_bundle, write_colour_video
+from waiting import wait_until
 
 from edge.cli import main
 from edge.clips import ClipRecorder, ClipSpool
 from edge.config import ClipsConfig, config_from_data
+from edge.data.dataset import load_dataset
+from edge.data.fieldclips import from_clips, from_recording, parse_time, spool_clips
 from edge.errors import ConfigError, DataError, InputError
-from edge.models.dataset import load_dataset
-from edge.models.fieldclips import from_clips, from_recording, parse_time, spool_clips
 
 LABELS = ["calm", "left", "right"]
 MODEL = {"name": "t", "graph": "model.onnx", "precision": "fp32", "sha256": "0" * 64}
@@ -118,14 +118,14 @@ def test_event_trigger_cuts_long_events_at_max_s_and_filters_labels(tmp_path):
     t0 = 2_000_000.0
 
     def events(t):
-        from edge.events import iso_ts
+        from edge.events import Event
         rel = round(t - t0, 6)
         ev = []
         for label, start, end in (("left", 1.0, 5.0), ("right", 6.0, 7.0)):
             if abs(rel - start) < 1e-6:
-                ev.append({"event": "start", "id": f"e-{label}", "label": label, "start_ts": iso_ts(t)})
+                ev.append(Event("start", f"e-{label}", "bay", label, 0.9, t, t, 2))
             if abs(rel - end) < 1e-6:
-                ev.append({"event": "end", "id": f"e-{label}", "label": label, "start_ts": iso_ts(t0 + start)})
+                ev.append(Event("end", f"e-{label}", "bay", label, 0.9, t, t0 + start, 40))
         return ev
 
     _drive(rec, Script(8.0, [(8, 0, 0.9)]), cam_fps=10.0, model_every=1, t0=t0, events=events)
@@ -165,9 +165,7 @@ def test_quota_removes_the_oldest_clips_first(tmp_path):
             rec.tap(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), t0 + i / 15, i == 0)
             rec.observe(t0 + i / 15, _probs(1, 0.5), _probs(1, 0.5), [])
         rec.flush()
-        deadline = time.monotonic() + 10
-        while spool.stats()["written"] + spool.stats()["failed"] < k + 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda k=k: spool.stats()["written"] + spool.stats()["failed"] >= k + 1, timeout=10)
         sizes.append(spool.stats()["bytes"])
     spool.close()
     st = spool.stats()
@@ -182,16 +180,17 @@ def test_quota_removes_the_oldest_clips_first(tmp_path):
 def test_a_slow_disk_drops_clips_not_frames(tmp_path, monkeypatch):
     spool, cfg = _spool(tmp_path, triggers=["uncertain"], pre_s=0.0, post_s=0.0,
                         uncertain={"low": 0.3, "high": 0.8, "min_s": 0.0, "cooldown_s": 0.0})
-    gate = threading.Event()
+    gate, taken = threading.Event(), threading.Event()
     real = spool._write
-    monkeypatch.setattr(spool, "_write", lambda clip: (gate.wait(10), real(clip)))
+    monkeypatch.setattr(spool, "_write", lambda clip: (taken.set(), gate.wait(10), real(clip)))
     for k in range(8):
         rec = ClipRecorder("c", cfg, spool, LABELS, fps=15.0)
         for i in range(3):
             rec.tap(_frame(i), 5e6 + 100 * k + i / 15, i == 0)
             rec.observe(5e6 + 100 * k + i / 15, _probs(1, 0.5), _probs(1, 0.5), [])
         rec.flush()
-        time.sleep(0.02)
+        if k == 0:  # the writer holds the first clip (stuck on the slow disk); the queue takes the next 4
+            assert taken.wait(10), "the writer never took the first clip"
     assert spool.stats()["dropped"] >= 1
     gate.set()
     spool.close()

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from tinymodel import build_tiny_bundle, write_colour_video
+from waiting import wait_until
 
 from edge.cli import main
 from edge.errors import EX_CONFIG, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE
@@ -39,16 +39,6 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait(cond, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 def _daemon(config: Path, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], stdout=subprocess.PIPE,
@@ -73,6 +63,26 @@ def test_file_camera_to_log_and_stdout_then_exit_0(tmp_path, bundle, video, engi
     assert [e["seq"] for e in logged] == [1, 2, 3, 4, 5, 6]
     assert all(e["camera"] == "bench" and e["v"] == 1 for e in logged)
     assert "ready in" in err and "stopped (every camera ended)" in err
+
+
+def test_restarts_without_state_dir_never_repeat_a_seq(tmp_path, bundle, video, monkeypatch):
+    """Outside systemd without state_dir the journal lives in the per-user state folder
+    ($XDG_STATE_HOME/edge-tsm), said at start: seq goes on across restarts, so one log never holds a
+    seq twice (consumers dedupe by seq)."""
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_STATE_HOME", str(xdg))
+    log = tmp_path / "events.jsonl"
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle), cameras=[{"name": "bench", "source": str(video)}],
+                  sinks=[{"type": "log", "path": str(log)}])
+    for run in range(3):
+        proc = _daemon(cfg)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert str(xdg / "edge-tsm") in err  # where the journal is, said at start
+        assert len(_lines(log)) == 6 * (run + 1)
+    seqs = [e["seq"] for e in _lines(log)]
+    assert seqs == list(range(1, 19))
+    assert (xdg / "edge-tsm" / "journal").is_dir()
 
 
 def test_mjpg_camera_bigger_than_the_model_needs_is_decoded_reduced_with_the_same_events(tmp_path, bundle):
@@ -136,7 +146,7 @@ def test_sigterm_drains_and_ends_open_events(tmp_path, bundle, video):
                   sinks=[{"type": "log", "path": str(log)}], status_interval_s=0)
     proc = _daemon(cfg)
     try:
-        _wait(lambda: len(_lines(log)) >= 2, proc=proc)
+        wait_until(lambda: len(_lines(log)) >= 2, timeout=20, proc=proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -155,14 +165,14 @@ def test_sighup_reloads_and_refuses_a_bad_config(tmp_path, bundle, video):
     cfg = _config(tmp_path / "c.yaml", **base, sinks=[{"type": "log", "path": str(log1)}])
     proc = _daemon(cfg)
     try:
-        _wait(lambda: len(_lines(log1)) >= 1, proc=proc)
+        wait_until(lambda: len(_lines(log1)) >= 1, timeout=20, proc=proc)
         _config(cfg, **base, sinks=[{"type": "log", "path": str(log1)}, {"type": "log", "path": str(log2)}])
         proc.send_signal(signal.SIGHUP)
-        _wait(lambda: len(_lines(log2)) >= 2, proc=proc)
+        wait_until(lambda: len(_lines(log2)) >= 2, timeout=20, proc=proc)
         cfg.write_text("cameras: [{name: x, source: y, fps: -3}]\n")
         proc.send_signal(signal.SIGHUP)
         n = len(_lines(log2))
-        _wait(lambda: len(_lines(log2)) >= n + 2, proc=proc)  # still running on the previous config
+        wait_until(lambda: len(_lines(log2)) >= n + 2, timeout=20, proc=proc)  # still running on the previous config
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:

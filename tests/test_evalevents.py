@@ -10,7 +10,7 @@ from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
 from edge.evalevents import match_events, pair_events
-from edge.events import iso_ts
+from edge.events import Event
 
 LABELS = ["no_motion", "wave", "clap"]
 
@@ -53,9 +53,8 @@ def test_tolerance_around_the_annotated_span(start, tolerance, matched):
 
 
 def test_events_pair_by_id_and_an_unended_one_keeps_its_start():
-    lines = [{"event": "start", "id": "a", "label": "wave", "score": 0.8, "ts": iso_ts(1.5), "start_ts": iso_ts(1.2)},
-             {"event": "start", "id": "b", "label": "clap", "score": 0.7, "ts": iso_ts(4.0), "start_ts": iso_ts(3.9)},
-             {"event": "end", "id": "a", "label": "wave", "score": 0.9, "ts": iso_ts(2.5), "start_ts": iso_ts(1.2)}]
+    lines = [Event("start", "a", "cam", "wave", 0.8, 1.5, 1.2, 2), Event("start", "b", "cam", "clap", 0.7, 4.0, 3.9, 2),
+             Event("end", "a", "cam", "wave", 0.9, 2.5, 1.2, 12)]
     got = pair_events(lines)
     assert [(e["id"], e["start"], e["fired"], e["end"]) for e in got] == [("a", 1.2, 1.5, 2.5), ("b", 3.9, 4.0, 4.0)]
 

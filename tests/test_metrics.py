@@ -8,14 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import yaml
 from tinymodel import build_tiny_bundle, write_colour_video
+from waiting import wait_until
 
 from edge.cli import main
-from edge.errors import EX_NOINPUT, EX_USAGE
+from edge.errors import EX_NOINPUT
 from edge.metrics import BUCKETS_MS, Histogram, prometheus_text
 
 
@@ -57,15 +57,13 @@ def test_running_daemon_status_textfile_and_endpoint(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(path)], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    status = tmp_path / "state" / "status.json"
+
+    def events_in_status() -> dict | None:
+        snap = json.loads(status.read_text()) if status.exists() else {}  # written atomically: whole or absent
+        return snap.get("cameras", {}).get("door", {}).get("events")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            status = tmp_path / "state" / "status.json"
-            snap = json.loads(status.read_text()) if status.exists() else {}
-            if snap.get("cameras", {}).get("door", {}).get("events"):
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "no events in the status"
-            time.sleep(0.1)
+        wait_until(events_in_status, timeout=30, what="events counted in status.json", proc=proc)
         assert main(["status", "--config", str(path)]) == 0
         out = capsys.readouterr().out
         assert "running" in out and "door" in out and "online" in out and "log" in out
@@ -88,9 +86,6 @@ def test_status_errors(tmp_path, capsys):
     assert "not there" in capsys.readouterr().err
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cameras: [{name: a, source: x.avi}]\n")
-    env_had = os.environ.pop("STATE_DIRECTORY", None)
-    try:
-        assert main(["status", "--config", str(cfg)]) == EX_USAGE
-    finally:
-        if env_had is not None:
-            os.environ["STATE_DIRECTORY"] = env_had
+    # no state_dir and no systemd: the daemon's per-user state folder (the autouse fixture's XDG_STATE_HOME)
+    assert main(["status", "--config", str(cfg)]) == EX_NOINPUT
+    assert f"{os.environ['XDG_STATE_HOME']}/edge-tsm" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.config import CameraConfig
 from edge.errors import CaptureError, EdgeError
+from edge.util import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,32 @@ class Source:
         raise NotImplementedError
 
 
+class FrameSignal:
+    """Wakes one consumer of several cameras when any of them has a frame (or ends), instead of polling.
+
+    The consumer reads :meth:`count` before it looks at the cameras, and if none had a frame, waits for
+    the count to move on: a frame that arrived in between is never slept through.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._n = 0
+
+    def notify(self) -> None:
+        with self._cond:
+            self._n += 1
+            self._cond.notify_all()
+
+    def count(self) -> int:
+        with self._cond:
+            return self._n
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Until the count differs from ``seen`` (True) or ``timeout`` s pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n != seen, timeout)
+
+
 class Camera:
     """Runs one Source in a thread and hands frames to one consumer (the classifier).
 
@@ -107,7 +134,8 @@ class Camera:
     traceback; the state is then "stopped" and get() returns None).
     """
 
-    def __init__(self, cfg: CameraConfig, rate_hz: float | None, source: Source | None = None) -> None:
+    def __init__(self, cfg: CameraConfig, rate_hz: float | None, source: Source | None = None, *,
+                 signal: FrameSignal | None = None, clock_start: float | None = None) -> None:
         if source is None:
             from edge.capture import create_source
             source = create_source(cfg)
@@ -125,6 +153,8 @@ class Camera:
         # parallel with the inference loop instead of inside it (Frame.input). At most _QUEUE + 2 results
         # are alive at once (queued, being stepped, being prepared): a ring of that many buffers suffices.
         self.prepare: Callable[[np.ndarray], np.ndarray] | None = None
+        self.signal = signal            # notified with every frame handed over and at the end
+        self.clock_start = clock_start  # non-live files: the time of frame 0 (default: the time of open())
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._buf: collections.deque[Frame] = collections.deque()
@@ -152,7 +182,7 @@ class Camera:
         """
         self.source.open()
         self._opened = True
-        self._t0 = time.time()
+        self._t0 = time.time() if self.clock_start is None else self.clock_start
         self._mark_open()
         logger.info("camera %s: %s source %s, %.3g fps, every %d frame(s) to the model%s", self.name,
                     self.source.kind, self.source.label, self.source.fps, self.step,
@@ -237,6 +267,8 @@ class Camera:
                     self._state = "stopped"
                 self._done = True
                 self._cond.notify_all()
+            if self.signal is not None:
+                self.signal.notify()
 
     def _loop(self) -> None:
         src = self.source
@@ -308,6 +340,8 @@ class Camera:
             self._buf.append(frame)
             self._passed += 1
             self._cond.notify_all()
+        if self.signal is not None:
+            self.signal.notify()
 
     def _skippable(self) -> bool:
         """The next frame is neither passed to the model nor wanted by a tap: it need not be decoded.
@@ -357,6 +391,8 @@ class Camera:
             self._eof = True
             self._state = "ended"
             self._cond.notify_all()
+        if self.signal is not None:
+            self.signal.notify()
 
     def _fault(self, why: str) -> None:
         self._state = "stalled"
@@ -369,10 +405,10 @@ class Camera:
         self._state = "reconnecting"
         self.source.close()
         rc = self.cfg.reconnect
+        backoff = Backoff(rc.initial_s, rc.max_s, low=0.75, rng=self._rng)
         attempt = 0
         while True:
-            delay = min(rc.max_s, rc.initial_s * 2 ** min(attempt, 30)) * self._rng.uniform(0.75, 1.0)
-            if self._stop.wait(delay):
+            if self._stop.wait(backoff.next()):
                 return False
             attempt += 1
             try:
