@@ -8,7 +8,7 @@ lead-in), segments never overlap, and they are taken round-robin over the videos
 ``max_frames``. A video with no keyframe gives one segment from its middle, so a static camera is
 still represented but static stretches never dominate.
 
-Rendered (``--synth``): clips of every class from :func:`edge.models.synth.render_clip` with seed 2
+Rendered (``--synth``): clips of every class from :func:`edge.data.synth.render_clip` with seed 2
 (training uses seed 0 and the held-out set seed 1), one segment per clip: the reproducible default
 calibration set of the embedded model.
 """
@@ -27,8 +27,8 @@ from edge.bundle import Bundle
 from edge.calibration.calibset import SegmentRef, write_manifest, write_segment
 from edge.calibration.progress import bar
 from edge.classify import frame_step
+from edge.data.dataset import VIDEO_EXTS
 from edge.errors import DataError, InputError, UsageError
-from edge.models.dataset import VIDEO_EXTS
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: 
         UsageError: ``per_class`` < 1 or a negative seed.
         InputError: the output folder is unusable.
     """
-    from edge.models.synth import CLASSES, GENERATOR_VERSION, render_clip
+    from edge.data.synth import CLASSES, GENERATOR_VERSION, render_clip
     if per_class < 1 or seed < 0 or max_frames < 1:
         raise UsageError(f"--per-class {per_class} / --seed {seed} / --max-frames {max_frames}: expected >= 1, "
                          ">= 0, >= 1")

@@ -18,8 +18,8 @@ from edge.backends import create_backend
 from edge.bundle import Bundle
 from edge.calibration.progress import bar
 from edge.classifier import OnlineClassifier
+from edge.data.dataset import load_dataset
 from edge.errors import DataError, UsageError
-from edge.models.dataset import load_dataset
 from edge.models.evaluate import metrics_from_confusion, video_frames
 
 logger = logging.getLogger(__name__)

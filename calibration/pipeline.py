@@ -8,7 +8,6 @@ top-1 agreement >= 99 % on both engines) before making INT8 the default.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ from edge.backends import available_engines
 from edge.bundle import Bundle
 from edge.calibration.calibset import MANIFEST, load_calibration_set
 from edge.calibration.quantize import QuantizeOptions, copy_bundle, fp32_bundle, quantize_bundle
+from edge.data.dataset import load_dataset
 from edge.errors import DeviceError, UsageError
-from edge.models.dataset import load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def recipe_inputs(name: str, bundle: Bundle, data_dir: str | Path, progress: boo
     data = root / r["eval"]["dir"]
     if not (data / "synth.json").is_file():
         from edge.calibration.collect import SYNTH
-        from edge.models.synth import generate_dataset
+        from edge.data.synth import generate_dataset
         logger.info("rendering the held-out set %s (synth seed %d)", data, r["eval"]["seed"])
         generate_dataset(data, r["eval"]["per_class"], r["eval"]["seed"], size=SYNTH["size"], frames=SYNTH["frames"],
                          fps=SYNTH["fps"], progress=progress)
@@ -92,7 +91,7 @@ def run_quantize(model: str | Path, calib: str | Path, *, out: str | Path | None
     if out is not None:
         bundle = copy_bundle(bundle, out)
     report = quantize_bundle(bundle, calib_set, opts, debug=debug, progress=progress)
-    staged = replace(bundle, files={**bundle.files, "int8": Path(report["int8"]).name})
+    staged = bundle.model_copy(update={"files": {**bundle.files, "int8": Path(report["int8"]).name}})
     checked = None
     if eval_data is None:
         default, note = False, ("Not checked on a held-out set (quantize --eval DATASET), so not the default; "

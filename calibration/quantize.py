@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ def quantize_bundle(bundle: Bundle, calib: CalibrationSet, opts: QuantizeOptions
             tmp_target.replace(target)
         except OSError as e:
             raise InputError(f"bundle {bundle.root}: cannot write {INT8_FILE} ({e})") from None
-    validate_graph(replace(bundle, files={**bundle.files, "int8": INT8_FILE}), "int8")
+    validate_graph(bundle.model_copy(update={"files": {**bundle.files, "int8": INT8_FILE}}), "int8")
     report.update({
         "int8": str(target), "seconds": round(time.perf_counter() - t0, 1), "nodes": counts,
         "mb": {"fp32": round(fp32.stat().st_size / 1e6, 2), "int8": round(target.stat().st_size / 1e6, 2)},

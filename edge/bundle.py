@@ -6,68 +6,189 @@ it, naming everything that disagrees in one line.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from edge.errors import InputError, ModelError
+from edge.schema import Strict, format_errors, short
 
 logger = logging.getLogger(__name__)
 
-# --- the dataclasses the runtime uses ----------------------------------------------------------------
-@dataclass(frozen=True)
-class InputSpec:
+MAX_ERRORS = 10  # model.yaml errors named in one message
+
+
+# --- value rules (each says what is allowed) -------------------------------------------------------
+def _rule(ok: Callable[[Any], bool], what: str, before: bool = True, to: Callable[[Any], Any] | None = None) -> Any:
+    """A pydantic validator that raises ``expected <what>`` unless ``ok(value)``; ``to`` converts what passed."""
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"expected {what}")
+        return to(value) if to is not None else value
+    return BeforeValidator(check) if before else AfterValidator(check)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _ints(v: Any, n: int | None = None) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) > 0 and (n is None or len(v) == n)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
+
+
+def _triple(v: Any, positive: bool) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) and (x > 0 or not positive) for x in v)
+
+
+def _none_is(empty: Any) -> Any:
+    """``key: null`` (or an empty key) in model.yaml means the default."""
+    return BeforeValidator(lambda v: empty() if v is None else v)
+
+
+_Size = Annotated[tuple[int, int], _rule(lambda v: _ints(v, 2), "[H, W] of positive ints", to=tuple)]
+_Shape = Annotated[tuple[int, ...], _rule(_ints, "a list of positive ints", to=tuple)]
+_Mean = Annotated[tuple[float, float, float], _rule(lambda v: _triple(v, False),
+                                                    "3 numbers (one per input channel, 0..1 scale)", to=tuple)]
+_Std = Annotated[tuple[float, float, float], _rule(lambda v: _triple(v, True),
+                                                   "3 positive numbers (one per input channel, 0..1 scale)", to=tuple)]
+_PosFloat = Annotated[float, _rule(lambda v: v > 0, "a positive number", before=False)]
+_PosInt = Annotated[int, _rule(lambda v: v > 0, "a positive integer", before=False)]
+_Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+def _unique_labels(v: list[str]) -> list[str]:
+    dup = sorted({x for x in v if v.count(x) > 1})
+    if not v or dup:
+        raise ValueError(f"expected unique label names, {', '.join(dup)} repeated" if dup
+                         else "expected a non-empty list of label names")
+    return v
+
+
+# --- the bundle: one pydantic model family, validated from model.yaml and used as is by the runtime ------
+class InputSpec(Strict):
     """How to turn a camera frame into the graph input (see :class:`edge.preprocess.Preprocessor`)."""
 
     name: str
-    size: tuple[int, int]                 # H, W
-    layout: str = "NCHW"
-    colour: str = "RGB"                   # channel order the graph expects
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    resize: str = "short_side_crop"       # short_side_crop | stretch
-    crop_scale: float = 1.0
+    size: _Size = Field(description="[H, W] of the graph input")
+    layout: Literal["NCHW", "NTCHW"] = "NCHW"
+    colour: Literal["RGB", "BGR"] = Field("RGB", description="channel order the graph expects")
+    mean: _Mean
+    std: _Std
+    resize: Literal["short_side_crop", "stretch"] = "short_side_crop"
+    crop_scale: Annotated[float, _rule(lambda v: 0 < v <= 1, "a number in (0, 1]", before=False)] = 1.0
 
 
-@dataclass(frozen=True)
-class StateSpec:
+class OutputSpec(Strict):
+    name: str
+
+
+class StateSpec(Strict):
+    """One shifted block's state: fed as ``input``, read back from ``output``."""
+
     input: str
     output: str
-    shape: tuple[int, ...]
+    shape: _Shape
 
 
-@dataclass(frozen=True)
-class TemporalSpec:
-    shift: str = "causal"
-    fps: float = 15.0
-    frame_stride: int = 1
-    clip_frames: int = 8
+class TemporalSpec(Strict):
+    shift: Literal["causal", "bidirectional", "none"] = "causal"
+    fps: _PosFloat = Field(15.0, description="the frame rate the model was trained at")
+    frame_stride: _PosInt = 1
+    clip_frames: _PosInt = 8
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """A loaded, validated bundle; ``root`` is its folder, ``files`` maps precision -> file name."""
+class Bundle(Strict):
+    """A loaded, validated bundle: model.yaml's keys, plus ``root`` (its folder) once loaded.
 
+    Built by :func:`load_bundle`; a changed copy is ``bundle.model_copy(update={...})`` (the folder goes
+    with it). ``name`` defaults to the folder's name, ``precision`` to fp32 when files has it (else the
+    first file's).
+    """
+
+    format: Literal[1] = 1
+    kind: Literal["online", "clip"] = "online"
     name: str
-    kind: str
-    arch: str
-    labels: list[str]
-    input: InputSpec
-    output_name: str
-    states: list[StateSpec]
-    temporal: TemporalSpec
-    precision: str
-    files: dict[str, str]
-    provenance: dict[str, Any]
-    root: Path
+    arch: str = "unknown"
     width: float | None = None
-    format: int = 1
-    quantization: dict[str, Any] | None = None   # how files.int8 was made (written by edge-tsm quantize)
+    labels: Annotated[list[str], AfterValidator(_unique_labels)]
+    input: InputSpec
+    output: OutputSpec
+    states: Annotated[list[StateSpec], _none_is(list)] = Field(default_factory=list)
+    temporal: Annotated[TemporalSpec, _none_is(dict)] = Field(default_factory=TemporalSpec)
+    precision: _Precision
+    files: Annotated[dict[_Precision, str], _rule(bool, "at least one precision -> graph file, e.g. {fp32: model.onnx}",
+                                                 before=False)]
+    provenance: Annotated[dict[str, Any], _none_is(dict)] = Field(default_factory=dict)
+    quantization: dict[str, Any] | None = Field(None, description="how files.int8 was made (edge-tsm quantize)")
+    _root: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """The defaults that depend on other keys or on the folder: name and precision."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        root = (info.context or {}).get("root")
+        if data.get("name") is None and root is not None:
+            data["name"] = Path(root).name
+        if data.get("precision") is None:  # without usable files that key's own error is the one to show
+            files = data.get("files")
+            known = [k for k in files if k in PRECISIONS] if isinstance(files, dict) else []
+            data["precision"] = known[0] if known and "fp32" not in known else "fp32"
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> Bundle:
+        problems = []
+        if self.precision not in self.files:
+            problems.append(f"precision: {self.precision!r} has no entry in files (files has: {', '.join(self.files)})")
+        if self.kind == "online" and self.input.layout != "NCHW":
+            problems.append(f"input.layout: kind online expects NCHW, got {self.input.layout!r}")
+        if self.kind == "clip" and self.states:
+            problems.append("states: kind clip takes no state tensors (the window is the input), "
+                            f"got {len(self.states)}")
+        names = [self.input.name, self.output.name] + [s.input for s in self.states] + [s.output for s in self.states]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"tensor names must differ (input, output, state inputs and outputs): "
+                            f"{', '.join(dup)} repeated")
+        if problems:
+            raise ValueError("; ".join(problems))
+        root = (info.context or {}).get("root")
+        if root is not None:
+            self._root = Path(root)
+        return self
+
+    @property
+    def root(self) -> Path:
+        """The bundle's folder (graph file names in ``files`` are relative to it).
+
+        Raises:
+            ModelError: a bundle validated without a folder (not from :func:`load_bundle`).
+        """
+        if self._root is None:
+            raise ModelError(f"bundle {self.name}: has no folder (not loaded with load_bundle)")
+        return self._root
+
+    @property
+    def output_name(self) -> str:
+        return self.output.name
 
     @property
     def yaml_path(self) -> Path:
@@ -90,144 +211,23 @@ class Bundle:
         return self.root / self.files[precision]
 
 
-# --- model.yaml schema (pydantic, strict, unknown keys forbidden) ----------------------------------------
-def _rule(ok: Callable[[Any], bool], what: str, before: bool = True) -> Any:
-    """A pydantic validator that raises ``expected <what>`` unless ``ok(value)``."""
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise ValueError(f"expected {what}")
-        return value
-    return BeforeValidator(check) if before else AfterValidator(check)
-
-
-def _ints(v: Any, n: int | None = None) -> bool:
-    return (isinstance(v, list) and len(v) > 0 and (n is None or len(v) == n)
-            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
-
-
-def _triple(v: Any, positive: bool) -> bool:
-    return (isinstance(v, list) and len(v) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and (x > 0 or not positive) for x in v))
-
-
-_Size = Annotated[list[int], _rule(lambda v: _ints(v, 2), "[H, W] of positive ints")]
-_Shape = Annotated[list[int], _rule(_ints, "a list of positive ints")]
-_Mean = Annotated[list[float], _rule(lambda v: _triple(v, False), "3 numbers (one per input channel, 0..1 scale)")]
-_Std = Annotated[list[float], _rule(lambda v: _triple(v, True),
-                                    "3 positive numbers (one per input channel, 0..1 scale)")]
-_PosFloat = Annotated[float, _rule(lambda v: v > 0, "a positive number", before=False)]
-_PosInt = Annotated[int, _rule(lambda v: v > 0, "a positive integer", before=False)]
-_Precision = Literal["fp32", "fp16", "int8"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Input(_Strict):
-    name: str
-    size: _Size
-    layout: Literal["NCHW", "NTCHW"] = "NCHW"
-    colour: Literal["RGB", "BGR"] = "RGB"
-    mean: _Mean
-    std: _Std
-    resize: Literal["short_side_crop", "stretch"] = "short_side_crop"
-    crop_scale: Annotated[float, _rule(lambda v: 0 < v <= 1, "a number in (0, 1]", before=False)] = 1.0
-
-
-class _Output(_Strict):
-    name: str
-
-
-class _State(_Strict):
-    input: str
-    output: str
-    shape: _Shape
-
-
-class _Temporal(_Strict):
-    shift: Literal["causal", "bidirectional", "none"] = "causal"
-    fps: _PosFloat = 15.0
-    frame_stride: _PosInt = 1
-    clip_frames: _PosInt = 8
-
-
-def _unique_labels(v: list[str]) -> list[str]:
-    dup = sorted({x for x in v if v.count(x) > 1})
-    if not v or dup:
-        raise ValueError(f"expected unique label names, {', '.join(dup)} repeated" if dup
-                         else "expected a non-empty list of label names")
-    return v
-
-
-class _Spec(_Strict):
-    format: Literal[1] = 1
-    kind: Literal["online", "clip"] = "online"
-    name: str | None = None
-    arch: str = "unknown"
-    width: float | None = None
-    labels: Annotated[list[str], AfterValidator(_unique_labels)]
-    input: _Input
-    output: _Output
-    states: list[_State] | None = None
-    temporal: _Temporal | None = None
-    precision: _Precision | None = None
-    files: Annotated[dict[_Precision, str], _rule(bool, "at least one precision -> graph file, e.g. {fp32: model.onnx}",
-                                                 before=False)]
-    provenance: dict[str, Any] | None = None
-    quantization: dict[str, Any] | None = None
-
-
-_SECTIONS: dict[str, type[BaseModel]] = {"input": _Input, "output": _Output, "states": _State, "temporal": _Temporal}
-_TYPE_WORDS = {
-    "string_type": "expected a string", "int_type": "expected an integer", "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer", "float_type": "expected a number", "float_parsing": "expected a number",
-    "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping", "bool_type": "expected true or false",
-}
-
-
-def _loc(parts: tuple[Any, ...]) -> str:
-    out = ""
-    for p in parts:
-        if p == "[key]":
-            out += " (key)"
-        elif isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += f".{p}" if out else str(p)
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(err: dict[str, Any]) -> str:
-    loc, typ = _loc(err["loc"]), err["type"]
-    if typ == "missing":
-        return f"{loc}: required key missing"
-    if typ == "extra_forbidden":
-        model = _SECTIONS.get(str(err["loc"][0]), _Spec) if len(err["loc"]) > 1 else _Spec
-        return f"{loc}: unknown key (allowed: {', '.join(model.model_fields)})"
-    if typ == "literal_error":
-        msg = f"expected {err['ctx']['expected']}"
-    elif typ == "value_error":
-        msg = str(err["msg"]).removeprefix("Value error, ")
-    else:
-        msg = _TYPE_WORDS.get(typ, err["msg"])
-    return f"{loc}: {msg}, got {_short(err.get('input'))}"
-
-
 # --- loading ------------------------------------------------------------------------------------------
+def default_root() -> Path | None:
+    """The built-in default bundle's folder (``default/`` in the edge.models package), found without
+    importing that package (it is the toolchain's); None when edge.models is not installed."""
+    spec = importlib.util.find_spec("edge.models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "default"
+
+
 def _resolve(ref: str | Path) -> Path:
     """``default``, a bundle folder or a model.yaml path -> the model.yaml path (which exists)."""
     if str(ref) == "default":
-        import edge.models
-        root = Path(edge.models.__file__).parent / "default"
-        if not (root / "model.yaml").is_file():
-            raise InputError(f"model 'default': the built-in bundle is missing ({root / 'model.yaml'} not found); "
+        root = default_root()
+        if root is None or not (root / "model.yaml").is_file():
+            where = "edge.models is not installed" if root is None else f"{root / 'model.yaml'} not found"
+            raise InputError(f"model 'default': the built-in bundle is missing ({where}); "
                              "reinstall edge-tsm or give a bundle folder")
         return root / "model.yaml"
     path = Path(ref).expanduser()
@@ -257,12 +257,11 @@ def load_bundle(ref: str | Path, *, validate: bool = True) -> Bundle:
     except yaml.YAMLError as e:
         raise ModelError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(raw, dict):
-        raise ModelError(f"{where}: expected a mapping of keys (name, labels, input, ...), got {_short(raw)}")
+        raise ModelError(f"{where}: expected a mapping of keys (name, labels, input, ...), got {short(raw)}")
     try:
-        spec = _Spec.model_validate(raw)
+        bundle = Bundle.model_validate(raw, context={"root": yaml_path.parent.resolve()})
     except ValidationError as e:
-        raise ModelError(f"{where}: " + "; ".join(_describe(err) for err in e.errors())) from None
-    bundle = _to_bundle(spec, yaml_path.parent.resolve(), where)
+        raise ModelError(format_errors(e, Bundle, where, limit=MAX_ERRORS)) from None
     for prec, name in bundle.files.items():
         if not (bundle.root / name).is_file():
             raise InputError(f"{where}: files.{prec}: {bundle.root / name} not found")
@@ -271,38 +270,6 @@ def load_bundle(ref: str | Path, *, validate: bool = True) -> Bundle:
     logger.debug("bundle %s (%s, %d labels, %d states) from %s", bundle.name, bundle.kind, len(bundle.labels),
                  len(bundle.states), bundle.root)
     return bundle
-
-
-def _to_bundle(spec: _Spec, root: Path, where: str) -> Bundle:
-    states = [StateSpec(s.input, s.output, tuple(s.shape)) for s in spec.states or []]
-    files = dict(spec.files)
-    precision = spec.precision or ("fp32" if "fp32" in files else next(iter(files)))
-    problems = []
-    if precision not in files:
-        problems.append(f"precision: {precision!r} has no entry in files (files has: {', '.join(files)})")
-    if spec.kind == "online" and spec.input.layout != "NCHW":
-        problems.append(f"input.layout: kind online expects NCHW, got {spec.input.layout!r}")
-    if spec.kind == "clip" and states:
-        problems.append("states: kind clip takes no state tensors (the window is the input), "
-                        f"got {len(states)}")
-    names = [spec.input.name, spec.output.name] + [s.input for s in states] + [s.output for s in states]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        problems.append(f"tensor names must differ (input, output, state inputs and outputs): "
-                        f"{', '.join(dup)} repeated")
-    if problems:
-        raise ModelError(f"{where}: " + "; ".join(problems))
-    i = spec.input
-    t = spec.temporal or _Temporal()
-    return Bundle(
-        name=spec.name or root.name, kind=spec.kind, arch=spec.arch, labels=list(spec.labels),
-        input=InputSpec(i.name, (i.size[0], i.size[1]), i.layout, i.colour, tuple(i.mean), tuple(i.std),
-                        i.resize, float(i.crop_scale)),
-        output_name=spec.output.name, states=states,
-        temporal=TemporalSpec(t.shift, float(t.fps), int(t.frame_stride), int(t.clip_frames)),
-        precision=precision, files=files, provenance=dict(spec.provenance or {}), root=root,
-        width=spec.width, format=spec.format,
-        quantization=dict(spec.quantization) if spec.quantization is not None else None)
 
 
 # --- the graph against the yaml ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``edge-tsm run --demo``: a generated camera clip with known motions, classified by a bundle.
 
-The clip strings together procedural motion segments (``edge.models.synth``) separated by still
+The clip strings together procedural motion segments (``edge.data.synth``) separated by still
 stretches, upscaled to 640x480 like a camera's frames and written as MJPG, then runs through the
 same path as ``classify``. The script of what was shown goes to stderr so the events on stdout can
 be checked against it by eye.
@@ -33,7 +33,7 @@ def make_demo_clip(path: str | Path, *, seed: int = 7, fps: float = 15.0, size: 
     Raises:
         InputError: the file cannot be written.
     """
-    from edge.models.synth import render_clip
+    from edge.data.synth import render_clip
     path = Path(path)
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not vw.isOpened():
@@ -65,7 +65,7 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
 
     For trying the field loop (clips, review, ``dataset from-recording``) without a camera.
     """
-    from edge.models.synth import CLASSES
+    from edge.data.synth import CLASSES
     rng = np.random.default_rng(seed)
     motions = [lab for lab in CLASSES if lab != "no_motion"]
     script = tuple(motions[i] for i in rng.integers(0, len(motions), segments))

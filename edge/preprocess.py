@@ -1,7 +1,7 @@
 """Camera frame (BGR uint8, any size) -> graph input (1 x 3 x H x W float32), into one preallocated array.
 
 Pixel for pixel the same as the training evaluation transform
-(:func:`edge.models.dataset.center_crop_frames`, then ``(x / 255 - mean) / std``): the short side is
+(:func:`edge.data.dataset.center_crop_frames`, then ``(x / 255 - mean) / std``): the short side is
 resized with ``INTER_AREA`` to ``size / crop_scale``, the centre is cropped, and the channels are
 reordered and normalised in one pass per channel (``x * scale + offset``, constants computed once).
 """

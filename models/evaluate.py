@@ -23,8 +23,8 @@ import numpy as np
 from edge.backends import create_backend
 from edge.bundle import load_bundle, validate_graph
 from edge.classifier import OnlineClassifier
+from edge.data.dataset import load_dataset
 from edge.errors import DataError, InputError
-from edge.models.dataset import load_dataset
 
 logger = logging.getLogger(__name__)
 

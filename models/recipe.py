@@ -46,7 +46,7 @@ DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoo
 
 def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> Path:
     """Generate the dataset unless ``root/synth.json`` says it is already exactly that."""
-    from edge.models.synth import GENERATOR_VERSION, generate_dataset
+    from edge.data.synth import GENERATOR_VERSION, generate_dataset
     meta = root / "synth.json"
     want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
             "fps": synth["fps"], "generator": GENERATOR_VERSION}

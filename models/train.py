@@ -2,7 +2,7 @@
 
 Recipe: SGD with momentum and weight decay, linear warm-up then cosine decay, label smoothing,
 clips of ``frames`` frames taken at ``stride`` from a random start, one random crop/flip/colour
-jitter per clip (see :class:`edge.models.dataset.ClipAugment`), loss on the mean of the per-frame
+jitter per clip (see :class:`edge.data.dataset.ClipAugment`), loss on the mean of the per-frame
 logits (the TSM consensus). The causal shift is the default so the weights run online unchanged;
 ``--no-shift`` trains the TSN-style ablation. Deterministic for a given ``--seed`` and thread count.
 A checkpoint (``checkpoint.pt``) is written after every epoch; ``--resume`` continues from it.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge.data.dataset import ClipAugment, VideoDataset, center_crop_frames, load_dataset, read_video, video_fps
 from edge.errors import DataError, UsageError
-from edge.models.dataset import ClipAugment, VideoDataset, center_crop_frames, load_dataset, read_video, video_fps
 from edge.models.export import IMAGENET_MEAN, IMAGENET_STD, export_bundle, load_into, net_from_checkpoint
 from edge.models.tsm import TSMNet
 

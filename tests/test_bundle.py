@@ -1,11 +1,13 @@
 """Bundle loading: model.yaml schema errors, missing files, and the yaml checked against the graph."""
 from __future__ import annotations
 
-import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from tinymodel import LABELS, STATE_SHAPES, build_tiny_bundle, build_tiny_clip_bundle
 
 import edge.models
@@ -39,8 +41,17 @@ def test_load_fields_and_graph_path(tmp_path):
     assert b.graph_path() == root.resolve() / "model.onnx" == b.graph_path("fp32")
     with pytest.raises(ModelError, match=r"precision 'int8' has no graph file \(this bundle has: fp32\)"):
         b.graph_path("int8")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         b.name = "other"  # type: ignore[misc]
+    assert b.model_copy(update={"files": {"fp32": "other.onnx"}}).graph_path() == root.resolve() / "other.onnx"
+
+
+def test_the_runtime_imports_bundles_and_synthetic_cameras_without_the_toolchain():
+    code = ("import sys, edge.bundle, edge.capture.synthetic; edge.bundle.load_bundle('default', validate=False); "
+            "bad = [m for m in sys.modules if m.startswith('edge.models') or m == 'torch']; "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_default_resolves_inside_the_package():

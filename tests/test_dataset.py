@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.data.dataset import ClipAugment, center_crop_frames, flip_permutation, load_dataset, read_video
 from edge.errors import DataError, InputError
-from edge.models.dataset import ClipAugment, center_crop_frames, flip_permutation, load_dataset, read_video
 from edge.models.export import read_labels
 
 

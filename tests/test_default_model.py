@@ -33,8 +33,8 @@ def test_default_bundle_contract():
 
 def test_default_model_still_scores_what_its_card_says(tmp_path):
     """A fresh held-out sample (seed 1, the card's split, 10 clips per class) through the runtime engine."""
+    from edge.data.synth import generate_dataset
     from edge.models.evaluate import evaluate
-    from edge.models.synth import generate_dataset
     generate_dataset(tmp_path / "d", 10, 1)
     r = evaluate("default", tmp_path / "d", engine="onnxruntime")
     card_acc = load_bundle("default").provenance["heldout"]["metrics"]["onnxruntime"]["accuracy"]

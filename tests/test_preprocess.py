@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge.bundle import InputSpec
+from edge.data.dataset import center_crop_frames
 from edge.errors import DataError
-from edge.models.dataset import center_crop_frames
 from edge.preprocess import Preprocessor
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -23,7 +23,7 @@ def _normalise(rgb: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("size, crop_scale", [((16, 16), 1.0), ((112, 112), 1.0), ((24, 32), 1.0),
                                               ((56, 56), 0.875)])
 def test_matches_center_crop_frames(size, crop_scale):
-    pre = Preprocessor(InputSpec("frame", size, mean=MEAN, std=STD, crop_scale=crop_scale))
+    pre = Preprocessor(InputSpec(name="frame", size=size, mean=MEAN, std=STD, crop_scale=crop_scale))
     rng = np.random.default_rng(0)
     for hw in [(480, 640), (120, 160), (77, 131), (300, 100), size]:
         frame = rng.integers(0, 256, (*hw, 3), np.uint8)
@@ -34,7 +34,7 @@ def test_matches_center_crop_frames(size, crop_scale):
 
 
 def test_same_buffer_every_time_and_cached_geometry():
-    pre = Preprocessor(InputSpec("frame", (16, 16), mean=MEAN, std=STD))
+    pre = Preprocessor(InputSpec(name="frame", size=(16, 16), mean=MEAN, std=STD))
     rng = np.random.default_rng(1)
     a = pre(rng.integers(0, 256, (48, 64, 3), np.uint8))
     first = a.copy()
@@ -49,16 +49,16 @@ def test_same_buffer_every_time_and_cached_geometry():
 def test_stretch_and_bgr_order():
     rng = np.random.default_rng(2)
     frame = rng.integers(0, 256, (30, 50, 3), np.uint8)
-    x = Preprocessor(InputSpec("frame", (16, 24), mean=MEAN, std=STD, resize="stretch"))(frame)
+    x = Preprocessor(InputSpec(name="frame", size=(16, 24), mean=MEAN, std=STD, resize="stretch"))(frame)
     rgb = cv2.resize(frame, (24, 16), interpolation=cv2.INTER_AREA)[:, :, ::-1]
     np.testing.assert_allclose(x, _normalise(rgb[None]), atol=1e-6)
-    xb = Preprocessor(InputSpec("frame", (16, 24), mean=MEAN, std=STD, colour="BGR", resize="stretch"))(frame)
+    xb = Preprocessor(InputSpec(name="frame", size=(16, 24), mean=MEAN, std=STD, colour="BGR", resize="stretch"))(frame)
     bgr = cv2.resize(frame, (24, 16), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(xb, _normalise(bgr[None]), atol=1e-6)
 
 
 def test_rejects_frames_that_are_not_bgr_uint8():
-    pre = Preprocessor(InputSpec("frame", (16, 16), mean=MEAN, std=STD))
+    pre = Preprocessor(InputSpec(name="frame", size=(16, 16), mean=MEAN, std=STD))
     for bad in (np.zeros((20, 20), np.uint8), np.zeros((20, 20, 4), np.uint8), np.zeros((20, 20, 3), np.float32)):
         with pytest.raises(DataError, match="expected an H x W x 3 uint8 BGR image"):
             pre(bad)

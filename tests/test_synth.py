@@ -1,4 +1,4 @@
-"""Tests of the procedural motion-clip generator (edge.models.synth).
+"""Tests of the procedural motion-clip generator (edge.data.synth).
 
 The motion checks measure the rendered pixels after undoing the camera shake (a zero-mean
 nuisance the generator reports in its parameters): swipes follow the centroid of what differs from
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.data.synth import CLASSES, GENERATOR_VERSION, _blend, _object_matrix, generate_dataset, render_clip
 from edge.errors import DataError, InputError
-from edge.models.synth import CLASSES, GENERATOR_VERSION, _blend, _object_matrix, generate_dataset, render_clip
 
 W, H = 160, 120
 

@@ -1,4 +1,4 @@
-"""A camera without hardware: procedural motion clips from :mod:`edge.models.synth`.
+"""A camera without hardware: procedural motion clips from :mod:`edge.data.synth`.
 
 ``synthetic`` cycles through the motion classes with still stretches in between (like the demo
 clip); ``synthetic:<label>`` repeats one class. Frames are rendered small (160x120, as the model's
@@ -15,8 +15,8 @@ import numpy as np
 
 from edge.capture.base import DEFAULT_FPS, Source
 from edge.config import CameraConfig
+from edge.data.synth import CLASSES, render_clip
 from edge.errors import CaptureError
-from edge.models.synth import CLASSES, render_clip
 
 logger = logging.getLogger(__name__)
 
