@@ -28,6 +28,7 @@ from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.calibration.calibset import CalibrationSet
 from edge.calibration.collect import graph_fps
 from edge.errors import EdgeError, InputError, ModelError, UsageError
+from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,8 @@ def quantize_bundle(bundle: Bundle, calib: CalibrationSet, opts: QuantizeOptions
                   for op in ("QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul")}
         if not counts["QuantizeLinear"]:
             raise ModelError(f"model {fp32}: quantization produced no QuantizeLinear node (nothing to quantize?)")
-        tmp_target = target.with_name(INT8_FILE + ".part")
         try:
-            shutil.copyfile(out, tmp_target)
-            tmp_target.replace(target)
+            atomic_write(target, out.read_bytes(), mode=0o644)
         except OSError as e:
             raise InputError(f"bundle {bundle.root}: cannot write {INT8_FILE} ({e})") from None
     validate_graph(bundle.model_copy(update={"files": {**bundle.files, "int8": INT8_FILE}}), "int8")

@@ -11,6 +11,7 @@ import yaml
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.calibration.quantize import INT8_FILE
 from edge.errors import InputError
+from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,8 @@ def record_quantization(bundle: Bundle, block: dict[str, Any]) -> Bundle:
     raw["files"] = {**(raw.get("files") or {}), "int8": INT8_FILE}
     raw["precision"] = "int8" if block["default"] else "fp32"
     raw["quantization"] = block
-    part = path.with_name(path.name + ".part")
     try:
-        part.write_text(yaml.safe_dump(raw, sort_keys=False, width=120), encoding="utf-8")
-        part.replace(path)
+        atomic_write(path, yaml.safe_dump(raw, sort_keys=False, width=120), mode=0o644)
     except OSError as e:
         raise InputError(f"model.yaml {path}: cannot write ({e})") from None
     _update_card(bundle, block)

@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edge.util import atomic_write
+
 logger = logging.getLogger(__name__)
 
 # Ops that treat every sample of the batch alone, whatever their attributes (axis checks below).
@@ -96,7 +98,5 @@ def batched_graph(path: str | Path, cache_dir: Path | None = None) -> Path | Non
             v.type.tensor_type.shape.dim[0].dim_param = "N"
         del model.graph.value_info[:]  # intermediate shapes were inferred for N = 1
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        onnx.save(model, str(tmp))
-        tmp.replace(out)
+        atomic_write(out, model.SerializeToString(), mode=0o644)  # another process may be writing it too
     return out

@@ -41,6 +41,7 @@ import numpy as np
 
 from edge.config import ClipsConfig
 from edge.events import Event, iso_ts
+from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class ClipSpool:
         span = frames[-1][0] - t0
         if len(frames) > 2 and span > 0 and (len(frames) - 1) / span < 0.9 * fps:
             fps = round((len(frames) - 1) / span, 2)   # the camera delivered fewer: keep the clip's real speed
-        try:
+        try:  # OpenCV writes the video to a path: a hidden name, renamed when whole (the sidecar: atomic_write)
             cam_dir.mkdir(parents=True, exist_ok=True)
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[cfg.codec]), fps, (w, h))
             if not writer.isOpened():
@@ -192,15 +193,12 @@ class ClipSpool:
                     "predicted_score": None if score is None else round(score, 4),
                     "scores": {"t": [round(t - t0, 3) for t, _ in clip.scores],
                                "probs": [[round(float(x), 4) for x in p] for _, p in clip.scores]}}
-            tmp_side = cam_dir / f".{stem}.tmp.json"
-            tmp_side.write_text(json.dumps(side, separators=(",", ":")) + "\n", encoding="utf-8")
-            os.replace(tmp_side, video.with_suffix(".json"))
+            atomic_write(video.with_suffix(".json"), json.dumps(side, separators=(",", ":")) + "\n", mode=0o644)
         except OSError as e:
-            for p in (tmp, cam_dir / f".{stem}.tmp.json"):
-                try:
-                    p.unlink(missing_ok=True)
-                except OSError:
-                    pass
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             with self._lock:
                 self.failed += 1
             logger.warning("clips: clip %s of camera %s not kept: %s", stem, clip.camera, e.strerror or e)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, DeviceError, InputError
+from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +102,6 @@ def prometheus_text(snap: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class _Handler(BaseHTTPRequestHandler):
     text: Callable[[], str]
 
@@ -188,10 +182,10 @@ class MetricsWriter:
         self._text = prometheus_text(snap)
         try:
             if self.state_dir is not None:
-                write_atomic(self.state_dir / STATUS_FILE, json.dumps(snap, indent=1))
-            if self.textfile is not None:
-                write_atomic(self.textfile, self._text if not final else self._text.replace(
-                    "edge_tsm_up{} 1", "edge_tsm_up{} 0"))
+                atomic_write(self.state_dir / STATUS_FILE, json.dumps(snap, indent=1), mode=0o644)
+            if self.textfile is not None:  # read by node_exporter, another user: world-readable
+                atomic_write(self.textfile, self._text if not final else self._text.replace(
+                    "edge_tsm_up{} 1", "edge_tsm_up{} 0"), mode=0o644)
         except OSError as e:
             if not self._warned:
                 logger.warning("metrics: cannot write (%s)", e)

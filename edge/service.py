@@ -8,7 +8,6 @@ or a test); ``--dry-run`` prints what would be written.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from edge.errors import EdgeError, UsageError
 from edge.sinks.gpio_lines import is_jetson
+from edge.util import atomic_write
 
 EX_NOPERM = 77
 UNIT_NAME = "edge-tsm.service"
@@ -112,10 +112,7 @@ def install(files: list[PlannedFile], dry_run: bool = False, out=None) -> list[P
             continue
         try:
             f.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.path.with_name(f".{f.path.name}.tmp")
-            tmp.write_text(f.text, encoding="utf-8")
-            os.chmod(tmp, f.mode)
-            os.replace(tmp, f.path)
+            atomic_write(f.path, f.text, mode=f.mode)
         except PermissionError:
             raise PermissionDenied(f"install-service: {f.path}: permission denied (run as root: "
                                    f"sudo {Path(sys.argv[0]).name} install-service ...)") from None

@@ -9,10 +9,10 @@ A checkpoint (``checkpoint.pt``) is written after every epoch; ``--resume`` cont
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +27,7 @@ from edge.data.dataset import ClipAugment, VideoDataset, center_crop_frames, loa
 from edge.errors import DataError, UsageError
 from edge.models.export import IMAGENET_MEAN, IMAGENET_STD, export_bundle, load_into, net_from_checkpoint
 from edge.models.tsm import TSMNet
+from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -215,12 +216,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                         "train_acc": correct / max(1, seen), "seconds": round(time.perf_counter() - t_epoch, 1)})
         logger.info("epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, cfg.epochs, history[-1]["loss"],
                     history[-1]["train_acc"])
-        # written under another name and renamed: a kill mid-write leaves the previous epoch's checkpoint whole
-        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
+        # serialized in memory, then replaced at once: a kill mid-write leaves the previous epoch's checkpoint whole
+        buf = io.BytesIO()
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
                     "history": history, "torch_rng": torch.get_rng_state(),
-                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, tmp)
-        os.replace(tmp, ckpt_path)
+                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, buf)
+        atomic_write(ckpt_path, buf.getvalue(), mode=0o644)
     if bar is not None:
         bar.close()
     net = net.to(memory_format=torch.contiguous_format).eval()

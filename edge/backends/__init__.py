@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edge.errors import ConfigError, DeviceError
+from edge.util import lazy_import
 
 
 @runtime_checkable
@@ -51,27 +52,17 @@ def zero_feeds(specs: list[tuple[str, tuple, np.dtype]]) -> dict[str, np.ndarray
     return {name: np.zeros(tuple(1 if d is None else d for d in shape), dtype) for name, shape, dtype in specs}
 
 
-def _detail(e: ImportError, package: str) -> str:
-    """Nothing when the package is simply absent; the import error when it is there but broken."""
-    return "" if e.name == package else f" (importing it failed: {' '.join(str(e).split())})"
-
-
 def _ort_factory(model_path: Path, **kw: object) -> Backend:
-    try:
-        from edge.backends.onnxruntime import OrtBackend
-    except ImportError as e:
-        raise DeviceError("engine 'onnxruntime' needs the onnxruntime package: pip install edge-tsm[onnxruntime] "
-                          f"(on a Jetson: the GPU build from JetPack){_detail(e, 'onnxruntime')}") from None
-    return OrtBackend(model_path, **kw)
+    mod = lazy_import("edge.backends.onnxruntime", what="engine 'onnxruntime'", package="onnxruntime",
+                      install="pip install edge-tsm[onnxruntime] (on a Jetson: the GPU build from JetPack)",
+                      error=DeviceError)
+    return mod.OrtBackend(model_path, **kw)
 
 
 def _ov_factory(model_path: Path, **kw: object) -> Backend:
-    try:
-        from edge.backends.openvino import OpenVinoBackend
-    except ImportError as e:
-        raise DeviceError("engine 'openvino' needs the openvino package: pip install edge-tsm[openvino]"
-                          f"{_detail(e, 'openvino')}") from None
-    return OpenVinoBackend(model_path, **kw)
+    mod = lazy_import("edge.backends.openvino", what="engine 'openvino'", package="openvino",
+                      install="pip install edge-tsm[openvino]", error=DeviceError)
+    return mod.OpenVinoBackend(model_path, **kw)
 
 
 ENGINES: dict[str, BackendFactory] = {"onnxruntime": _ort_factory, "openvino": _ov_factory}

@@ -12,44 +12,41 @@ from types import ModuleType
 from edge.capture.base import Camera, Frame, Source
 from edge.config import CameraConfig, normalise_camera_source
 from edge.errors import CaptureError, ConfigError
+from edge.util import lazy_import
 
 __all__ = ["SOURCES", "Camera", "Frame", "Source", "create_source"]
 
 SourceFactory = Callable[[CameraConfig, "str | int"], Source]
 
 
-def _opencv(cfg: CameraConfig) -> ModuleType:
-    try:
-        from edge.capture import opencv
-    except ImportError as e:
-        raise CaptureError(f"camera {cfg.name}: needs OpenCV ({e}): pip install opencv-python-headless "
-                           f"(on Jetson: the JetPack OpenCV)") from None
-    return opencv
+def _opencv(cfg: CameraConfig, kind: str) -> ModuleType:
+    return lazy_import("edge.capture.opencv", what=f"camera {cfg.name}: a {kind} source",
+                       package="opencv-python-headless",
+                       install="pip install opencv-python-headless (on Jetson: the JetPack OpenCV)",
+                       error=CaptureError, missing=("cv2",))
 
 
 def _v4l2(cfg: CameraConfig, target: str | int) -> Source:
-    return _opencv(cfg).V4L2Source(cfg, target)
+    return _opencv(cfg, "v4l2").V4L2Source(cfg, target)
 
 
 def _file(cfg: CameraConfig, target: str | int) -> Source:
-    return _opencv(cfg).FileSource(cfg, target)
+    return _opencv(cfg, "file").FileSource(cfg, target)
 
 
 def _url(cfg: CameraConfig, target: str | int) -> Source:
-    return _opencv(cfg).UrlSource(cfg, target)
+    return _opencv(cfg, "url").UrlSource(cfg, target)
 
 
 def _gstreamer(cfg: CameraConfig, target: str | int) -> Source:
-    return _opencv(cfg).GStreamerSource(cfg, target)
+    return _opencv(cfg, "gstreamer").GStreamerSource(cfg, target)
 
 
 def _synthetic(cfg: CameraConfig, target: str | int) -> Source:
-    try:
-        from edge.capture.synthetic import SyntheticSource
-    except ImportError as e:
-        raise CaptureError(f"camera {cfg.name}: the synthetic source needs edge.models.synth ({e}); "
-                           f"reinstall edge-tsm") from None
-    return SyntheticSource(cfg, target)
+    mod = lazy_import("edge.capture.synthetic", what=f"camera {cfg.name}: a synthetic source",
+                      package="opencv-python-headless", install="pip install opencv-python-headless",
+                      error=CaptureError, missing=("cv2",))
+    return mod.SyntheticSource(cfg, target)
 
 
 SOURCES: dict[str, SourceFactory] = {
