@@ -1,70 +1,182 @@
-"""The durable event journal: every event is appended here, and given its ``seq``, before any sink sees it.
+"""The durable event journal: every event gets its ``seq`` here, and is written here before any sink sees it.
 
-Layout (``<state_dir>/journal/``): segments ``events-<first seq, 12 digits>.jsonl``, one JSON object per
-line, written with one ``write`` each; ``cursor-<sink>.json`` per durable sink holds the last ``seq`` it
-delivered. ``seq`` continues across restarts (it is recovered from the last segment). A segment is
-closed at ``segment_bytes``; the oldest segments are removed past ``max_bytes`` (a sink whose cursor
-pointed into one has lost those events: the reader counts and reports them).
+Layout (``<state_dir>/journal/``): segments ``events-<first seq, 12 digits>.jsonl``, one JSON object per line,
+closed at ``segment_bytes``, the oldest removed past ``max_bytes`` (a sink whose cursor pointed into one lost
+those events: its reader counts them); ``cursor-<sink>.json``: the last ``seq`` a durable sink delivered.
+``seq`` continues across restarts (recovered from the last segment; a torn or garbled last line is cut off).
 
-Readers (one per durable sink) take recent events from memory and older ones (after a restart or a
-long outage) from the segments. Power cuts: on open, a torn or garbled last line (a partial write, a block
-of NULs) is cut off and logged. Disk full: the failed append is reported (rate-limited) and the event
-still goes to the sinks from memory; the journal tries again on the next event. ``fsync``: ``always``
-(after every line and cursor), ``interval`` (at most every ``fsync_interval_s``) or ``never`` (the OS decides).
+Group commit: :meth:`Journal.append` (the frame loop) numbers the event, makes its record and queues it; a
+writer thread writes the queue with one ``os.write`` (and, with ``fsync: always``, one fsync) per batch. Only
+then is a record *committed*: ``last_seq`` moves, readers (durable sinks) see it, subscribers (memory-fed
+sinks) get it; so an event a sink delivers was journaled first. ``appended_seq`` is the last ``seq`` given.
+A failed write (disk full, EIO) is reported (rate-limited) and the batch still committed: the sinks get it
+from memory, the next batch tries the disk again. ``fsync``: ``always`` (each batch and cursor), ``interval``
+(at most every ``fsync_interval_s``, also when idle) or ``never`` (the OS decides).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
-import re
+import pwd
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.errors import InputError
+from edge.errors import ConfigError, InputError
+from edge.journal_reader import JournalReader, list_segments, recover
+from edge.util import RateLimit, atomic_write
+
+if TYPE_CHECKING:
+    from edge.config import Config
+    from edge.events import Event
 
 logger = logging.getLogger(__name__)
 
-_SEGMENT = re.compile(r"^events-(\d{12})\.jsonl$")
 _WARN_EVERY_S = 30.0
+Record = dict[str, Any]
+Subscriber = Callable[[list[Record]], None]
+
+
+def shown(path: str | Path) -> str:
+    """A path for a one-line message: non-printable characters escaped, an over-long one shortened."""
+    text = str(path)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= 160 else f"{text[:100]}...{text[-40:]} ({len(text)} characters)"
 
 
 def ensure_writable(folder: Path, what: str) -> None:
     """Create ``folder`` and prove a file can be written in it.
 
     Raises:
-        InputError: ``<what> <folder>: cannot create or write (<why>)``.
+        InputError: ``<what> <folder>: cannot create or write (<why>)`` for any OSError, and for a path
+            the OS cannot take at all (a NUL byte, characters that are not valid in the file system's encoding).
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".probe"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as e:
-        raise InputError(f"{what} {folder}: cannot create or write ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InputError(f"{what} {shown(folder)}: cannot create or write ({why})") from None
+
+
+def locate_state_dir(configured: str | None) -> tuple[Path, str]:
+    """(folder, where it comes from): the config's ``state_dir``, else systemd's ``$STATE_DIRECTORY``, else the
+    per-user ``$XDG_STATE_HOME/edge-tsm``, else ``~/.local/state/edge-tsm``.
+
+    Raises:
+        ConfigError: none of them is set and the user has no home folder.
+    """
+    if configured:
+        return Path(configured), "the config's state_dir"
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd), "systemd's StateDirectory ($STATE_DIRECTORY)"
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg) / "edge-tsm", "the per-user default ($XDG_STATE_HOME/edge-tsm)"
+    home = os.environ.get("HOME", "")
+    if not home:
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            home = ""
+    if not home:
+        raise ConfigError("state_dir: not set, and neither $STATE_DIRECTORY, $XDG_STATE_HOME nor a home folder "
+                          "is there to default to; give state_dir a writable folder")
+    return Path(home) / ".local" / "state" / "edge-tsm", "the per-user default (~/.local/state/edge-tsm)"
+
+
+def state_dir(cfg: Config) -> Path:
+    """Where the journal (and other state) lives; never None, see :func:`locate_state_dir`."""
+    return locate_state_dir(cfg.state_dir)[0]
+
+
+def open_journal(cfg: Config) -> Journal:
+    """The event journal in ``<state_dir>/journal``; logs where it is and why that folder.
+
+    Raises:
+        InputError: the folder cannot be created, written or read (exit 66).
+        ConfigError: no state folder can be found (see :func:`locate_state_dir`).
+    """
+    folder, why = locate_state_dir(cfg.state_dir)
+    j = cfg.journal
+    max_bytes = int(j.max_mb * (1 << 20))
+    try:
+        journal = Journal(folder / "journal", fsync=j.fsync, fsync_interval_s=j.fsync_interval_s,
+                          max_bytes=max_bytes, segment_bytes=min(1 << 20, max_bytes // 4))
+    except InputError as e:
+        raise InputError(f"{e}; the folder is {why}: set state_dir to a folder this user can write") from None
+    logger.info("journal %s (in %s): last seq %d, fsync %s", journal.folder, why, journal.last_seq, j.fsync)
+    return journal
+
+
+def _record(event: Event | Mapping[str, Any], seq: int) -> Record:
+    """The schema dict of ``event`` with ``seq``: ``Event.record``, or a record dict (tools, tests) renumbered."""
+    return {**event, "seq": seq} if isinstance(event, Mapping) else event.record(seq)
 
 
 @dataclass
 class JournalStats:
-    appended: int = 0
-    failed: int = 0          # appends that did not reach the disk (the events still went to the sinks)
+    appended: int = 0        # records written to a segment
+    failed: int = 0          # records that did not reach the disk (the sinks still got them from memory)
+    batches: int = 0         # group commits
+    fsyncs: int = 0
     repaired_bytes: int = 0  # bytes cut off a torn tail at open
     removed_segments: int = 0
+    cursor_failed: int = 0   # cursor saves that failed
+
+
+class MemoryJournal:
+    """``seq`` for the commands that read a file and never journal (classify, eval-events, run --demo, the
+    bench): the interface of :class:`Journal` (append, subscribe, flush, close, last_seq), committing in
+    ``append`` itself; subscribers are called in the appending thread and their errors propagate."""
+
+    def __init__(self, last_seq: int = 0) -> None:
+        self.last_seq = self.appended_seq = last_seq
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.RLock()  # a subscriber may append (re-entrant), in this same thread
+
+    def append(self, event: Event | Mapping[str, Any]) -> int:
+        with self._lock:
+            seq = self.appended_seq + 1
+            batch = [_record(event, seq)]
+            self.appended_seq = self.last_seq = seq
+            for callback in list(self._subscribers):
+                callback(batch)
+        return seq
+
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        self._subscribers = [c for c in self._subscribers if c != callback]
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass
 
 
 class Journal:
-    """Append-only, segmented, size-bounded event log with a monotonic ``seq``."""
+    """Append-only, segmented, size-bounded event log with a monotonic ``seq`` and a group-committing writer."""
 
     def __init__(self, folder: str | Path, *, fsync: str = "interval", fsync_interval_s: float = 1.0,
                  segment_bytes: int = 1 << 20, max_bytes: int = 64 << 20, memory_events: int = 4096) -> None:
-        """Open (creating) the journal in ``folder`` and repair a torn tail.
+        """Open (creating) the journal in ``folder`` and repair a torn tail. The writer starts at the first append.
 
         Raises:
-            InputError: the folder cannot be created or written (exit 66).
+            InputError: the folder cannot be created, written or read (exit 66).
         """
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync {fsync!r}: not one of always, interval, never")
@@ -74,52 +186,40 @@ class Journal:
         self.segment_bytes = max(4096, int(segment_bytes))
         self.max_bytes = max(self.segment_bytes * 2, int(max_bytes))
         self.stats = JournalStats()
-        self.cond = threading.Condition()
-        self._recent: deque[dict[str, Any]] = deque(maxlen=max(16, int(memory_events)))
-        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self.cond = threading.Condition(self._lock)    # commits: readers and flush() wait on it
+        self._wake = threading.Condition(self._lock)   # appends and close: the writer waits on it
+        self._recent: deque[Record] = deque(maxlen=max(16, int(memory_events)))  # committed, in seq order
+        self._queue: list[tuple[Record, bytes]] = []   # appended, not yet taken by the writer
+        self._subscribers: list[Subscriber] = []
+        self._calling = False                          # the writer is calling the subscribers
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._fd: int | None = None                    # the writer's (after the first append)
         self._size = 0
         self._last_sync = 0.0
         self._dirty = False
-        self._warned_at = -1e9
+        self._append_warn = RateLimit(_WARN_EVERY_S)   # one per kind of message: neither silences the other
+        self._cursor_warn = RateLimit(_WARN_EVERY_S)
+        self._subscriber_warn = RateLimit(_WARN_EVERY_S)
         ensure_writable(self.folder, "journal")
-        self.last_seq = self._recover()
+        try:
+            self.last_seq, self.stats.repaired_bytes = recover(self.folder)  # committed: what readers get
+        except OSError as e:
+            raise InputError(f"journal {shown(self.folder)}: cannot read its segments ({e.strerror or e})") from None
+        self.appended_seq = self._handed_seq = self.last_seq  # numbered: what append gave out; subscribers had
 
     # --- segments ---------------------------------------------------------------------------------
     def segments(self) -> list[tuple[int, Path]]:
         """(first seq, path), oldest first."""
-        out = []
-        for p in self.folder.iterdir():
-            m = _SEGMENT.match(p.name)
-            if m:
-                out.append((int(m.group(1)), p))
-        return sorted(out)
-
-    def _recover(self) -> int:
-        """Cut a torn tail off the newest segment and return the last good seq (0 for a new journal)."""
-        segs = self.segments()
-        while segs:
-            first, path = segs[-1]
-            data = path.read_bytes()
-            good, last = _last_good(data)
-            if good < len(data):
-                logger.warning("journal %s: cut %d byte(s) of a torn or garbled last line (power cut?)", path,
-                               len(data) - good)
-                self.stats.repaired_bytes += len(data) - good
-                with open(path, "r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
-            if last is not None:
-                return last
-            if good == 0 and len(segs) > 1:  # an empty newest segment: the seq is in the one before
-                segs.pop()
-                continue
-            return first - 1
-        return 0
+        return list_segments(self.folder)
 
     def _open_segment(self, first_seq: int) -> None:
         path = self.folder / f"events-{first_seq:012d}.jsonl"
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._size = os.fstat(self._fd).st_size
+        if self._size and os.pread(self._fd, 1, self._size - 1) != b"\n":  # a write failed half-way earlier
+            self._size += os.write(self._fd, b"\n")  # end that line: readers skip it, the next one stays whole
 
     def _rotate_if_needed(self, next_seq: int) -> None:
         if self._fd is not None and self._size < self.segment_bytes:
@@ -130,7 +230,7 @@ class Journal:
             self._fd = None
         segs = self.segments()
         if segs and (segs[-1][1].stat().st_size < self.segment_bytes):
-            self._open_segment(segs[-1][0])  # continue the newest segment after a restart
+            self._open_segment(segs[-1][0])  # continue the newest segment after a restart or a failure
         else:
             self._open_segment(next_seq)
         self._trim()
@@ -145,45 +245,138 @@ class Journal:
             self.stats.removed_segments += 1
             logger.warning("journal: over %d MB, removed the oldest segment %s", self.max_bytes >> 20, path.name)
 
-    # --- writing ------------------------------------------------------------------------------------
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Give ``event`` the next ``seq`` (a new dict) and append it; never raises for a full disk."""
-        with self.cond:
-            ev = dict(event, seq=self.last_seq + 1)
-            line = (json.dumps(ev, separators=(",", ":")) + "\n").encode()
-            try:
-                self._rotate_if_needed(ev["seq"])
-                n = os.write(self._fd, line)
-                if n != len(line):  # a short write (disk full half-way): take it back, stay line-whole
+    # --- appending (the frame loop) -----------------------------------------------------------------
+    def append(self, event: Event | Mapping[str, Any]) -> int:
+        """Give ``event`` the next ``seq``, make its record and queue it for the writer; returns the seq.
+
+        Never waits for the disk. The record reaches readers and subscribers once committed.
+
+        Raises:
+            RuntimeError: the journal is closed.
+        """
+        with self._lock:
+            if self._closing:
+                raise RuntimeError(f"journal {self.folder}: append after close")
+            seq = self.appended_seq + 1
+            record = _record(event, seq)
+            self._queue.append((record, (json.dumps(record, separators=(",", ":")) + "\n").encode()))
+            self.appended_seq = seq
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+                self._writer.start()
+            self._wake.notify()
+        return seq
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(records)`` in the writer thread with each batch of committed records, in seq order,
+        from the next batch on (memory-fed sinks). Records are shared: do not modify them."""
+        with self._lock:
+            self._subscribers = [*self._subscribers, callback]
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        """Stop calling ``callback``; once this returns it is not running either (unless this is its own call)."""
+        with self._lock:
+            self._subscribers = [c for c in self._subscribers if c != callback]  # == : bound methods are new objects
+            if threading.current_thread() is not self._writer:
+                self.cond.wait_for(lambda: not self._calling)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything appended so far is committed and given to the subscribers; False if
+        ``timeout`` s passed first."""
+        with self._lock:
+            target = self.appended_seq
+            return self.cond.wait_for(lambda: self._handed_seq >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued (up to ``timeout`` s), stop the writer, fsync and close the segment.
+        Readers go on working (from memory and the segments)."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+            if writer.is_alive():
+                logger.error("journal %s: the writer is still in a disk write after %.1f s (a hung disk?); "
+                             "%d event(s) not committed", self.folder, timeout, self.appended_seq - self.last_seq)
+        else:
+            self._finish()
+
+    # --- the writer thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    due = self._sync_due()
+                    if due is not None and due <= 0:
+                        break
+                    self._wake.wait(due)
+                batch, self._queue = self._queue, []
+                stop = self._closing and not batch
+            if stop:
+                break
+            if batch:
+                self._write(batch)
+                self._commit([record for record, _ in batch])
+            else:
+                self._sync_quietly(force=False)  # fsync: interval, and nothing new came in the interval
+        self._finish()
+
+    def _sync_due(self) -> float | None:
+        """Seconds until an interval fsync of written data is due; None when none will be."""
+        if self.fsync != "interval" or not self._dirty or self._fd is None:
+            return None
+        return self._last_sync + self.fsync_interval_s - time.monotonic()
+
+    def _write(self, batch: list[tuple[Record, bytes]]) -> None:
+        """Write ``batch``: one ``os.write`` per segment it touches (one, unless it rotates), then one fsync."""
+        done = 0
+        try:
+            while done < len(batch):
+                self._rotate_if_needed(batch[done][0]["seq"])
+                end, size = done, 0
+                while end < len(batch) and self._size + size < self.segment_bytes:
+                    size += len(batch[end][1])
+                    end += 1
+                data = b"".join(line for _, line in batch[done:end])
+                n = os.write(self._fd, data)
+                if n != len(data):  # a short write (disk full half-way): take it back, stay line-whole
                     os.ftruncate(self._fd, self._size)
-                    raise OSError(28, "short write (no space left on device?)")
+                    raise OSError(errno.ENOSPC, "short write (no space left on device?)")
                 self._size += n
                 self._dirty = True
-                self._sync()
-                self.stats.appended += 1
-            except OSError as e:
-                self.stats.failed += 1
-                self._close_fd()
-                now = time.monotonic()
-                if now - self._warned_at >= _WARN_EVERY_S:
-                    self._warned_at = now
-                    logger.error("journal %s: cannot append (%s); %d event(s) not journaled so far, they still go "
-                                 "to the sinks from memory", self.folder, e.strerror or e, self.stats.failed)
-            self.last_seq = ev["seq"]
-            self._recent.append(ev)
+                done = end
+            self._sync()
+            self.stats.appended += done
+        except Exception as e:  # noqa: BLE001 - OSError: the disk; anything else: a bug, which must not stop the writer
+            failed = len(batch) - done if done < len(batch) else len(batch)  # all of it when the fsync failed
+            self.stats.appended += len(batch) - failed
+            self.stats.failed += failed
+            self._close_fd()
+            if self._append_warn.allow():
+                more = self._append_warn.take_suppressed()
+                logger.error("journal %s: cannot append (%s); %d event(s) not journaled so far, they still go to "
+                             "the sinks from memory%s", self.folder, getattr(e, "strerror", None) or e,
+                             self.stats.failed, f" ({more} more failed batches since the last report)" if more else "",
+                             exc_info=not isinstance(e, OSError))
+
+    def _commit(self, records: list[Record]) -> None:
+        with self._lock:
+            self._recent.extend(records)
+            self.last_seq = records[-1]["seq"]
+            self.stats.batches += 1
+            subscribers, self._calling = self._subscribers, True
             self.cond.notify_all()
-            return ev
-
-    def _from_memory(self, seq: int) -> dict[str, Any] | None:
-        """Event ``seq`` if it is among the recent ones kept in memory (lock held)."""
-        if self._recent:
-            i = seq - self._recent[0]["seq"]
-            if 0 <= i < len(self._recent):
-                return self._recent[i]
-        return None
-
-    def _oldest_in_memory(self) -> int | None:
-        return self._recent[0]["seq"] if self._recent else None
+        for callback in subscribers:
+            try:
+                callback(records)
+            except Exception:  # noqa: BLE001 - a subscriber's bug must not stop the journal
+                if self._subscriber_warn.allow():
+                    logger.exception("journal: subscriber %r failed on events %d-%d", callback,
+                                     records[0]["seq"], records[-1]["seq"])
+        with self._lock:
+            self._calling, self._handed_seq = False, records[-1]["seq"]
+            self.cond.notify_all()
 
     def _sync(self, force: bool = False) -> None:
         if self._fd is None or not self._dirty or self.fsync == "never" and not force:
@@ -191,24 +384,36 @@ class Journal:
         now = time.monotonic()
         if force or self.fsync == "always" or now - self._last_sync >= self.fsync_interval_s:
             os.fsync(self._fd)
+            self.stats.fsyncs += 1
             self._last_sync, self._dirty = now, False
+
+    def _sync_quietly(self, force: bool) -> None:
+        try:
+            self._sync(force=force)
+        except OSError as e:
+            logger.error("journal %s: fsync failed (%s)", self.folder, e.strerror or e)
+            self._close_fd()
+
+    def _finish(self) -> None:
+        self._sync_quietly(force=True)
+        self._close_fd()
+        with self._lock:
+            self.cond.notify_all()
 
     def _close_fd(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+            self._fd, self._dirty = None, False
 
-    def close(self) -> None:
-        with self.cond:
-            try:
-                self._sync(force=True)
-            except OSError as e:
-                logger.error("journal %s: final fsync failed (%s)", self.folder, e.strerror)
-            self._close_fd()
-            self.cond.notify_all()
+    # --- reading ------------------------------------------------------------------------------------
+    def _from_memory(self, seq: int) -> Record | None:
+        """Committed record ``seq`` if it is among the recent ones kept in memory (lock held)."""
+        if self._recent:
+            i = seq - self._recent[0]["seq"]
+            if 0 <= i < len(self._recent):
+                return self._recent[i]
+        return None
 
     # --- cursors ------------------------------------------------------------------------------------
     def _cursor_path(self, sink: str) -> Path:
@@ -226,118 +431,16 @@ class Journal:
             return segs[0][0] - 1 if segs else self.last_seq
 
     def set_cursor(self, sink: str, seq: int) -> None:
-        """Record that ``sink`` delivered everything up to ``seq`` (atomic replace)."""
-        path = self._cursor_path(sink)
-        tmp = path.with_name(f".{path.name}.tmp")
+        """Record that ``sink`` delivered everything up to ``seq`` (atomic replace; synced with fsync always)."""
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"seq": seq}))
-                if self.fsync == "always":
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(self._cursor_path(sink), json.dumps({"seq": seq}), mode=0o640,
+                         fsync=self.fsync == "always")
         except OSError as e:
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_EVERY_S:
-                self._warned_at = now
-                logger.error("journal %s: cannot save the cursor of sink %s (%s)", self.folder, sink, e.strerror)
+            self.stats.cursor_failed += 1
+            if self._cursor_warn.allow():
+                more = self._cursor_warn.take_suppressed()
+                logger.error("journal %s: cannot save the cursor of sink %s (%s)%s", self.folder, sink,
+                             e.strerror or e, f" ({more} more failed save(s) since the last report)" if more else "")
 
     def reader(self, after_seq: int) -> JournalReader:
         return JournalReader(self, after_seq)
-
-
-def _last_good(data: bytes) -> tuple[int, int | None]:
-    """(length of the valid prefix, seq of its last line) of a segment's bytes."""
-    end = len(data)
-    while end > 0:
-        cut = data.rfind(b"\n", 0, end)
-        if cut < 0:
-            return 0, None
-        if cut + 1 < end:  # bytes after the last newline: not a whole line
-            end = cut + 1
-            continue
-        start = data.rfind(b"\n", 0, cut) + 1
-        try:
-            return end, int(json.loads(data[start:cut])["seq"])
-        except (ValueError, KeyError, TypeError):
-            end = start  # a garbled line: cut it too
-    return 0, None
-
-
-class JournalReader:
-    """Reads events with ``seq > after_seq`` in order, waiting for new ones.
-
-    Recent events come from the journal's memory (also those a full disk kept off the journal);
-    older ones (a restart, a long outage) from the segment files. Events that are in neither (removed
-    by the size bound, or never journaled before a restart) are skipped and counted in ``lost``.
-    """
-
-    def __init__(self, journal: Journal, after_seq: int) -> None:
-        self.journal = journal
-        self.after = after_seq
-        self.lost = 0
-        self._file: Any = None
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def next(self, timeout: float) -> dict[str, Any] | None:
-        """The next event, or None if none arrives within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        j = self.journal
-        while True:
-            with j.cond:
-                ev = j._from_memory(self.after + 1)
-                if ev is not None:
-                    self.after += 1
-                    self.close()
-                    return ev
-                if j.last_seq <= self.after:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    j.cond.wait(min(left, 0.5))
-                    continue
-                oldest_in_memory = j._oldest_in_memory()
-            ev = self._from_disk()
-            if ev is not None:
-                return ev
-            want = self.after + 1
-            skip_to = oldest_in_memory if oldest_in_memory is not None else j.last_seq + 1
-            if skip_to > want:
-                self.lost += skip_to - want
-                logger.warning("journal: events %d-%d cannot be delivered (removed when the journal was full, or "
-                               "never written: disk full before a restart)", want, skip_to - 1)
-                self.after = skip_to - 1
-
-    def _from_disk(self) -> dict[str, Any] | None:
-        """The first journaled event after ``after`` from the segment files (a gap is counted)."""
-        if self._file is None:
-            segs = [s for s in self.journal.segments() if s[0] <= self.after + 1] or self.journal.segments()[:1]
-            if not segs:
-                return None
-            self._file = open(segs[-1][1], "rb")  # noqa: SIM115 - kept open across calls
-        while True:
-            line = self._file.readline()
-            if not line.endswith(b"\n"):
-                nxt = [s for s in self.journal.segments() if s[0] > self.after]
-                self.close()
-                if nxt and line == b"":
-                    self._file = open(nxt[0][1], "rb")  # noqa: SIM115
-                    continue
-                return None
-            try:
-                ev = json.loads(line)
-                seq = int(ev["seq"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if seq <= self.after:
-                continue
-            if seq > self.after + 1:
-                self.lost += seq - self.after - 1
-                logger.warning("journal: events %d-%d are not in the journal (removed or never written)",
-                               self.after + 1, seq - 1)
-            self.after = seq
-            return ev
