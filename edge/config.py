@@ -5,8 +5,8 @@ Every error is one line that names the file, the key path, the value and what is
 :func:`json_schema`. A duplicate key in a mapping is an error too (YAML would silently keep the last).
 
 Sinks and sources are registries: a sink's config class is one member of the ``SinkConfig`` union,
-told apart by its ``type`` field; adding a sink is one class here, one file in ``edge/sinks/`` and one
-registry line there.
+told apart by its ``type`` field, and lives beside the sink; adding a sink is one file in ``edge/sinks/``
+and one line in :data:`edge.sinks.SINK_TYPES`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError, InputError
-from edge.schema import NAME, NonNegFloat, PosFloat, Prob, QueueSize, ReconnectConfig, Strict, format_errors, short
+from edge.schema import NAME, NonNegFloat, PosFloat, Prob, ReconnectConfig, Strict, format_errors, short
+from edge.sinks import SinkConfig, StdoutSinkConfig
 
 DEFAULT_CONFIG = "/etc/edge-tsm/config.yaml"
 
@@ -86,7 +87,7 @@ class ClassThresholds(Strict):
 
 class EventsConfig(Strict):
     """Unset values come from the model's decision rate (about 0.6 s of smoothing, see
-    :func:`edge.classify.default_event_settings`)."""
+    :func:`edge.events.default_event_settings`)."""
 
     window: Annotated[int, Field(ge=1, le=10_000)] | None = None
     warmup: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
@@ -110,171 +111,8 @@ class EventsConfig(Strict):
 
 
 # --- sinks --------------------------------------------------------------------------------------------
-class _SinkBase(Strict):
-    name: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="default: the type (and a number)")
-    queue_size: QueueSize = Field(1000, description="events waiting for this sink; when full the oldest is "
-                                                    "dropped (counted and logged)")
-    cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
-    events: list[Literal["start", "end"]] = Field(["start", "end"], description="which event kinds to send")
-    durable: bool | None = Field(None, description="deliver from the journal: after an outage or a restart the sink "
-                                                   "resumes where it stopped (default: yes for log, serial and mqtt, "
-                                                   "no for stdout, gpio and unix, whose events are only worth it "
-                                                   "live)")
-
-
-class StdoutSinkConfig(_SinkBase):
-    type: Literal["stdout"]
-    format: Literal["json", "text"] = "json"
-
-
-class LogSinkConfig(_SinkBase):
-    type: Literal["log"]
-    path: str = Field(description="JSON-lines file, appended to (one write per line)")
-    fsync: bool = Field(False, description="fsync after each line (survives a power cut, costs a disk write)")
-
-
-SERIAL_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000,
-                1500000, 2000000, 3000000, 4000000)
-
-
-class SerialSinkConfig(_SinkBase):
-    type: Literal["serial"]
-    port: str = Field(description="e.g. /dev/ttyUSB0, /dev/ttyACM0, /dev/ttyTHS1")
-    baud: int = 115200
-    format: Literal["json", "text"] = Field("text", description="text: 'START swipe_left 0.93 door'")
-    write_timeout_s: PosFloat = 1.0
-    reconnect: ReconnectConfig = ReconnectConfig()
-    max_pending: QueueSize = Field(10000, description="events kept while the port is away (oldest dropped)")
-
-    @field_validator("baud")
-    @classmethod
-    def _baud(cls, v: int) -> int:
-        if v not in SERIAL_BAUDS:
-            raise ValueError(f"expected one of {', '.join(map(str, SERIAL_BAUDS))}")
-        return v
-
-
-class GpioSinkConfig(_SinkBase):
-    type: Literal["gpio"]
-    chip: str = Field("/dev/gpiochip0", description="gpiod driver: the GPIO chip device (a bare name such as "
-                                                    "'gpiochip0' means /dev/gpiochip0); ignored by the jetson driver")
-    lines: Annotated[dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0, le=65535)]],
-                     Field(min_length=1, description="label -> line: the chip's line offset (gpiod) or the pin "
-                                                     "number in `numbering` (jetson); labels may share a line")]
-    mode: Literal["pulse", "level"] = Field("pulse", description="pulse: active for pulse_ms at each start (a start "
-                                                                 "during a pulse restarts it); level: active from "
-                                                                 "start to end")
-    pulse_ms: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="pulse length in milliseconds")
-    active_low: bool = Field(False, description="active means a low level on the pin")
-    driver: Literal["auto", "gpiod", "jetson"] = Field("auto", description="auto: jetson (Jetson.GPIO) on an NVIDIA "
-                                                                           "Jetson, else gpiod (libgpiod v2)")
-    numbering: Literal["board", "bcm"] = Field("board", description="jetson driver: pin numbers of the 40-pin "
-                                                                    "header (board) or Broadcom-style (bcm)")
-    reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for requesting the lines again "
-                                                                      "after a failed write (a USB GPIO bridge "
-                                                                      "unplugged)")
-
-    @model_validator(mode="after")
-    def _level_needs_end(self) -> GpioSinkConfig:
-        if self.mode == "level" and "end" not in self.events:
-            raise ValueError("mode 'level' needs 'end' in events (else a line would never go inactive)")
-        return self
-
-
-class MqttTlsConfig(Strict):
-    ca_file: str | None = Field(None, description="CA certificates (PEM) that sign the broker's certificate "
-                                                  "(default: the system's CA store)")
-    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
-    key_file: str | None = Field(None, description="the client certificate's private key (PEM; default: in "
-                                                   "cert_file)")
-    insecure: bool = Field(False, description="do not check that the broker's certificate names `host` (the "
-                                              "certificate is still verified against the CA); for tests only")
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> MqttTlsConfig:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
-        return self
-
-
-class MqttSinkConfig(_SinkBase):
-    type: Literal["mqtt"]
-    host: Annotated[str, Field(min_length=1, description="the broker's host name or address")]
-    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="default: 1883, 8883 with tls")
-    tls: MqttTlsConfig | None = Field(None, description="TLS to the broker ({} for the system's CA store); "
-                                                        "null: plain TCP")
-    username: str | None = None
-    password_file: str | None = Field(None, description="file holding the password (one line; never inline in the "
-                                                        "config); under systemd e.g. a LoadCredential= file")
-    client_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
-        None, description="default: edge-tsm-<device>")
-    device: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="this device's name in topics and "
-                                                                                  "discovery (default: the hostname)")
-    topic_prefix: Annotated[str, Field(max_length=1024)] | None = Field(
-        None, description="default: edge-tsm/<device>; events go to <prefix>/events/<camera>, availability to "
-                          "<prefix>/availability")
-    qos: Literal[0, 1, 2] = Field(1, description="1: an event counts as delivered when the broker acknowledged it "
-                                                 "(PUBACK); at-least-once, so consumers dedupe by seq")
-    retain_events: bool = Field(False, description="the broker keeps each camera's last event for new subscribers")
-    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 60
-    timeout_s: PosFloat = Field(10.0, description="connecting (TCP, TLS, CONNACK) and each acknowledgement; "
-                                                  "slower is a failed write (reconnect, resend)")
-    availability: bool = Field(True, description="retained <prefix>/availability: 'online' while connected, "
-                                                 "'offline' on a clean close and as the last will")
-    ha_discovery: bool = Field(False, description="Home Assistant MQTT discovery: one retained sensor config per "
-                                                  "camera (state: the last label)")
-    ha_prefix: Annotated[str, Field(max_length=1024)] = Field("homeassistant", description="Home Assistant's "
-                                                                                          "discovery prefix")
-    connect_at_start: Literal["retry", "require"] = Field(
-        "retry", description="broker unreachable at start: retry (start anyway, log it, keep retrying with backoff; "
-                             "durable events wait in the journal) or require (fail: exit 69, as `check` does then)")
-    reconnect: ReconnectConfig = ReconnectConfig()
-
-    @field_validator("topic_prefix", "ha_prefix")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        if v is not None and (not v or any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/")):
-            raise ValueError("expected topic levels joined by '/' (no '+', '#', no '/' at either end)")
-        return v
-
-    @model_validator(mode="after")
-    def _password_needs_user(self) -> MqttSinkConfig:
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file needs username")
-        return self
-
-
-class UnixSinkConfig(_SinkBase):
-    type: Literal["unix"]
-    path: Annotated[str, Field(min_length=1)] = Field("/run/edge-tsm/events.sock", description="the listening socket "
-                                                      "(its folder must exist: systemd's RuntimeDirectory=edge-tsm)")
-    mode: str = Field("0660", description="permission bits of the socket "
-                                                                 "file, octal in quotes ('0660')")
-    group: Annotated[str, Field(min_length=1)] | None = Field(None, description="group (name or number) of the socket "
-                                                                                "file, so its members may connect")
-    max_clients: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="more subscribers are refused")
-    client_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="events waiting per subscriber; "
-                                                                     "a subscriber that falls this far behind is "
-                                                                     "disconnected, never waited for")
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode_quoted(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            raise ValueError(f"expected the mode as a quoted octal string such as '0660' (YAML reads an unquoted "
-                             f"0660 as the number {0o660})")
-        return v
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_octal(cls, v: str) -> str:
-        if not re.fullmatch(r"0?[0-7]{3}", v):
-            raise ValueError("expected an octal mode such as '0660'")
-        return v
-
-
-SinkConfig = Annotated[StdoutSinkConfig | LogSinkConfig | SerialSinkConfig | GpioSinkConfig | MqttSinkConfig
-                       | UnixSinkConfig, Field(discriminator="type")]
+# Each sink's config model lives beside the sink (edge/sinks/<type>.py); SinkConfig is their tagged union,
+# made from the one list of sink types in edge.sinks.
 
 
 # --- the whole file -----------------------------------------------------------------------------------
@@ -344,9 +182,10 @@ class Config(Strict):
     sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")], max_length=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     status_interval_s: NonNegFloat = Field(300.0, description="log a status line this often (0: never)")
-    state_dir: str | None = Field(None, description="where the event journal and the sinks' cursors live (default: "
-                                                    "systemd's StateDirectory, $STATE_DIRECTORY; without either, "
-                                                    "events are not journaled)")
+    state_dir: str | None = Field(None, description="where the event journal, the sinks' cursors and status.json "
+                                                    "live (default: systemd's StateDirectory, $STATE_DIRECTORY; "
+                                                    "outside systemd $XDG_STATE_HOME/edge-tsm, else "
+                                                    "~/.local/state/edge-tsm)")
     journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig = MetricsConfig()
     clips: ClipsConfig | None = Field(None, description="keep field clips for annotation (off unless given)")
