@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from fakegpio import FakeChip, FakeDriver, fake_jetson_gpio
 
-from edge.config import GpioSinkConfig, config_from_data
+from edge.config import config_from_data
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
-from edge.sinks import create_sink, gpio
+from edge.sinks import GpioSinkConfig, create_sink, gpio
 from edge.sinks.gpio import LinePlan
 from edge.sinks.gpio_lines import detect_driver, open_gpiod
 
@@ -161,7 +161,8 @@ def test_gpiod_not_a_chip():
 
 def test_gpiod_package_missing_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gpiod", None)
-    with pytest.raises(SinkError, match=r"needs the gpiod package .*pip install 'edge-tsm\[gpio\]'"):
+    with pytest.raises(SinkError, match=r"^sink gpio: chip /dev/gpiochip0: driver gpiod needs the gpiod package: "
+                                        r"pip install 'edge-tsm\[gpio\]'"):
         create_sink(cfg(), "gpio").open()
 
 

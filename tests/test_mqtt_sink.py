@@ -16,10 +16,10 @@ import pytest
 from mqttbroker import Broker, Subscriber, free_port
 from test_sinks import ev
 
-from edge.config import MqttSinkConfig, config_from_data
+from edge.config import config_from_data
 from edge.errors import EX_UNAVAILABLE, SinkError
 from edge.journal import Journal
-from edge.sinks import create_sink
+from edge.sinks import MqttSinkConfig, create_sink
 
 FAST = {"initial_s": 0.05, "max_s": 0.3}
 
@@ -75,7 +75,7 @@ def test_events_in_order_qos1_per_camera_topics_and_retained_availability(broker
 
 def test_last_will_says_offline_when_the_process_is_killed(broker, subscribers):
     sub = subscribers(broker.port, "edge-tsm/victim/availability")
-    code = ("import time\nfrom edge.config import MqttSinkConfig\nfrom edge.sinks import create_sink\n"
+    code = ("import time\nfrom edge.sinks import MqttSinkConfig, create_sink\n"
             f"s = create_sink(MqttSinkConfig(type='mqtt', host='127.0.0.1', port={broker.port}, device='victim'), "
             "'mqtt')\ns.open()\nprint('open', flush=True)\ntime.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -12,6 +12,8 @@ import logging
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import typing
@@ -20,17 +22,22 @@ from pathlib import Path
 import pytest
 from fakegpio import FakeDriver
 
-from edge.config import (
+from edge.config import json_schema
+from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
+from edge.sinks import (
+    SINK_TYPES,
+    SINKS,
     GpioSinkConfig,
     LogSinkConfig,
     MqttSinkConfig,
     SerialSinkConfig,
+    Sink,
     SinkConfig,
     StdoutSinkConfig,
     UnixSinkConfig,
+    create_sink,
+    gpio,
 )
-from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
-from edge.sinks import SINKS, Sink, create_sink, gpio
 from edge.sinks.base import json_line
 
 FAST = {"initial_s": 0.02, "max_s": 0.1}  # serial reconnect backoff for tests
@@ -73,31 +80,39 @@ def gate(sink: Sink) -> tuple[threading.Event, threading.Event]:
 
 class Rig:
     """One sink type (JSON lines) and a reader for what it delivered, so the contract tests run over
-    SINKS; a new sink type fails here until it gets its rig."""
+    SINKS; a new sink type fails here until it gets its rig. What the rig reads accumulates across the
+    sinks it made and the devices they wrote to (a restart, a replugged port)."""
 
     _devices = itertools.count()
 
     def __init__(self, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture, ptys,
-                 monkeypatch: pytest.MonkeyPatch, broker=None) -> None:
-        self.kind, self.log, self.capsys = kind, tmp_path / "events.jsonl", capsys
+                 monkeypatch: pytest.MonkeyPatch, broker=None, session: str | None = None) -> None:
+        self.kind, self.tmp, self.capsys, self.ptys = kind, tmp_path, capsys, ptys
+        self.log = self.file = tmp_path / "events.jsonl"  # log: the path configured / the file read
         self.pty = ptys() if kind == "serial" else None
-        self.written: list[str] = []
+        self.port = self.pty.path if self.pty else ""
+        self.lines: list[str] = []    # delivered so far (serial, unix, stdout: read off the device)
+        self.written: list[str] = []  # gpio: each event its _write took
+        self.gpio = FakeDriver()
         if kind == "gpio":  # no chip here: fake lines behind the gpiod driver's slot
-            monkeypatch.setitem(gpio.DRIVERS, "gpiod", FakeDriver())
+            monkeypatch.setitem(gpio.DRIVERS, "gpiod", self.gpio)
         self.sock_path, self.client, self.buf = tmp_path / "events.sock", None, b""  # unix: one subscriber
-        self.subscriber, self.device = None, f"rig{next(self._devices)}"                # mqtt: one subscriber
+        self.subscriber, self.device, self.broker = None, f"rig{next(self._devices)}", broker  # mqtt
         if kind == "mqtt":
-            from mqttbroker import Subscriber
-            self.subscriber = Subscriber(broker.port, f"edge-tsm/{self.device}/events/#")
+            self.subscriber = self.subscribe(broker.port, f"edge-tsm/{self.device}/events/#", session)
         self.cfg = {"stdout": lambda **kw: StdoutSinkConfig(type="stdout", format="json", **kw),
                     "log": lambda **kw: LogSinkConfig(type="log", path=str(self.log), **kw),
-                    "serial": lambda **kw: SerialSinkConfig(type="serial", port=self.pty.path, format="json", **kw),
+                    "serial": lambda **kw: SerialSinkConfig(type="serial", port=self.port, format="json", **kw),
                     "gpio": lambda **kw: GpioSinkConfig(type="gpio", driver="gpiod", lines={"swipe_left": 17},
-                                                        pulse_ms=5, **kw),
+                                                        **{"pulse_ms": 5, **kw}),
                     "mqtt": lambda **kw: MqttSinkConfig(type="mqtt", host="127.0.0.1", port=broker and broker.port,
                                                         device=self.device, **kw),
                     "unix": lambda **kw: UnixSinkConfig(type="unix", path=str(self.sock_path), **kw),
                     }[kind]
+
+    def subscribe(self, port: int, topic: str, session: str | None):
+        from mqttbroker import Subscriber
+        return Subscriber(port, topic, session=session)
 
     def sink(self, **kw) -> Sink:
         sink = create_sink(self.cfg(**kw), self.kind)
@@ -108,15 +123,16 @@ class Rig:
                 real(event)
                 self.written.append(json_line(event))
             sink._write = recorded  # type: ignore[method-assign]
-        if self.kind == "unix":  # a subscriber connects as soon as the socket is there
-            real_open = sink.open
+        if self.kind == "unix":  # a subscriber connects as soon as the socket is there, and after each reopen
+            real_open = sink._open_device
 
             def opened() -> None:
                 real_open()
+                self._drain()
                 self.client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.client.connect(str(self.sock_path))
                 assert sink.wait_subscribers(1, 5)
-            sink.open = opened  # type: ignore[method-assign]
+            sink._open_device = opened  # type: ignore[method-assign]
         return sink
 
     def close(self) -> None:
@@ -126,20 +142,44 @@ class Rig:
             self.subscriber.close()
 
     def read(self, sink: Sink, n: int) -> list[str]:
-        """The lines the sink delivered, once ``n`` are through."""
-        if self.pty is not None:
-            return [ln.decode() for ln in self.pty.read_lines(n)]
-        assert sink.wait_for(lambda st: st["delivered"] >= n, 5), sink.stats()
-        if self.kind == "gpio":
-            return list(self.written)
+        """Every line delivered so far, once at least ``n`` are through."""
+        if self.kind == "serial":
+            if len(self.lines) < n:
+                self.lines += [ln.decode() for ln in self.pty.read_lines(n - len(self.lines))]
+            return list(self.lines)
         if self.kind == "mqtt":  # acknowledged by the broker; the subscriber gets them right after
             return [m.payload.decode() + "\n" for m in self.subscriber.wait(lambda ms: len(ms) >= n)]
         if self.kind == "unix":
-            while self.buf.count(b"\n") < n and select.select([self.client], [], [], 5)[0]:
-                self.buf += self.client.recv(65536)
-            return self.buf.decode().splitlines(keepends=True)
-        out = self.capsys.readouterr().out if self.kind == "stdout" else self.log.read_text()
-        return out.splitlines(keepends=True)
+            while len(self.lines) < n and self._take(5):
+                pass
+            return list(self.lines)
+        assert sink.wait_for(lambda _: len(self._collect()) >= n, 5), (sink.stats(), self._collect())
+        return self._collect()
+
+    def _take(self, timeout: float) -> bool:
+        """unix: what the subscriber has within ``timeout`` s into ``lines``; False at EOF or timeout."""
+        if self.client is None or not select.select([self.client], [], [], timeout)[0]:
+            return False
+        data = self.client.recv(65536)
+        *whole, self.buf = (self.buf + data).split(b"\n")
+        self.lines += [ln.decode() + "\n" for ln in whole]
+        return bool(data)
+
+    def _drain(self) -> None:
+        """unix: the old subscriber's lines (the sink closed it: read to its end), before a new one connects."""
+        if self.client is not None:
+            while self._take(5):
+                pass
+            self.client.close()
+        self.client, self.buf = None, b""
+
+    def _collect(self) -> list[str]:
+        if self.kind == "gpio":
+            return list(self.written)
+        if self.kind == "stdout":
+            self.lines += self.capsys.readouterr().out.splitlines(keepends=True)
+            return list(self.lines)
+        return self.file.read_text().splitlines(keepends=True) if self.file.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +200,27 @@ def rig(request, tmp_path, capsys, ptys, monkeypatch):
 
 
 # --- the registry and the contract every sink keeps ------------------------------------------------
-def test_registry_matches_the_config_sink_types():
+def test_registry_and_config_union_come_from_one_list():
     union = typing.get_args(typing.get_args(SinkConfig)[0])
-    types = {typing.get_args(m.model_fields["type"].annotation)[0] for m in union}
-    assert set(SINKS) == types
+    assert union == tuple(cls.config for cls in SINK_TYPES)
+    assert list(SINKS) == [typing.get_args(m.model_fields["type"].annotation)[0] for m in union]
+    assert [SINKS[cls.type] for cls in SINK_TYPES] == list(SINK_TYPES)  # each class's type is its config's tag
+    assert all(cls.config.__module__ == cls.__module__ for cls in SINK_TYPES)  # the config lives beside its sink
+
+
+def test_every_sink_config_key_is_described_in_the_schema():
+    defs = json.loads(json_schema())["$defs"]
+    for cls in SINK_TYPES:
+        props = defs[cls.config.__name__]["properties"]
+        assert set(props) == set(cls.config.model_fields)
+        assert [k for k, v in props.items() if not v.get("description")] == [], cls.config.__name__
+
+
+def test_importing_the_config_loads_no_driver_package():
+    code = ("import sys, edge.config, edge.sinks\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'paho', 'serial', 'gpiod', 'Jetson'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_unknown_type_is_a_config_error():

@@ -12,9 +12,9 @@ import time
 import pytest
 from test_sinks import ev, sent
 
-from edge.config import UnixSinkConfig, config_from_data
+from edge.config import config_from_data
 from edge.errors import EX_UNAVAILABLE, ConfigError, SinkError
-from edge.sinks import Sink, create_sink
+from edge.sinks import Sink, UnixSinkConfig, create_sink
 
 
 def unix_sink(path, **kw) -> Sink:

@@ -1,72 +1,54 @@
-"""Event sinks, chosen by the config's ``type`` from a plain registry.
+"""Event sinks, chosen by the config's ``type``.
 
-Each sink lives in its own module, imported only when its factory is called, so a device without
-pyserial can still run a log sink, and a failed import says what to install instead of making the
-sink vanish. Adding a sink: one config class in :mod:`edge.config`, one file here, one line in
-:data:`SINKS`.
+One list, :data:`SINK_TYPES`, names each sink once; the config's tagged union :data:`SinkConfig` (which
+:mod:`edge.config` uses for ``sinks:``) and the registry :data:`SINKS` are both made from it. Each sink
+is one module here holding its config model (a :class:`SinkConfigBase` with a ``type`` literal, every
+field described) and its :class:`Sink` subclass, which names that model in ``config``.
+
+Adding a sink: one file here, one line in :data:`SINK_TYPES`.
+
+Importing this package (as ``edge.config`` does) loads no sink's driver package: pyserial and paho-mqtt
+are imported when such a sink is made (a missing one is a SinkError saying what to install), gpiod and
+Jetson.GPIO when the GPIO lines are opened, so a device without pyserial still runs a log sink.
 """
 from __future__ import annotations
 
+import functools
+import operator
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from edge.errors import ConfigError, SinkError
-from edge.sinks.base import Sink
+from pydantic import Field
 
-SinkFactory = Callable[..., Sink]
+from edge.errors import ConfigError
+from edge.sinks.base import Sink, SinkConfigBase
+from edge.sinks.gpio import GpioSink, GpioSinkConfig
+from edge.sinks.log import LogSink, LogSinkConfig
+from edge.sinks.mqtt import MqttSink, MqttSinkConfig, MqttTlsConfig
+from edge.sinks.serial import SerialSink, SerialSinkConfig
+from edge.sinks.stdout import StdoutSink, StdoutSinkConfig
+from edge.sinks.unix import UnixSink, UnixSinkConfig
 
+SinkFactory = Callable[[Any, str], Sink]
 
-def _stdout(cfg: Any, name: str) -> Sink:
-    from edge.sinks.stdout import StdoutSink
-    return StdoutSink(cfg, name)
-
-
-def _log(cfg: Any, name: str) -> Sink:
-    from edge.sinks.log import LogSink
-    return LogSink(cfg, name)
-
-
-def _serial(cfg: Any, name: str) -> Sink:
-    try:
-        from edge.sinks.serial import SerialSink
-    except ImportError as e:
-        detail = "" if e.name == "serial" else f" (importing it failed: {' '.join(str(e).split())})"
-        raise SinkError(f"sink {name}: type 'serial' needs the pyserial package: pip install pyserial{detail}") \
-            from None
-    return SerialSink(cfg, name)
+# The one list: every sink type once (this order is the order config errors list the types in).
+SINK_TYPES: tuple[type[Sink], ...] = (StdoutSink, LogSink, SerialSink, GpioSink, MqttSink, UnixSink)
 
 
-def _gpio(cfg: Any, name: str) -> Sink:
-    from edge.sinks.gpio import GpioSink  # its driver's package (gpiod, Jetson.GPIO) is imported at open
-    return GpioSink(cfg, name)
+def config_tag(model: type[SinkConfigBase]) -> str:
+    """The ``type`` a sink config model stands for (its ``type: Literal[...]``)."""
+    return typing.get_args(model.model_fields["type"].annotation)[0]
 
 
-def _mqtt(cfg: Any, name: str) -> Sink:
-    try:
-        from edge.sinks.mqtt import MqttSink
-    except ImportError as e:
-        if e.name == "paho.mqtt.enums":
-            need = "paho-mqtt 2.0 or later (an older one is installed)"
-        elif e.name in ("paho", "paho.mqtt", "paho.mqtt.client"):
-            need = "the paho-mqtt package"
-        else:
-            need = f"paho-mqtt, whose import failed: {' '.join(str(e).split())}"
-        raise SinkError(f"sink {name}: type 'mqtt' needs {need}: pip install 'edge-tsm[mqtt]' "
-                        f"(or pip install 'paho-mqtt>=2.0')") from None
-    return MqttSink(cfg, name)
+SINKS: dict[str, SinkFactory] = {config_tag(cls.config): cls for cls in SINK_TYPES}
 
-
-def _unix(cfg: Any, name: str) -> Sink:
-    from edge.sinks.unix import UnixSink
-    return UnixSink(cfg, name)
-
-
-SINKS: dict[str, SinkFactory] = {"stdout": _stdout, "log": _log, "serial": _serial, "gpio": _gpio, "mqtt": _mqtt,
-                                 "unix": _unix}
+SinkConfig = Annotated[functools.reduce(operator.or_, (cls.config for cls in SINK_TYPES)),  # type: ignore[valid-type]
+                       Field(discriminator="type")]
 
 
 def create_sink(cfg: Any, name: str) -> Sink:
-    """A sink (not yet opened) for one ``*SinkConfig`` model; ``name`` from :func:`edge.config.sink_names`.
+    """A sink (not yet opened) for one sink config model; ``name`` from :func:`edge.config.sink_names`.
 
     Raises:
         ConfigError: the type has no sink here.
@@ -78,4 +60,6 @@ def create_sink(cfg: Any, name: str) -> Sink:
     return factory(cfg, name)
 
 
-__all__ = ["SINKS", "Sink", "SinkFactory", "create_sink"]
+__all__ = ["SINKS", "SINK_TYPES", "GpioSinkConfig", "LogSinkConfig", "MqttSinkConfig", "MqttTlsConfig",
+           "SerialSinkConfig", "Sink", "SinkConfig", "SinkConfigBase", "SinkFactory", "StdoutSinkConfig",
+           "UnixSinkConfig", "config_tag", "create_sink"]

@@ -1,26 +1,32 @@
-"""The Sink base class: a bounded queue and one worker thread per sink, so a slow, full or
+"""The Sink base class: one worker thread per sink that delivers from a feed, so a slow, full or
 unplugged sink never stalls inference.
 
-``submit()`` only filters and appends to a bounded deque (when full the oldest is dropped, counted,
-warned about at most every few seconds). The worker delivers in order through ``_write()``; when a
-write fails it closes the device, keeps the event, reopens with exponential backoff and jitter
-("reconnecting") and resends what it kept, in order. A sink that may be away long (serial) sets
-:attr:`Sink.max_pending`: while away, the worker moves newer events into that backlog too.
-Subclasses implement ``_open_device()``, ``_write(event)`` and ``_close_device()``.
+A sink is fed from memory (:class:`edge.sinks.feeds.MemoryFeed`: ``submit()`` only filters and appends
+to a bounded queue; when full the oldest is dropped, counted, warned about at most every few seconds)
+or, when durable, from the journal (:class:`edge.sinks.feeds.JournalFeed`, after :meth:`Sink.attach_journal`:
+it resumes from the sink's cursor after an outage or a restart). The worker delivers in order through
+``_write()``; when a write fails it closes the device, keeps the record, reopens with exponential backoff
+and jitter ("reconnecting") and resends what it kept, in order. A sink that may be away long (serial) sets
+:attr:`Sink.max_pending`: while away, a memory feed moves newer records into that backlog too.
+Subclasses implement ``_open_device()``, ``_write(record)`` and ``_close_device()``, and each has its
+config model (a :class:`SinkConfigBase`) in its own module.
 """
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import random
-import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from edge.errors import SinkError
+from edge.schema import NAME, QueueSize, Strict
+from edge.sinks.feeds import Feed, JournalFeed, MemoryFeed, Record, wanted_by
+from edge.sinks.paths import cause
+from edge.util import Backoff, RateLimit
 
 logger = logging.getLogger(__name__)
 
@@ -30,84 +36,69 @@ _WARN_EVERY_S = 10.0  # repeated warnings (drops, failing writes) at most this o
 RETRY_S = (0.5, 30.0)  # default backoff (first, longest) between reopen attempts
 
 
-def json_line(ev: dict[str, Any]) -> str:
+class SinkConfigBase(Strict):
+    """The keys every sink has; each sink's model adds ``type`` (its tag in the config) and its own keys."""
+
+    name: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="default: the type (and a number)")
+    queue_size: QueueSize = Field(1000, description="events waiting for this sink; when full the oldest is "
+                                                    "dropped (counted and logged)")
+    cameras: list[str] | None = Field(None, description="only these cameras' events (default: all)")
+    events: list[Literal["start", "end"]] = Field(["start", "end"], description="which event kinds to send")
+    durable: bool | None = Field(None, description="deliver from the journal: after an outage or a restart the sink "
+                                                   "resumes where it stopped (default: yes for log, serial and mqtt, "
+                                                   "no for stdout, gpio and unix, whose events are only worth it "
+                                                   "live)")
+
+
+def json_line(ev: Record) -> str:
     """The event as one compact JSON line."""
     return json.dumps(ev, separators=(",", ":")) + "\n"
 
 
-def text_line(ev: dict[str, Any]) -> str:
+def text_line(ev: Record) -> str:
     """``START swipe_left 0.93 door``: for serial consumers that parse words, not JSON."""
     return f"{str(ev['event']).upper()} {ev['label']} {float(ev['score']):.2f} {ev['camera']}\n"
 
 
-FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {"json": json_line, "text": text_line}
-
-
-def cause(e: BaseException) -> str:
-    """An OS or driver error as a short one-line cause (``No such file or directory``)."""
-    if isinstance(e, OSError) and isinstance(e.errno, int) and e.strerror and "[Errno" not in e.strerror:
-        return e.strerror
-    text = " ".join(str(e).split())
-    found = re.findall(r"\[Errno \d+\] ([^:]+)", text)  # pyserial: "write failed: [Errno 5] Input/output error"
-    return found[-1].strip() if found else text or type(e).__name__
+FORMATTERS: dict[str, Callable[[Record], str]] = {"json": json_line, "text": text_line}
 
 
 class DeviceGone(Exception):
     """Raised by ``_write`` when the device is gone for good (stdout's reader closed the pipe)."""
 
 
-class _RateLimit:
-    """Lets a repeated warning through at most once per ``period`` seconds."""
-
-    def __init__(self, period: float = _WARN_EVERY_S) -> None:
-        self.period, self._next = period, 0.0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.period
-        return True
-
-
 class Sink:
-    """One event destination behind a bounded queue and its own worker thread.
+    """One event destination fed by a :class:`~edge.sinks.feeds.Feed`, with its own worker thread.
 
     ``cfg`` is the sink's config model (``queue_size``, ``cameras``, ``events`` and its own keys);
     ``name`` is the sink's name from :func:`edge.config.sink_names`. A sink is opened once and
-    closed once; a config reload makes new sinks.
+    closed once; a config reload makes new sinks. Each subclass names its config model in ``config``.
     """
 
     type = "?"
+    config: ClassVar[type[SinkConfigBase]]
     durable_default = False    # journaled unless the config says otherwise (sinks that must not miss events)
-    max_pending = 0            # events the worker takes off the queue while the device is away (0: the failed one)
+    max_pending = 0            # records kept while the device is away (0: the one that failed)
     retry_s: tuple[float, float] = RETRY_S
 
     def __init__(self, cfg: Any, name: str) -> None:
         self.cfg = cfg
         self.name = name
         self.target = self.type      # subclass: what it writes to, for messages ("port /dev/ttyUSB0")
-        self._cameras = None if cfg.cameras is None else frozenset(cfg.cameras)
-        self._kinds = frozenset(cfg.events)
-        self._cond = threading.Condition()
-        self._queue: collections.deque[dict[str, Any]] = collections.deque()
-        self._kept: collections.deque[dict[str, Any]] = collections.deque()  # taken, not yet delivered
-        self._stop = threading.Event()    # close(): deliver what is there, then stop
+        self._cond = threading.Condition()  # re-entrant: the feed shares it
+        self._wanted = wanted_by(cfg.cameras, cfg.events)
+        self._feed: Feed = MemoryFeed(cfg.queue_size, self._wanted, self._cond)
+        self._stop = threading.Event()    # close(): deliver what was accepted, then stop
         self._abort = threading.Event()   # close()'s timeout passed: stop now
         self._thread: threading.Thread | None = None
-        self._accepting = True
         self._state = "closed"
         self._device_open = False
         self._writing = False
         self._delivered = self._dropped = self._errors = 0
-        self._journal: Any = None    # durable sinks read from the journal (attach_journal) instead of the queue
-        self._reader: Any = None
-        self._stop_at = 0            # journal mode: close() delivers up to this seq
-        self._attempts = 0           # failures since the last delivered event (sets the backoff)
+        self._backoff = Backoff(*self.retry_s)
         self._outage = False         # a write failed and none has worked since
         self._down_since = 0.0
-        self._rng = random.Random()
-        self._drop_warn, self._fail_warn = _RateLimit(), _RateLimit()
+        self._drop_warn, self._fail_warn = RateLimit(_WARN_EVERY_S), RateLimit(_WARN_EVERY_S)
 
     @property
     def where(self) -> str:
@@ -125,14 +116,19 @@ class Sink:
             return
         if self._stop.is_set():
             raise SinkError(f"{self.where}: already closed (a sink is opened once; make a new one)")
-        self._open_device()
+        self._backoff = Backoff(*self.retry_s)  # retry_s may have been set after __init__
+        away = self._open_at_start()
         with self._cond:
-            self._device_open = True
-            self._state = "open"
+            if away is None:
+                self._device_open, self._state = True, "open"
+            else:
+                self._down()
             self._cond.notify_all()
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
         logger.info("%s open%s", self.where, self._details())
+        if away is not None:
+            logger.warning("%s", away)
 
     @property
     def durable(self) -> bool:
@@ -144,57 +140,35 @@ class Sink:
         """Deliver from ``journal`` (an :class:`edge.journal.Journal`), starting after this sink's
         cursor; a sink the journal has not seen starts with the next event. Call before open().
         Returns how many journaled events are waiting for this sink."""
-        cursor = journal.cursor(self.name)
-        if cursor is None:
-            cursor = journal.last_seq
-            journal.set_cursor(self.name, cursor)
-        self._journal, self._reader = journal, journal.reader(cursor)
-        waiting = max(0, journal.last_seq - cursor)
-        if waiting:
-            logger.info("%s: %d journaled event(s) not yet delivered; sending them first", self.where, waiting)
-        return waiting
+        if self._thread is not None or self._stop.is_set():
+            raise RuntimeError(f"{self.where}: attach_journal() must come before open()")
+        feed = JournalFeed(journal, self.name, self._wanted, self._cond)
+        self._feed = feed
+        if feed.waiting:
+            logger.info("%s: %d journaled event(s) not yet delivered; sending them first", self.where, feed.waiting)
+        return feed.waiting
 
-    def _wanted(self, event: dict[str, Any]) -> bool:
-        return ((self._cameras is None or event.get("camera") in self._cameras)
-                and event.get("event") in self._kinds)
+    def submit(self, record: Record) -> None:
+        """Queue one record (the event schema dict, with ``seq`` and ``v``) for delivery; never blocks.
 
-    def submit(self, event: dict[str, Any]) -> None:
-        """Queue one event for delivery; never blocks. Events the filters exclude are ignored.
-
-        The event's ``seq`` is the daemon's (the journal's): the same event has the same ``seq`` in
-        every sink, and a sink's consumer sees a gap where one was dropped. A journaled sink ignores
-        submit(): its worker reads the journal.
+        Records the filters exclude are ignored. ``seq`` is the journal's: the same event has the same
+        ``seq`` in every sink, and a sink's consumer sees a gap where one was dropped. A journal-fed sink
+        ignores submit(): its worker reads the journal.
         """
-        if self._reader is not None or not self._wanted(event):
-            return
-        warn = False
-        with self._cond:
-            if not self._accepting:
-                self._dropped += 1
-                return
-            if len(self._queue) >= self.cfg.queue_size:
-                self._queue.popleft()
-                self._dropped += 1
-                warn = self._drop_warn.allow()
-            self._queue.append(event)
-            dropped = self._dropped
-            self._cond.notify_all()
-        if warn:
+        if self._feed.put(record) and self._drop_warn.allow():
             logger.warning("%s: queue full (%d events), dropped the oldest; %d dropped so far", self.where,
-                           self.cfg.queue_size, dropped)
+                           self.cfg.queue_size, self._feed.dropped)
 
     def close(self, timeout: float = 5.0) -> int:
-        """Stop accepting, deliver what is queued for up to ``timeout`` s, stop the worker, close the device.
+        """Stop accepting, deliver what was accepted for up to ``timeout`` s, stop the worker, close the device.
 
-        Returns how many accepted events were still undelivered (logged when > 0); events dropped
-        earlier are in ``stats()['dropped']``.
+        Returns how many accepted events were still undelivered (logged when > 0; a journal-fed sink
+        delivers them at the next start); events dropped earlier are in ``stats()['dropped']``.
         """
         with self._cond:
-            self._accepting = False
-            if self._journal is not None:
-                self._stop_at = self._journal.last_seq
-                if self._state == "reconnecting":  # down: what it holds stays in the journal, no use waiting
-                    timeout = min(timeout, 0.05)
+            self._feed.stop()
+            if self._feed.durable and self._outage:
+                timeout = min(timeout, 0.05)  # failing: what it holds stays in the journal, no use waiting
             self._stop.set()
             self._cond.notify_all()
         thread, self._thread = self._thread, None
@@ -213,23 +187,15 @@ class Sink:
         else:
             self._close_quietly()
         with self._cond:
-            left = self._pending()
+            left = self._feed.pending()
             self._state = "closed"
             self._cond.notify_all()
-        if self._reader is not None:
-            self._reader.close()
-            if left:
-                logger.info("%s: %d event(s) stay in the journal, delivered at the next start", self.where, left)
+        self._feed.close()
+        if left and self._feed.durable:
+            logger.info("%s: %d event(s) stay in the journal, delivered at the next start", self.where, left)
         elif left:
             logger.warning("%s: closed with %d event(s) not delivered", self.where, left)
         return left
-
-    def _pending(self) -> int:
-        """Accepted, not yet delivered (lock held)."""
-        if self._reader is not None:
-            kept_seq = self._kept[0]["seq"] - 1 if self._kept else self._reader.after
-            return max(0, (self._stop_at if self._stop.is_set() else self._journal.last_seq) - kept_seq)
-        return len(self._queue) + len(self._kept)
 
     def stats(self) -> dict[str, Any]:
         """Counters: delivered, dropped, pending (queued or kept), errors (failed writes), state."""
@@ -242,21 +208,30 @@ class Sink:
             return self._cond.wait_for(lambda: predicate(self._stats()), timeout)
 
     def _stats(self) -> dict[str, Any]:
-        lost = self._reader.lost if self._reader is not None else 0
-        return {"delivered": self._delivered, "dropped": self._dropped + lost,
-                "pending": self._pending(), "errors": self._errors, "state": self._state}
+        return {"delivered": self._delivered, "dropped": self._dropped + self._feed.dropped,
+                "pending": self._feed.pending(), "errors": self._errors, "state": self._state}
+
+    def _closing_cleanly(self) -> bool:
+        """close() was called and its timeout has not passed: subclasses may finish what they hold."""
+        return self._stop.is_set() and not self._abort.is_set()
 
     # --- subclass hooks -----------------------------------------------------------------------------
     def _details(self) -> str:
         """Extra words for the 'open' log line, e.g. ' (115200 baud, text)'."""
         return ""
 
+    def _open_at_start(self) -> str | None:
+        """The first open, in the caller's thread. A sink that may start without its device returns the
+        warning to log (it then starts 'reconnecting') instead of raising. Raises: SinkError."""
+        self._open_device()
+        return None
+
     def _open_device(self) -> None:
         """Open (or reopen) the device. Raises: SinkError (one line)."""
         raise NotImplementedError
 
-    def _write(self, event: dict[str, Any]) -> None:
-        """Deliver one event, all or raise (OSError, a driver's error, or DeviceGone)."""
+    def _write(self, record: Record) -> None:
+        """Deliver one record, all or raise (OSError, a driver's error, or DeviceGone)."""
         raise NotImplementedError
 
     def _close_device(self) -> None:
@@ -272,32 +247,30 @@ class Sink:
             while not self._abort.is_set():
                 if self._state == "reconnecting" and not self._reconnect():
                     continue
-                ev = self._next()
-                if ev is None:
-                    break
-                err = self._attempt(ev)
+                rec = self._feed.next(_WAIT_S)
+                if rec is None:
+                    if self._feed.finished():
+                        break
+                    continue
+                err = self._attempt(rec)
                 if isinstance(err, DeviceGone):
                     self._gone(err)
                     break
                 if isinstance(err, OSError):  # serial.SerialException is an OSError too
                     self._failed(err)
                     continue
-                if err is not None:  # a bad event must not stop the sink (nor be retried forever)
-                    logger.error("%s: cannot write event %r (%s: %s); dropped", self.where, ev,
+                if err is not None:  # a bad record must not stop the sink (nor be retried forever)
+                    logger.error("%s: cannot write event %r (%s: %s); dropped", self.where, rec,
                                  type(err).__name__, err, exc_info=err)
-                    if self._journal is not None:
-                        self._journal.set_cursor(self.name, ev["seq"])
                     with self._cond:
-                        self._kept.popleft()
+                        self._feed.ack(rec)
                         self._dropped, self._errors = self._dropped + 1, self._errors + 1
                         self._cond.notify_all()
                     continue
-                if self._journal is not None:
-                    self._journal.set_cursor(self.name, ev["seq"])
                 with self._cond:
-                    self._kept.popleft()
+                    self._feed.ack(rec)
                     self._delivered += 1
-                    self._attempts = 0
+                    self._backoff.reset()
                     recovered, self._outage = self._outage, False
                     self._cond.notify_all()
                 if recovered:
@@ -306,12 +279,12 @@ class Sink:
         finally:
             self._close_quietly()
 
-    def _attempt(self, ev: dict[str, Any]) -> Exception | None:
+    def _attempt(self, rec: Record) -> Exception | None:
         """One ``_write``; returns its error, if any. ``_writing`` tells close() it may interrupt."""
         with self._cond:
             self._writing = True
         try:
-            self._write(ev)
+            self._write(rec)
             return None
         except Exception as e:  # noqa: BLE001 - sorted by the caller
             return e
@@ -319,49 +292,17 @@ class Sink:
             with self._cond:
                 self._writing = False
 
-    def _next(self) -> dict[str, Any] | None:
-        """The oldest undelivered event (left in ``_kept`` until written); None when it is time to stop."""
-        if self._reader is not None:
-            return self._next_journaled()
-        with self._cond:
-            while not self._abort.is_set():
-                if self._kept:
-                    return self._kept[0]
-                if self._queue:
-                    self._kept.append(self._queue.popleft())
-                    return self._kept[0]
-                if self._stop.is_set():
-                    return None
-                self._cond.wait(_WAIT_S)
-            return None
-
-    def _next_journaled(self) -> dict[str, Any] | None:
-        """Journal mode: the next wanted event from the reader (filtered ones just move the cursor)."""
-        skipped = None
-        try:
-            while not self._abort.is_set():
-                with self._cond:
-                    if self._kept:
-                        return self._kept[0]
-                    if self._stop.is_set() and self._reader.after >= self._stop_at:
-                        return None
-                ev = self._reader.next(timeout=_WAIT_S)  # waits on the journal, not on our lock
-                if ev is None:
-                    continue
-                if not self._wanted(ev):
-                    skipped = ev["seq"]
-                    continue
-                with self._cond:
-                    self._kept.append(ev)
-                    self._cond.notify_all()
-                    return ev
-            return None
-        finally:
-            if skipped is not None and not self._kept:
-                self._journal.set_cursor(self.name, skipped)
+    def _down(self) -> bool:
+        """(lock held) The device is away: 'reconnecting'. True when this starts an outage."""
+        self._device_open, self._state = False, "reconnecting"
+        first, self._outage = not self._outage, True
+        if first:
+            self._down_since = time.monotonic()
+            self._fail_warn.allow()  # arms the limit: the next warning comes _WARN_EVERY_S later
+        return first
 
     def _failed(self, e: BaseException) -> None:
-        """A write failed: close the device, keep the event, go to 'reconnecting'.
+        """A write failed: close the device, keep the record, go to 'reconnecting'.
 
         The first failure of an outage is a warning; repeats (a reopen that works but a write that
         still fails, as on a full disk) are rate-limited, and the backoff keeps growing.
@@ -369,13 +310,8 @@ class Sink:
         self._close_quietly()
         with self._cond:
             self._errors += 1
-            self._attempts += 1
-            self._state = "reconnecting"
-            first, self._outage = not self._outage, True
-            if first:
-                self._down_since = time.monotonic()
-                self._fail_warn.allow()  # arms the limit: the next warning comes _WARN_EVERY_S later
-            kept, errors = len(self._kept) + len(self._queue), self._errors
+            first = self._down()
+            kept, errors = self._feed.pending(), self._errors
             self._cond.notify_all()
         if first:
             logger.warning("%s: write failed (%s); keeping %d event(s), reopening with backoff", self.where,
@@ -385,30 +321,28 @@ class Sink:
                            self.where, time.monotonic() - self._down_since, errors, cause(e), kept)
 
     def _reconnect(self) -> bool:
-        """Wait the backoff (moving new events into the backlog), then try to reopen; True when open."""
-        lo, hi = self.retry_s
-        delay = min(hi, lo * 2 ** min(max(self._attempts - 1, 0), 30))
-        deadline = time.monotonic() + self._rng.uniform(max(lo, delay / 2), delay)
-        warn = 0
+        """Wait the backoff (a memory feed moves new records into the backlog), then try to reopen; True
+        when open, or when closing with nothing left to deliver."""
+        deadline = time.monotonic() + self._backoff.next()
+        dropped = 0
         with self._cond:
             while not self._abort.is_set():
-                warn += self._spill()
-                if self._stop.is_set() and not self._kept and not self._queue:
-                    return True  # nothing left to deliver: _next() ends the worker
+                dropped += self._feed.away(self.max_pending)
+                if self._stop.is_set() and self._feed.pending() == 0:
+                    return True  # nothing left to deliver: the feed is finished, the worker ends
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(min(left, _WAIT_S))
-            dropped, kept = self._dropped, len(self._kept)
-        if warn:
+            kept = self._feed.pending()
+        if dropped and self._drop_warn.allow():
             logger.warning("%s: backlog full (%d events), dropped the oldest; %d dropped so far", self.where,
-                           self.max_pending, dropped)
+                           self.max_pending, self._feed.dropped)
         if self._abort.is_set():
             return False
         try:
             self._open_device()
         except Exception as e:  # noqa: BLE001 - SinkError or a driver error: still away, try again later
-            self._attempts += 1
             logger.debug("%s: reopen attempt failed: %s", self.where, e)
             if self._fail_warn.allow():
                 msg = str(e) if isinstance(e, SinkError) else f"{self.where}: {cause(e)}"
@@ -416,36 +350,22 @@ class Sink:
                                time.monotonic() - self._down_since, kept)
             return False
         with self._cond:
-            self._device_open = True
-            self._state = "open"
+            self._device_open, self._state = True, "open"
             self._cond.notify_all()
         logger.debug("%s: reopened; %d kept event(s) to send", self.where, kept)
         return True
 
-    def _spill(self) -> int:
-        """While away (lock held): move queued events into the backlog, dropping its oldest beyond
-        ``max_pending``; returns 1 when a drop warning is due."""
-        warn = 0
-        while self.max_pending and self._queue:
-            self._kept.append(self._queue.popleft())
-            if len(self._kept) > self.max_pending:
-                self._kept.popleft()
-                self._dropped += 1
-                warn = warn or int(self._drop_warn.allow())
-            self._cond.notify_all()
-        return warn
-
     def _gone(self, e: DeviceGone) -> None:
-        """The device is gone for good: drop what is left (counted) and every later event."""
+        """The device is gone for good: a memory feed drops what it holds (counted) and every later
+        record; a journal feed leaves them in the journal."""
         with self._cond:
-            lost = len(self._kept) + len(self._queue)
-            self._kept.clear()
-            self._queue.clear()
-            self._dropped += lost
-            self._accepting = False
+            lost = self._feed.abandon()
             self._state = "closed"
             self._cond.notify_all()
-        logger.warning("%s: %s; dropping %d pending and all further events", self.where, e, lost)
+        if self._feed.durable:
+            logger.warning("%s: %s; stopped, undelivered events stay in the journal", self.where, e)
+        else:
+            logger.warning("%s: %s; dropping %d pending and all further events", self.where, e, lost)
 
     def _close_quietly(self) -> None:
         with self._cond:

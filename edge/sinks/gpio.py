@@ -18,13 +18,43 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from edge.config import GpioSinkConfig
-from edge.sinks.base import Sink
+from pydantic import Field, model_validator
+
+from edge.schema import ReconnectConfig
+from edge.sinks.base import Sink, SinkConfigBase
 from edge.sinks.gpio_lines import GpioLines, chip_path, detect_driver, open_gpiod, open_jetson
 
 logger = logging.getLogger(__name__)
+
+
+class GpioSinkConfig(SinkConfigBase):
+    type: Literal["gpio"] = Field(description="a pulse or a level on a GPIO output line per label")
+    chip: str = Field("/dev/gpiochip0", description="gpiod driver: the GPIO chip device (a bare name such as "
+                                                    "'gpiochip0' means /dev/gpiochip0); ignored by the jetson driver")
+    lines: Annotated[dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0, le=65535)]],
+                     Field(min_length=1, description="label -> line: the chip's line offset (gpiod) or the pin "
+                                                     "number in `numbering` (jetson); labels may share a line")]
+    mode: Literal["pulse", "level"] = Field("pulse", description="pulse: active for pulse_ms at each start (a start "
+                                                                 "during a pulse restarts it); level: active from "
+                                                                 "start to end")
+    pulse_ms: Annotated[int, Field(ge=1, le=10_000)] = Field(100, description="pulse length in milliseconds")
+    active_low: bool = Field(False, description="active means a low level on the pin")
+    driver: Literal["auto", "gpiod", "jetson"] = Field("auto", description="auto: jetson (Jetson.GPIO) on an NVIDIA "
+                                                                           "Jetson, else gpiod (libgpiod v2)")
+    numbering: Literal["board", "bcm"] = Field("board", description="jetson driver: pin numbers of the 40-pin "
+                                                                    "header (board) or Broadcom-style (bcm)")
+    reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for requesting the lines again "
+                                                                      "after a failed write (a USB GPIO bridge "
+                                                                      "unplugged)")
+
+    @model_validator(mode="after")
+    def _level_needs_end(self) -> GpioSinkConfig:
+        if self.mode == "level" and "end" not in self.events:
+            raise ValueError("mode 'level' needs 'end' in events (else a line would never go inactive)")
+        return self
+
 
 LinesOpener = Callable[[GpioSinkConfig, str], GpioLines]
 # driver name -> opener(cfg, where); looked up at each open, so tests can put a fake chip here
@@ -88,6 +118,7 @@ class GpioSink(Sink):
     """Events as pulses or levels on GPIO output lines."""
 
     type = "gpio"
+    config = GpioSinkConfig
 
     def __init__(self, cfg: GpioSinkConfig, name: str) -> None:
         super().__init__(cfg, name)
@@ -163,7 +194,7 @@ class GpioSink(Sink):
         """Let a pulse in progress finish (when closing, not after a failure), set every line
         inactive, release the lines."""
         with self._hw:
-            while self._stop.is_set() and not self._abort.is_set() and self._plan.next_due() is not None \
+            while self._closing_cleanly() and self._plan.next_due() is not None \
                     and self._timer_error is None and self._timer is not None and self._timer.is_alive():
                 self._hw.wait(_CLOSE_POLL_S)
             self._timer_stop = True

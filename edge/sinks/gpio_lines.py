@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.errors import SinkError
+from edge.util import lazy_import
 
 CONSUMER = "edge-tsm"  # shown by gpioinfo as the lines' user
 _GROUP_HINT = ("add the service user to the gpio group, and give that group the chip with a udev rule "
@@ -92,13 +93,11 @@ def open_gpiod(cfg: Any, where: str, chip_factory: Callable[[str], Any] | None =
         SinkError: gpiod is not installed, the chip is missing, not a GPIO chip or not permitted,
             a line does not exist on it, or a line is used by another program.
     """
-    try:
-        import gpiod
-        from gpiod.line import Direction, Value
-    except ImportError as e:
-        detail = "" if e.name == "gpiod" else f" (importing it failed: {' '.join(str(e).split())})"
-        raise SinkError(f"{where}: driver gpiod needs the gpiod package (libgpiod v2 bindings): "
-                        f"pip install 'edge-tsm[gpio]' (or pip install gpiod){detail}") from None
+    need = {"what": f"{where}: driver gpiod", "package": "gpiod", "error": SinkError, "missing": ("gpiod",),
+            "install": "pip install 'edge-tsm[gpio]' (or pip install gpiod: the libgpiod v2 bindings)"}
+    gpiod = lazy_import("gpiod", **need)
+    line_mod = lazy_import("gpiod.line", **need)  # missing in gpiod v1: said as a failed import
+    Direction, Value = line_mod.Direction, line_mod.Value
     path = chip_path(cfg.chip)
     try:
         chip = (chip_factory or gpiod.Chip)(path)

@@ -13,25 +13,35 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from edge.config import LogSinkConfig
+from pydantic import Field
+
 from edge.errors import SinkError
-from edge.sinks.base import Sink, json_line
+from edge.sinks.base import Sink, SinkConfigBase, json_line
+from edge.sinks.feeds import JournalFeed
+from edge.sinks.paths import path_error, show_path
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+class LogSinkConfig(SinkConfigBase):
+    type: Literal["log"] = Field(description="events appended to a JSON-lines file")
+    path: str = Field(description="JSON-lines file, appended to (one write per line); its folder is created")
+    fsync: bool = Field(False, description="fsync after each line (survives a power cut, costs a disk write)")
 
 
 class LogSink(Sink):
     """Events as JSON lines appended to ``cfg.path``."""
 
     type = "log"
+    config = LogSinkConfig
     durable_default = True
 
     def __init__(self, cfg: LogSinkConfig, name: str) -> None:
         super().__init__(cfg, name)
         self.path = Path(cfg.path)
-        self.target = f"file {self.path}"
+        self.target = f"file {show_path(self.path)}"
         self._fd: int | None = None
         self._rest: bytes | None = None  # what is still to write of the current event (b"": only the fsync)
         self._written_up_to: int | None = None  # journaled events up to this seq are in the file already
@@ -44,23 +54,20 @@ class LogSink(Sink):
         """Open the file for appending, creating it (and its folder) when missing.
 
         Raises:
-            SinkError: the folder cannot be made, the path is a directory, or it cannot be opened for
-                appending (exit 69).
+            SinkError: the folder cannot be made or the file cannot be opened for appending: a path too
+                long, with a NUL byte or unencodable characters, through a file, a directory, no write
+                permission (exit 69); one line naming the sink, the path and what to do.
         """
         parent = self.path.parent
-        if parent.exists() and not parent.is_dir():
-            raise SinkError(f"{self.where}: {parent} is not a folder")
-        if not parent.is_dir():
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise SinkError(f"{self.where}: cannot create the folder {parent} ({e.strerror or e})") from None
-        if self.path.is_dir():
-            raise SinkError(f"{self.where}: is a directory, expected a file to append to")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as e:
+            raise SinkError(f"{self.where}: cannot create its folder {show_path(parent)}: "
+                            f"{path_error(e, parent)}") from None
         try:
             self._fd = os.open(self.path, _FLAGS, 0o644)
-        except OSError as e:
-            raise SinkError(f"{self.where}: cannot open for appending ({e.strerror or e})") from None
+        except (OSError, ValueError) as e:
+            raise SinkError(f"{self.where}: cannot open for appending: {path_error(e, self.path)}") from None
         self._check_tail()
 
     def _check_tail(self) -> None:
@@ -83,7 +90,7 @@ class LogSink(Sink):
                 seq = int(json.loads(line)["seq"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if self._journal is not None and seq <= self._journal.last_seq:
+            if isinstance(self._feed, JournalFeed) and seq <= self._feed.journal.last_seq:
                 self._written_up_to = max(self._written_up_to or 0, seq)
             return
 

@@ -24,23 +24,27 @@ at start either way: retrying would not fix them.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import logging
 import re
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion  # paho-mqtt 2.0 and later
+from pydantic import Field, field_validator, model_validator
 
 from edge import __version__
-from edge.config import MqttSinkConfig
 from edge.errors import SinkError
-from edge.sinks.base import Sink, cause, json_line
+from edge.schema import NAME, PosFloat, ReconnectConfig, Strict
+from edge.sinks.base import Sink, SinkConfigBase, json_line
+from edge.sinks.paths import cause, path_error, show_path
+from edge.util import lazy_import
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,87 @@ _CLOSE_WAIT_S = 1.0   # clean close: longest wait for the 'offline' PUBACK, then
 _POLL_S = 0.1         # waits look at close()'s abort flag this often
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _PLAIN = ("", "Success", "Unspecified error", "Normal disconnection")  # paho's reasons that add nothing
+
+
+class MqttTlsConfig(Strict):
+    ca_file: str | None = Field(None, description="CA certificates (PEM) that sign the broker's certificate "
+                                                  "(default: the system's CA store)")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: str | None = Field(None, description="the client certificate's private key (PEM; default: in "
+                                                   "cert_file)")
+    insecure: bool = Field(False, description="do not check that the broker's certificate names `host` (the "
+                                              "certificate is still verified against the CA); for tests only")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttTlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
+
+class MqttSinkConfig(SinkConfigBase):
+    type: Literal["mqtt"] = Field(description="each event as an MQTT message (paho-mqtt 2, pip install "
+                                              "'edge-tsm[mqtt]')")
+    host: Annotated[str, Field(min_length=1, description="the broker's host name or address")]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="default: 1883, 8883 with tls")
+    tls: MqttTlsConfig | None = Field(None, description="TLS to the broker ({} for the system's CA store); "
+                                                        "null: plain TCP")
+    username: str | None = Field(None, description="user name at the broker (default: none, anonymous)")
+    password_file: str | None = Field(None, description="file holding the password (one line; never inline in the "
+                                                        "config); under systemd e.g. a LoadCredential= file")
+    client_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="default: edge-tsm-<device>")
+    device: Annotated[str, Field(pattern=NAME)] | None = Field(None, description="this device's name in topics and "
+                                                                                  "discovery (default: the hostname)")
+    topic_prefix: Annotated[str, Field(max_length=1024)] | None = Field(
+        None, description="default: edge-tsm/<device>; events go to <prefix>/events/<camera>, availability to "
+                          "<prefix>/availability")
+    qos: Literal[0, 1, 2] = Field(1, description="1: an event counts as delivered when the broker acknowledged it "
+                                                 "(PUBACK); at-least-once, so consumers dedupe by seq")
+    retain_events: bool = Field(False, description="the broker keeps each camera's last event for new subscribers")
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = Field(60, description="MQTT keep-alive interval (seconds)")
+    timeout_s: PosFloat = Field(10.0, description="connecting (TCP, TLS, CONNACK) and each acknowledgement; "
+                                                  "slower is a failed write (reconnect, resend)")
+    availability: bool = Field(True, description="retained <prefix>/availability: 'online' while connected, "
+                                                 "'offline' on a clean close and as the last will")
+    ha_discovery: bool = Field(False, description="Home Assistant MQTT discovery: one retained sensor config per "
+                                                  "camera (state: the last label)")
+    ha_prefix: Annotated[str, Field(max_length=1024)] = Field("homeassistant", description="Home Assistant's "
+                                                                                          "discovery prefix")
+    connect_at_start: Literal["retry", "require"] = Field(
+        "retry", description="broker unreachable at start: retry (start anyway, log it, keep retrying with backoff; "
+                             "durable events wait in the journal) or require (fail: exit 69, as `check` does then)")
+    reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for reconnecting after a lost "
+                                                                      "connection or a missing acknowledgement")
+
+    @field_validator("topic_prefix", "ha_prefix")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/")):
+            raise ValueError("expected topic levels joined by '/' (no '+', '#', no '/' at either end)")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> MqttSinkConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        return self
+
+
+def paho_client(name: str) -> Any:
+    """The ``paho.mqtt.client`` module, 2.0 or later.
+
+    Raises:
+        SinkError: paho-mqtt is missing, older than 2.0, or fails to import; the line says what to install.
+    """
+    what, install = f"sink {name}: type 'mqtt'", "pip install 'edge-tsm[mqtt]' (or pip install 'paho-mqtt>=2.0')"
+    try:
+        importlib.import_module("paho.mqtt.enums")  # new in paho-mqtt 2.0
+    except ImportError as e:
+        if e.name == "paho.mqtt.enums":
+            raise SinkError(f"{what} needs paho-mqtt 2.0 or later (an older one is installed): {install}") from None
+    return lazy_import("paho.mqtt.client", what=what, package="paho-mqtt", install=install, error=SinkError,
+                       missing=("paho", "paho.mqtt", "paho.mqtt.client"))
 
 
 class _Unreachable(SinkError):
@@ -64,10 +149,13 @@ class MqttSink(Sink):
     """Events as MQTT messages, acknowledged by the broker before they count as delivered."""
 
     type = "mqtt"
+    config = MqttSinkConfig
     durable_default = True
 
     def __init__(self, cfg: MqttSinkConfig, name: str) -> None:
+        """Raises: SinkError when paho-mqtt 2 is not installed."""
         super().__init__(cfg, name)
+        self._mqtt = paho_client(name)
         self.device = cfg.device or default_device()
         self.prefix = cfg.topic_prefix or f"edge-tsm/{self.device}"
         self.client_id = cfg.client_id or f"edge-tsm-{self.device}"
@@ -82,8 +170,7 @@ class MqttSink(Sink):
         self._acked: set[int] = set()           # message ids the broker acknowledged
         self._interrupted = False
         self._healthy = False                   # connected and the last publish was acknowledged
-        self._opened_once = False
-        self._away_at_start: str | None = None
+        self._away_at_start = False
         self._ha_cameras: list[str] = list(cfg.cameras or ())  # discovery configs go out for these at each connect
 
     def event_topic(self, camera: Any) -> str:
@@ -107,33 +194,24 @@ class MqttSink(Sink):
         return f" (client {self.client_id}, {self.prefix}/events/<camera>, QoS {c.qos}{extra})"
 
     # --- start ------------------------------------------------------------------------------------
-    def open(self) -> None:
-        """Connect, then start the worker.
+    def _open_at_start(self) -> str | None:
+        """Connect; a broker that does not answer is retried by the worker (``connect_at_start: retry``).
 
         Raises:
             SinkError: the broker refused the connection, a TLS or password file cannot be read, or
                 (``connect_at_start: require``) the broker cannot be reached (exit 69).
         """
-        super().open()
-        why, self._away_at_start = self._away_at_start, None
-        if why is None:
-            return
-        logger.warning("%s; running without it and retrying with backoff (connect_at_start: retry)", why)
-        with self._cond:  # the worker starts in 'reconnecting': it tries again after the first backoff
-            self._device_open = False
-            self._state = "reconnecting"
-            self._outage, self._attempts, self._down_since = True, 1, time.monotonic()
-            self._fail_warn.allow()
-            self._cond.notify_all()
-
-    def _open_device(self) -> None:
-        first, self._opened_once = not self._opened_once, True
         try:
             self._connect()
         except _Unreachable as e:
-            if not first or self.cfg.connect_at_start == "require":
+            if self.cfg.connect_at_start == "require":
                 raise
-            self._away_at_start = str(e)
+            self._away_at_start = True
+            return f"{e}; running without it and retrying with backoff (connect_at_start: retry)"
+        return None
+
+    def _open_device(self) -> None:
+        self._connect()
 
     def _connect(self) -> None:
         """A new client: TLS, credentials, last will; connect, wait for CONNACK, announce.
@@ -141,8 +219,10 @@ class MqttSink(Sink):
         Raises:
             _Unreachable: no answer (network, DNS, timeout); SinkError: refused or misconfigured.
         """
-        c = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+        import ssl  # loaded with paho anyway; not at import, so the config stays light
+
+        c, mqtt = self.cfg, self._mqtt
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311, reconnect_on_failure=False)
         if c.username is not None:
             client.username_pw_set(c.username, self._password())
@@ -191,20 +271,22 @@ class MqttSink(Sink):
         try:
             with open(path, encoding="utf-8") as f:
                 return (f.read().splitlines() or [""])[0]
-        except OSError as e:
-            raise SinkError(f"{self.where}: password_file {path}: cannot read ({e.strerror or e})") from None
-        except UnicodeDecodeError:
-            raise SinkError(f"{self.where}: password_file {path}: not UTF-8 text") from None
+        except (OSError, ValueError) as e:
+            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"cannot read ({_read_error(e, path)})"
+            raise SinkError(f"{self.where}: password_file {show_path(path)}: {why}") from None
 
     def _tls(self, client: mqtt.Client) -> None:
+        import ssl
+
         t = self.cfg.tls
         for key in ("ca_file", "cert_file", "key_file"):
             path = getattr(t, key)
             try:
                 if path is not None:
                     open(path, "rb").close()  # noqa: SIM115 - readable? (the message names the key)
-            except OSError as e:
-                raise SinkError(f"{self.where}: tls.{key} {path}: cannot read ({e.strerror or e})") from None
+            except (OSError, ValueError) as e:
+                raise SinkError(f"{self.where}: tls.{key} {show_path(path)}: cannot read "
+                                f"({_read_error(e, path)})") from None
         try:
             client.tls_set(ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
@@ -259,8 +341,8 @@ class MqttSink(Sink):
             if client is None:
                 raise OSError(errno.ENOTCONN, "not connected")
         info = client.publish(topic, payload, qos=self.cfg.qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise OSError(errno.ENOTCONN, f"publish failed ({mqtt.error_string(info.rc)})")
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(errno.ENOTCONN, f"publish failed ({self._mqtt.error_string(info.rc)})")
         limit = self.cfg.timeout_s if timeout is None else timeout
         with self._cv:
             self._wait(lambda: info.mid in self._acked or self._lost is not None, limit)
@@ -295,7 +377,7 @@ class MqttSink(Sink):
             self._cv.notify_all()
 
     def _close_device(self) -> None:
-        self._teardown(clean=self._stop.is_set() and not self._abort.is_set() and self._healthy)
+        self._teardown(clean=self._closing_cleanly() and self._healthy)
 
     def _teardown(self, clean: bool) -> None:
         """Clean: 'offline' (retained) and DISCONNECT, so the will is not sent. Otherwise the socket is
@@ -323,3 +405,8 @@ class MqttSink(Sink):
             except OSError:
                 pass
         client.loop_stop()
+
+
+def _read_error(e: BaseException, path: str) -> str:
+    """Why a file named in the config cannot be read (a NUL byte in the path is a ValueError, not an OSError)."""
+    return path_error(e, path) if isinstance(e, ValueError) else cause(e)

@@ -9,17 +9,25 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any
+from typing import Any, Literal
 
-from edge.config import StdoutSinkConfig
+from pydantic import Field
+
 from edge.errors import SinkError
-from edge.sinks.base import FORMATTERS, DeviceGone, Sink
+from edge.sinks.base import FORMATTERS, DeviceGone, Sink, SinkConfigBase
+
+
+class StdoutSinkConfig(SinkConfigBase):
+    type: Literal["stdout"] = Field(description="one line per event on standard output (journald under systemd)")
+    format: Literal["json", "text"] = Field("json", description="json: the event's JSON; text: "
+                                                                "'START swipe_left 0.93 door'")
 
 
 class StdoutSink(Sink):
     """Events as lines on standard output."""
 
     type = "stdout"
+    config = StdoutSinkConfig
 
     def __init__(self, cfg: StdoutSinkConfig, name: str) -> None:
         super().__init__(cfg, name)

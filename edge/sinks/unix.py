@@ -23,6 +23,7 @@ import errno
 import grp
 import logging
 import os
+import re
 import selectors
 import socket
 import stat
@@ -30,11 +31,14 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from edge.config import UnixSinkConfig
+from pydantic import Field, field_validator
+
 from edge.errors import SinkError
-from edge.sinks.base import Sink, _RateLimit, json_line
+from edge.sinks.base import Sink, SinkConfigBase, json_line
+from edge.sinks.paths import path_error, show_path
+from edge.util import RateLimit
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,36 @@ _SELECT_S = 0.5      # longest blind wait of the selector thread (it is woken on
 _FLUSH_S = 1.0       # clean close: how long subscribers get to take what is buffered for them
 _JOIN_S = 3.0
 _MAX_PATH = 107      # sun_path holds 108 bytes with the terminating NUL
+_WARN_EVERY_S = 10.0
+
+
+class UnixSinkConfig(SinkConfigBase):
+    type: Literal["unix"] = Field(description="each event as a JSON line to every process connected to a local "
+                                              "socket (live only)")
+    path: Annotated[str, Field(min_length=1)] = Field("/run/edge-tsm/events.sock", description="the listening socket "
+                                                      "(its folder must exist: systemd's RuntimeDirectory=edge-tsm)")
+    mode: str = Field("0660", description="permission bits of the socket file, octal in quotes ('0660')")
+    group: Annotated[str, Field(min_length=1)] | None = Field(None, description="group (name or number) of the socket "
+                                                                                "file, so its members may connect")
+    max_clients: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="more subscribers are refused")
+    client_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="events waiting per subscriber; "
+                                                                     "a subscriber that falls this far behind is "
+                                                                     "disconnected, never waited for")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_quoted(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise ValueError(f"expected the mode as a quoted octal string such as '0660' (YAML reads an unquoted "
+                             f"0660 as the number {0o660})")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_octal(cls, v: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", v):
+            raise ValueError("expected an octal mode such as '0660'")
+        return v
 
 
 class _Client:
@@ -65,11 +99,12 @@ class UnixSink(Sink):
     """Events as JSON lines to every process connected to a local stream socket."""
 
     type = "unix"
+    config = UnixSinkConfig
 
     def __init__(self, cfg: UnixSinkConfig, name: str) -> None:
         super().__init__(cfg, name)
         self.path = Path(cfg.path)
-        self.target = f"socket {self.path}"
+        self.target = f"socket {show_path(self.path)}"
         self.slow_disconnected = 0   # subscribers dropped for falling behind
         self.refused = 0             # connections refused at max_clients
         self._lock = threading.Condition()  # the clients and their queues; notified when the set changes
@@ -81,7 +116,7 @@ class UnixSink(Sink):
         self._halt = False
         self._flush = False
         self._inode: tuple[int, int] | None = None
-        self._slow_warn, self._refuse_warn = _RateLimit(), _RateLimit()
+        self._slow_warn, self._refuse_warn = RateLimit(_WARN_EVERY_S), RateLimit(_WARN_EVERY_S)
 
     def _details(self) -> str:
         c = self.cfg
@@ -106,12 +141,23 @@ class UnixSink(Sink):
                 group that does not exist or cannot be set (exit 69).
         """
         path, parent = self.path, self.path.parent
-        if len(os.fsencode(path)) > _MAX_PATH:
-            raise SinkError(f"{self.where}: path too long for a Unix socket (at most {_MAX_PATH} bytes)")
-        if not parent.is_dir():
+        try:
+            raw = os.fsencode(path)
+        except UnicodeEncodeError as e:
+            raise SinkError(f"{self.where}: {path_error(e, path)}") from None
+        if b"\0" in raw:  # bind() would quietly cut the path at the NUL
+            raise SinkError(f"{self.where}: {path_error(ValueError('embedded null byte'), path)}")
+        if len(raw) > _MAX_PATH:
+            raise SinkError(f"{self.where}: path too long for a Unix socket (at most {_MAX_PATH} bytes); choose a "
+                            f"shorter one")
+        try:
+            folder = parent.is_dir()
             what = "is not a folder" if parent.exists() else "does not exist"
-            raise SinkError(f"{self.where}: the folder {parent} {what} (under systemd, RuntimeDirectory=edge-tsm "
-                            f"makes /run/edge-tsm)")
+        except OSError as e:
+            raise SinkError(f"{self.where}: cannot look at its folder: {path_error(e, parent)}") from None
+        if not folder:
+            raise SinkError(f"{self.where}: the folder {show_path(parent)} {what} (under systemd, "
+                            f"RuntimeDirectory=edge-tsm makes /run/edge-tsm)")
         self._remove_stale()
         gid = self._gid()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -119,7 +165,7 @@ class UnixSink(Sink):
             sock.bind(str(path))
         except OSError as e:
             sock.close()
-            raise SinkError(f"{self.where}: cannot create the socket ({e.strerror or e})") from None
+            raise SinkError(f"{self.where}: cannot create the socket: {path_error(e, path)}") from None
         try:
             os.chmod(path, int(self.cfg.mode, 8))
             if gid is not None:
@@ -183,7 +229,7 @@ class UnixSink(Sink):
         buffered; then every subscriber is disconnected and the socket file removed."""
         with self._lock:
             self._halt = True
-            self._flush = self._stop.is_set() and not self._abort.is_set()
+            self._flush = self._closing_cleanly()
             self._lock.notify_all()
         self._wake()
         serving, self._serving = self._serving, None
