@@ -16,7 +16,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
-    packages=["edge", "edge.backends", "edge.capture", "edge.data", "edge.sinks", "edge.models",
+    packages=["edge", "edge.backends", "edge.bench", "edge.capture", "edge.data", "edge.sinks", "edge.models",
               "edge.calibration", "edge.systemd"],
     package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration", "edge.systemd": "systemd"},
     package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",

@@ -26,7 +26,6 @@ import numpy as np
 from edge.bundle import Bundle
 from edge.calibration.calibset import SegmentRef, write_manifest, write_segment
 from edge.calibration.progress import bar
-from edge.classify import frame_step
 from edge.data.dataset import VIDEO_EXTS
 from edge.errors import DataError, InputError, UsageError
 
@@ -35,6 +34,15 @@ logger = logging.getLogger(__name__)
 THUMB_W = 64                      # width of the grey thumbnails the frame difference is taken on
 SYNTH = {"size": (160, 120), "frames": 24, "fps": 15.0}   # the default recipe's clips (models/recipe.py)
 RESERVED_SEEDS = {0: "the training set", 1: "the held-out test set"}
+
+
+def frame_step(source_fps: float, bundle: Bundle) -> int:
+    """Every how many source frames the graph takes one (>= 1), as the daemon's Camera passes frames on
+    at the model's decision rate (``temporal.fps / frame_stride``)."""
+    t = bundle.temporal
+    if not source_fps or source_fps <= 0:
+        return max(1, t.frame_stride)
+    return max(1, round(source_fps / (t.fps / max(1, t.frame_stride))))
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,6 @@ def run_quantize(model: str | Path, calib: str | Path, *, out: str | Path | None
     if "debug" in report:
         result["debug"] = report["debug"]
     if bench:
-        from edge.calibration.bench_int8 import bench as run_bench
+        from edge.bench.int8 import bench as run_bench
         result["bench"] = run_bench(final, engines, threads=(opts.threads or 1,))
     return result

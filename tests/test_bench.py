@@ -1,8 +1,11 @@
-"""``edge-tsm bench``: it runs end to end on the tiny model and reports every figure with a sane type.
+"""``edge-tsm bench``: it runs end to end on the tiny model, and its figures hold together.
 
-No timed pass/fail here: the bench reports; these tests only check that it runs and what it returns.
-The pieces with logic of their own (the streams search, the null sink's latency, the every-frame
-copy of a bundle) are checked with fakes: a scripted trial, a fake clock.
+No timed pass/fail here: the bench reports, and how fast anything is depends on the machine. What is
+checked is what must hold on any machine: every figure is a number of the right sign, every ratio is
+the quotient of the figures it names (within their rounding), the whole pipeline per frame costs at
+least the engine step it contains, a stream count that passed was tried, and so on. The pieces with
+logic of their own (the streams search, the null sink's latency, the every-frame copy of a bundle)
+are checked with fakes: a scripted trial, a fake clock.
 """
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ import json
 import numbers
 
 import pytest
-from tinymodel import build_tiny_bundle
+from tinymodel import add_int8_graph, build_tiny_bundle
 
 from edge.bench import format_table
-from edge.benchkit import find_streams, rate_copy
+from edge.bench.kit import DecodeStage, find_streams, rate_copy, write_clip
+from edge.bench.nullsink import NullSink
 from edge.bundle import load_bundle
 from edge.cli import main
 from edge.events import iso_ts
-from edge.sinks.null import NullSink
 
 NUMBER_KEYS = ("preprocess_ms", "decode_ms", "pipeline_cpu_ms_per_frame", "overhead_ratio")
 PER_ENGINE_KEYS = ("rss_mb", "stream_cpu_pct")
@@ -32,35 +35,82 @@ def _number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and v >= 0
 
 
-def test_tiny_bench_json_has_every_figure(bundle, capsys):
-    assert main(["-q", "bench", "--json", "--tiny", "--model", str(bundle)]) == 0
+def _quotient(ratio: float, num: float, den: float, digits: int = 3) -> bool:
+    """``ratio`` (rounded to ``digits``) is ``num / den`` where both were rounded to ``digits`` too."""
+    half = 0.5 * 10 ** -digits
+    lo, hi = (num - half) / (den + half), (num + half) / max(den - half, 1e-12)
+    return lo - half <= ratio <= hi + half
+
+
+def test_tiny_bench_json_figures_hold_together(tmp_path_factory, capsys):
+    model = add_int8_graph(build_tiny_bundle(tmp_path_factory.mktemp("tiny8")))
+    assert main(["-q", "bench", "--json", "--tiny", "--model", str(model)]) == 0
     res = json.loads(capsys.readouterr().out)
     for key in NUMBER_KEYS:
         assert _number(res[key]), (key, res[key])
-    engines = res["engines"]
+    engines, precision = res["engines"], res["precision"]
     assert engines and set(res["engine_ms"]) == set(engines)
-    for by_precision in res["engine_ms"].values():
-        assert set(by_precision) == {"fp32"}  # the tiny bundle has no INT8 graph
-        assert all(_number(v) for v in by_precision.values())
-    assert set(res["int8_over_fp32"]) == set(engines) and all(v is None for v in res["int8_over_fp32"].values())
+    assert precision == "int8"  # the default when the bundle has an INT8 graph
+    for e in engines:
+        ms, cpu = res["engine_ms"][e], res["cpu_ms"]["engine"][e]
+        assert set(ms) == set(cpu) == {"fp32", "int8"} and all(_number(v) and v > 0 for v in ms.values())
+        # the ratio is the quotient of the two medians the report shows
+        assert _quotient(res["int8_over_fp32"][e], ms["int8"], ms["fp32"]), (e, res["int8_over_fp32"][e], ms)
+    # the whole pipeline per frame holds the engine step (and more: decode, preprocess, events, a sink)
+    assert res["pipeline_wall_ms_per_frame"] >= res["engine_ms"][engines[0]][precision]
+    assert res["pipeline_cpu_ms_per_frame"] > 0
+    stages = res["cpu_ms"]["decode"] + res["cpu_ms"]["preprocess"] + res["cpu_ms"]["engine"][engines[0]][precision]
+    assert res["overhead_ratio"] > 0 and _quotient(res["overhead_ratio"], res["pipeline_cpu_ms_per_frame"], stages,
+                                                   digits=2)
     # 4 cameras' frames per call of the batched graph, timed per frame, on every engine (CPU)
     assert res["batch"] == 4 and set(res["engine_batched_ms"]) == set(engines)
-    assert all(set(by) == {"fp32"} and _number(by["fp32"]) for by in res["engine_batched_ms"].values())
-    assert all(v is None for v in res["int8_over_fp32_batched"].values())
-    assert isinstance(res["streams"], int) and 0 <= res["streams"] <= 2
+    for e, by in res["engine_batched_ms"].items():
+        assert set(by) == {"fp32", "int8"} and all(_number(v) and v > 0 for v in by.values())
+        assert _quotient(res["int8_over_fp32_batched"][e], by["int8"], by["fp32"])
+    # streams: the count that passed was tried and passed; every count above it failed (twice)
+    trials = res["streams_detail"]["trials"]
+    assert trials and all(isinstance(t["ok"], bool) for t in trials)
+    best = res["streams"]
+    assert isinstance(best, int) and 0 <= best <= res["streams_detail"]["max_tried"] == 2
+    assert best == 0 or any(t["streams"] == best and t["ok"] for t in trials)
+    assert all(not t["ok"] for t in trials if t["streams"] > best)
+    assert all(t["process_cpu_pct"] > 0 and 0 <= t["classified_min"] <= 1 for t in trials)
     lat = res["event_latency_ms"]
     assert {"p50", "p99", "n"} <= set(lat) and isinstance(lat["n"], int)
-    assert all(lat[k] is None if lat["n"] == 0 else _number(lat[k]) for k in ("p50", "p99"))
-    assert res["streams_detail"]["trials"] and all(isinstance(t["ok"], bool) for t in res["streams_detail"]["trials"])
+    if lat["n"]:
+        assert 0 <= lat["p50"] <= lat["p99"]
+    else:
+        assert lat["p50"] is None and lat["p99"] is None
     for key in PER_ENGINE_KEYS:  # --tiny runs the daemon with the first engine only
-        assert set(res[key]) == {engines[0]} and _number(res[key][engines[0]]), (key, res[key])
+        assert set(res[key]) == {engines[0]} and res[key][engines[0]] > 0, (key, res[key])
     ready = res["ready_s"][engines[0]]
-    assert _number(ready["first"]) and _number(ready["second"])
+    assert ready["first"] > 0 and ready["second"] > 0
     assert res["torch_eager_ms"] is None and res["daemon_over_torch"] is None  # no PyTorch form of the tiny arch
-    assert res["clip"]["size"] == [640, 480]
+    assert res["clip"]["size"] == [640, 480] and res["clip"]["frames"] > 0 and res["clip"]["kb_per_frame"] > 0
     assert res["decode_scale"] == 8 and _number(res["decode_full_ms"])  # a 16x16 input: 80x60 is plenty
     table = format_table(res)
-    assert "whole pipeline" in table and "overhead_ratio" in table
+    assert "whole pipeline" in table and "overhead_ratio" in table and "int8/fp32" in table
+
+
+def test_the_decode_stage_is_the_daemons_file_source(tmp_path):
+    """The bench decodes with the same FileSource the daemon's file camera runs, scaled by its need."""
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, (640, 480), 30.0, 0.5)
+    dec = DecodeStage(clip, "auto", need=(100, 100, 100))
+    try:
+        frames = dec.frames(3)
+        assert dec.scale == 4 and frames[0].shape == (120, 160, 3)  # 1/4: the largest scale covering 100
+        total = dec.source.frame_count
+        dec.run(total - 4)  # to the end of the file (the first frame went to open's check)
+        dec.before(2)       # reopened off the clock: enough frames again
+        dec.run(2)
+    finally:
+        dec.close()
+    full = DecodeStage(clip, 1)
+    try:
+        assert full.frames(1)[0].shape == (480, 640, 3) and full.scale == 1
+    finally:
+        full.close()
 
 
 def test_bench_max_batch_reaches_the_streams_runs(bundle, capsys):

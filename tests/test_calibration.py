@@ -231,7 +231,7 @@ def test_decide():
 
 
 def test_bench_runs_side_by_side(quantized):
-    from edge.calibration.bench_int8 import bench, format_bench
+    from edge.bench.int8 import bench, format_bench
     res = bench(load_bundle(quantized["root"]), available_engines(), rounds=2, steps=2)
     assert [r["engine"] for r in res["rows"]] == available_engines()
     assert all(r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["ratio"] > 0 for r in res["rows"])

@@ -199,6 +199,32 @@ def build_tiny_bundle(folder: str | Path, *, labels: list[str] | None = None, se
     return folder
 
 
+def add_int8_graph(folder: str | Path, frames: int = 8, seed: int = 0) -> Path:
+    """Quantize the tiny online bundle in ``folder`` (QDQ, onnxruntime's static quantization on random
+    frames) into ``model.int8.onnx`` and list it as ``files.int8``; the precision stays fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    feeds = [{"frame": rng.standard_normal((1, 3, *SIZE)).astype(np.float32),
+              **{f"state{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(STATE_SHAPES)}}
+             for _ in range(frames)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    quantize_static(str(folder / "model.onnx"), str(folder / "model.int8.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ)
+    spec = yaml.safe_load((folder / "model.yaml").read_text(encoding="utf-8"))
+    spec["files"]["int8"] = "model.int8.onnx"
+    (folder / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return folder
+
+
 def build_tiny_clip_bundle(folder: str | Path, *, labels: list[str] | None = None, seed: int = 0,
                            clip_frames: int = 4) -> Path:
     labels = labels or LABELS

@@ -287,6 +287,11 @@ class FileSource(OpenCVSource):
             self.fps, self._count, ", paced (realtime)" if self.paced else "")
         self._announced = True
 
+    @property
+    def frame_count(self) -> int:
+        """The file's frame count as its container states it (0: not stated); valid after open()."""
+        return self._count
+
     def _open_failed(self) -> Exception:
         return InputError(f"{self.where}: cannot be opened (not a video OpenCV can decode)")
 

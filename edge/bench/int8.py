@@ -1,22 +1,24 @@
-"""FP32 vs INT8 per-frame engine step, side by side in one run: ``python -m edge.calibration.bench_int8 --model B``.
+"""FP32 vs INT8 per-frame engine step, side by side in one run: ``python -m edge.bench.int8 --model B``
+(and ``edge-tsm quantize --bench``).
 
 The step is what the runtime does per frame after preprocessing: :meth:`OnlineClassifier.step_input`
 (one ``backend.run`` with the states fed back, plus the softmax). Every (engine, precision, threads)
-variant is compiled first, then the variants take turns, ``steps`` frames each, for ``rounds`` rounds,
-so a load change on the machine hits them all alike; the figure is the median over rounds and the
-ratio is INT8 / FP32 of those medians on the same engine and thread count. Not a test: a measurement.
+variant is compiled first, then the variants take turns (:func:`edge.bench.kit.interleave`, as in
+``edge-tsm bench``), ``steps`` frames each, for ``rounds`` rounds, so a load change on the machine hits
+them all alike; the figure is the median over rounds and the ratio is INT8 / FP32 of those medians on
+the same engine and thread count. Not a test: a measurement.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
 from edge.backends import available_engines, create_backend
+from edge.bench.kit import Variant, interleave
 from edge.bundle import Bundle, load_bundle
 from edge.classifier import OnlineClassifier
 
@@ -32,30 +34,27 @@ def bench(bundle: Bundle, engines: list[str], *, threads: tuple[int | None, ...]
     """
     h, w = bundle.input.size
     x = np.random.default_rng(seed).standard_normal((1, 3, h, w)).astype(np.float32)
-    variants: dict[tuple[str, str, int | None], OnlineClassifier] = {}
+    clfs: list[OnlineClassifier] = []
+    variants: dict[tuple[str, str, int | None], Variant] = {}
     try:
         for engine in engines:
             for t in threads:
                 for prec in ("fp32", "int8"):
                     be = create_backend(engine, bundle.graph_path(prec), threads=t, precision_hint="f32")
-                    variants[(engine, prec, t)] = OnlineClassifier(bundle, be)
-        times: dict[tuple[str, str, int | None], list[float]] = {k: [] for k in variants}
-        for clf in variants.values():  # settle caches and thread pools
-            for _ in range(steps):
-                clf.step_input(x)
-        for _ in range(rounds):
-            for key, clf in variants.items():
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    clf.step_input(x)
-                times[key].append((time.perf_counter() - t0) / steps * 1e3)
+                    clfs.append(OnlineClassifier(bundle, be))
+
+                    def step(n: int, clf: OnlineClassifier = clfs[-1]) -> None:
+                        for _ in range(n):
+                            clf.step_input(x)
+                    variants[(engine, prec, t)] = Variant(f"{engine}/{prec}/{t}", step)
+        interleave(list(variants.values()), rounds, steps)
     finally:
-        for clf in variants.values():
+        for clf in clfs:
             clf.backend.close()
     rows = []
     for engine in engines:
         for t in threads:
-            f, q = (np.asarray(times[(engine, p, t)]) for p in ("fp32", "int8"))
+            f, q = (np.asarray(variants[(engine, p, t)].wall) for p in ("fp32", "int8"))
             rows.append({"engine": engine, "threads": t or "default", "fp32_ms": round(float(np.median(f)), 3),
                          "int8_ms": round(float(np.median(q)), 3),
                          "fp32_p90_ms": round(float(np.percentile(f, 90)), 3),
@@ -74,7 +73,7 @@ def format_bench(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge.calibration.bench_int8", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edge.bench.int8", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="bundle with files.fp32 and files.int8")
     p.add_argument("--engines", default=",".join(available_engines()), help="comma-separated (default: installed)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, 0 = engine default (default 1)")
@@ -87,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         threads = tuple(int(t) or None for t in a.threads.split(","))
     except ValueError:
-        print(f"bench_int8: error: --threads {a.threads!r}: expected integers such as 1,2", file=sys.stderr)
+        print(f"edge.bench.int8: error: --threads {a.threads!r}: expected integers such as 1,2", file=sys.stderr)
         return 64
     try:
         res = bench(load_bundle(a.model), [e for e in a.engines.split(",") if e], threads=threads, rounds=a.rounds,
                     steps=a.steps)
     except EdgeError as e:
-        print(f"bench_int8: error: {e}", file=sys.stderr)
+        print(f"edge.bench.int8: error: {e}", file=sys.stderr)
         return e.exit_code
     if a.json:
         import json

@@ -3,14 +3,15 @@
 Three phases, each on the same generated 640x480 MJPG clip (a camera's frames: rendered motion,
 upscaled, with sensor-like noise):
 
-1. **Interleaved rounds** (the approach of :mod:`edge.calibration.bench_int8`: everything compiled
-   first, then the variants take turns, ``steps`` items each, for ``rounds`` rounds, the starting
-   variant rotating): decode (``cv2.VideoCapture``), preprocessing (:class:`Preprocessor`), the bare
-   engine step of every engine and precision (:meth:`OnlineClassifier.step_input`), the PyTorch-eager
-   online network when torch is there, and the whole pipeline per frame (a real
+1. **Interleaved rounds** (:func:`edge.bench.kit.interleave`, as :mod:`edge.bench.int8`: everything
+   compiled first, then the variants take turns, ``steps`` items each, for ``rounds`` rounds, the
+   starting variant rotating, so a load change on the machine hits every variant alike): decode (the
+   daemon's own :class:`edge.capture.opencv.FileSource`), preprocessing (:class:`Preprocessor`), the
+   bare engine step of every engine and precision (:meth:`OnlineClassifier.step_input`), the
+   PyTorch-eager online network when torch is there, and the whole pipeline per frame (a real
    :class:`edge.daemon.Pipeline` with a lossless file camera, its capture thread, the event detector
-   and a :class:`NullSink`). Wall and process CPU time per item; figures are medians over rounds and
-   ratios are medians of the per-round ratios, so a load change on the machine hits both sides.
+   and a :class:`NullSink`). Wall and process CPU time per item; figures are medians over rounds, and
+   every ratio is one of those medians over another (so it can be checked from the figures shown).
 2. **Streams**: N realtime (30 fps) file cameras in one Pipeline for ``seconds``, N searched upward;
    a count passes when every camera had >= 99 % of its frames classified.
 3. **Daemon runs**: ``python -m edge run`` in a subprocess, twice per engine with one compile cache:
@@ -38,11 +39,11 @@ import yaml
 
 from edge.backends import ENGINES, available_engines, create_backend
 from edge.batching import batched_graph
-from edge.benchkit import (
+from edge.bench.kit import (
     CHATTY_EVENTS,
     SUSTAINED,
     BenchPipeline,
-    Decoder,
+    DecodeStage,
     Variant,
     bench_config,
     daemon_run,
@@ -57,7 +58,6 @@ from edge.benchkit import (
     write_clip,
 )
 from edge.bundle import Bundle, load_bundle
-from edge.capture.opencv import pick_scale
 from edge.classifier import BatchStepper, OnlineClassifier
 from edge.config import EngineConfig
 from edge.errors import DeviceError, UsageError
@@ -103,9 +103,11 @@ def _med(values: list[float]) -> float:
     return round(float(statistics.median(values)), 3)
 
 
-def _ratio(num: list[float], den: list[float]) -> float:
-    """Median of the per-round ratios (the two sides ran in the same round)."""
-    return round(float(statistics.median(a / b for a, b in zip(num, den, strict=False) if b > 0)), 3)
+def _ratio(num: list[float], den: list[float]) -> float | None:
+    """The median of ``num`` over the median of ``den`` (None when that is 0): the ratio of two figures
+    the report shows."""
+    d = statistics.median(den)
+    return round(float(statistics.median(num) / d), 3) if d > 0 else None
 
 
 def machine() -> dict[str, Any]:
@@ -181,9 +183,10 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
                   clip: Path, every: Path) -> dict[str, Any]:
     logger.info("bench: compiling %s; then %d interleaved rounds", ", ".join(f"{e} {p}" for e in engines
                                                                             for p in precisions), opts.rounds)
-    scale = pick_scale(opts.decode_scale, opts.size, frame_need(bundle.input))  # as the daemon's file camera
-    dec, full = Decoder(clip, scale), Decoder(clip)
+    dec = DecodeStage(clip, opts.decode_scale, frame_need(bundle.input))  # as the daemon's file camera
+    full = DecodeStage(clip, 1)
     frames = dec.frames(8)
+    scale = dec.scale
     pre = Preprocessor(bundle.input)
     x = pre(frames[0]).copy()
 
@@ -229,7 +232,7 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         full.close()
     by = {v.name: v for v in variants}
     main_engine = by[f"{engines[0]}/{precision}"]
-    stages_cpu = [a + b + c for a, b, c in zip(by["decode"].cpu, by["preprocess"].cpu, main_engine.cpu, strict=False)]
+    stages_cpu = [statistics.median(v.cpu) for v in (by["decode"], by["preprocess"], main_engine)]
     out: dict[str, Any] = {
         "decode_scale": scale,
         "decode_ms": _med(by["decode"].wall),
@@ -242,7 +245,7 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
                    "engine": {e: {pr: _med(by[f"{e}/{pr}"].cpu) for pr in precisions} for e in engines},
                    "engine_batched": {e: {pr: _med(by[f"{e}/{pr}/b{opts.batch}"].cpu) for pr in precisions
                                           if f"{e}/{pr}/b{opts.batch}" in by} for e in engines}},
-        "overhead_ratio": _ratio(pipe.cpu, stages_cpu),
+        "overhead_ratio": _ratio(pipe.cpu, [sum(stages_cpu)]),
         "overhead_of": f"pipeline CPU per frame / (decode + preprocess + {engines[0]} {precision}) CPU, "
                        "every frame to the model",
         "int8_over_fp32": {e: (_ratio(by[f"{e}/int8"].wall, by[f"{e}/fp32"].wall) if len(precisions) == 2 else None)
@@ -352,13 +355,13 @@ def format_table(r: dict[str, Any]) -> str:
                      f"{r['torch_eager_ms']:8.3f} {t['cpu_ms']:8.3f}")
     lines.append(f"{'whole pipeline (' + r['engines'][0] + ' ' + r['precision'] + ')':<44} "
                  f"{r['pipeline_wall_ms_per_frame']:8.3f} {r['pipeline_cpu_ms_per_frame']:8.3f}")
-    ratios = [f"overhead_ratio {r['overhead_ratio']:.2f}"]
+    ratios = [f"overhead_ratio {r['overhead_ratio']:.2f}"] if r["overhead_ratio"] is not None else []
     ratios += [f"int8/fp32 {e} {v:.2f}" for e, v in r["int8_over_fp32"].items() if v is not None]
     ratios += [f"int8/fp32 {e} batch {r['batch']} {v:.2f}" for e, v in r.get("int8_over_fp32_batched", {}).items()
                if v is not None]
     if r["daemon_over_torch"] is not None:
         ratios.append(f"daemon/torch {r['daemon_over_torch']:.2f}")
-    lines += ["", "ratios (per round, median): " + ", ".join(ratios)]
+    lines += ["", "ratios (of the medians above): " + ", ".join(ratios)]
     sd, lat = r["streams_detail"], r["event_latency_ms"]
     lat_text = f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms ({lat['n']} events)" if lat["n"] else "no events"
     lines.append(f"streams: {r['streams']} x {sd['fps']:g} fps ({sd['to_model_hz']:g} frames/s each to the model, "

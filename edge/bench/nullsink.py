@@ -2,7 +2,7 @@
 and records how long each event took from its frame's capture time to delivery (for ``edge-tsm bench``).
 
 It is not in the config's sink registry (no ``type: null`` in a config file): the bench builds it
-directly and adds it to a pipeline after :meth:`edge.daemon.Pipeline.open`.
+directly (:func:`edge.bench.kit.open_pipeline`) and adds it to a pipeline after it is opened.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The measuring parts of ``edge-tsm bench`` (:mod:`edge.bench` runs them and reports).
 
 * inputs: a camera-like MJPG clip, a copy of a bundle that classifies every camera frame, an INT8 copy;
-* interleaved rounds: :class:`Variant` and :func:`interleave` (the approach of
-  :mod:`edge.calibration.bench_int8`, generalised from engine steps to any stage), a decoder, the
-  daemon's :class:`Pipeline` with a frame counter, the PyTorch-eager network;
+* interleaved rounds: :class:`Variant` and :func:`interleave` (the one scheduler of timed variants, used
+  by :mod:`edge.bench.int8` too), the daemon's own file source as the decode stage, the daemon's
+  :class:`Pipeline` with a frame counter, the PyTorch-eager network;
 * live runs: N realtime cameras in one pipeline; the daemon itself in a subprocess.
 """
 from __future__ import annotations
@@ -24,12 +24,13 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.bench.nullsink import NullSink
 from edge.bundle import Bundle
-from edge.capture.opencv import REDUCED_FLAGS
-from edge.config import config_from_data
+from edge.capture.opencv import FileSource
+from edge.config import CameraConfig, Config, config_from_data
 from edge.daemon import Pipeline
 from edge.errors import InputError, ModelError
-from edge.sinks.null import NullSink
+from edge.journal import MemoryJournal
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def write_clip(path: Path, size: tuple[int, int], fps: float, seconds: float, se
     Raises:
         InputError: OpenCV cannot write MJPG here.
     """
+    from edge.data.synth import render_clip
     from edge.demo import DEMO_SCRIPT
-    from edge.models.synth import render_clip
     vw = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not vw.isOpened():
         raise InputError(f"bench clip {path}: cannot be written (OpenCV's MJPG writer failed)")
@@ -128,33 +129,36 @@ def interleave(variants: list[Variant], rounds: int, steps: int) -> None:
             v.cpu.append((time.process_time() - c0) * 1e3 / steps)
 
 
-class Decoder:
-    """The clip decoded frame by frame as the daemon's file camera does (MJPG at 1/``scale`` in the JPEG
-    decoder when > 1); reopened (off the clock) before a round would reach its end."""
+class DecodeStage:
+    """The clip decoded frame by frame by the daemon's own file source (:class:`FileSource`: MJPG decoded
+    at 1/N when ``decode_scale`` and the model's ``need`` allow, as the daemon's file camera); reopened
+    (off the clock) before a round would reach the end of the file."""
 
-    def __init__(self, path: Path, scale: int = 1) -> None:
+    def __init__(self, path: Path, decode_scale: str | int = "auto", need: tuple[int, int, int] = (0, 0, 0)) -> None:
         self.path = path
-        self.scale = scale
-        self.cap: Any = None
+        self.source = FileSource(CameraConfig(name="bench", source=str(path), type="file",
+                                              decode_scale=decode_scale), str(path))
+        self.source.need = need
         self.left = 0
-        self.total = 0
+
+    @property
+    def scale(self) -> int:
+        """The JPEG decoder's scale the source chose (valid once opened)."""
+        return self.source.scale
 
     def before(self, n: int) -> None:
-        if self.cap is None or self.left < n:
-            if self.cap is not None:
-                self.cap.release()
-            self.cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-            if self.scale > 1:
-                self.cap.set(cv2.CAP_PROP_FORMAT, -1)
-            self.total = self.left = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            if self.total < n:
-                raise InputError(f"bench clip {self.path}: {self.total} frames, fewer than --steps {n}")
+        if self.left < n:
+            self.source.open()
+            # open() decodes the first frame to check the file; take it off the clock too
+            self._read()
+            self.left = self.source.frame_count - 1
+            if self.left < n:
+                raise InputError(f"bench clip {self.path}: {self.source.frame_count} frames, fewer than "
+                                 f"--steps {n} + 1")
 
     def _read(self) -> np.ndarray:
-        ok, img = self.cap.read()
-        if ok and self.scale > 1:
-            img = cv2.imdecode(img, REDUCED_FLAGS[self.scale])
-        if not ok or img is None:
+        img = self.source.read()
+        if img is None:
             raise InputError(f"bench clip {self.path}: decoding failed")
         return img
 
@@ -170,19 +174,19 @@ class Decoder:
         return out
 
     def close(self) -> None:
-        if self.cap is not None:
-            self.cap.release()
+        self.source.close()
 
 
-@dataclass
 class BenchPipeline(Pipeline):
-    """The daemon's Pipeline, plus counting: ``run()`` returns after ``target`` more classified frames,
-    and each frame's capture-to-classified latency is kept (meaningful for live cameras)."""
+    """The daemon's Pipeline (events numbered in memory), plus counting: ``run_frames()`` returns after
+    ``n`` more classified frames, and each frame's capture-to-classified latency is kept (meaningful for
+    live cameras)."""
 
-    target: int = 0
-    done: int = 0
-    frame_latency_ms: list[float] = field(default_factory=list)
-    _until: threading.Event | None = None
+    def __init__(self, cfg: Config, where: str) -> None:
+        super().__init__(cfg, MemoryJournal(), where)
+        self.target = self.done = 0
+        self.frame_latency_ms: list[float] = []
+        self._until: threading.Event | None = None
 
     def _after(self, stream: Any, frame: Any, probs: Any, ms: float) -> None:  # every classified frame, batched too
         super()._after(stream, frame, probs, ms)
@@ -217,7 +221,8 @@ def open_pipeline(data: dict[str, Any]) -> tuple[BenchPipeline, NullSink]:
     except BaseException:
         p.close(drain_s=0)
         raise
-    p.sinks.append(sink)
+    p.sinks.append(sink)  # closed with the pipeline's sinks
+    p.journal.subscribe(lambda records: [sink.submit(r) for r in records])
     return p, sink
 
 
@@ -285,13 +290,13 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
     try:
         worker.start()
         stop.wait(warmup_s)
-        before = [(s.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
+        before = [(s.figures.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
         sink.latencies_ms(clear=True)
         p.frame_latency_ms.clear()
         w0, c0 = time.monotonic(), time.process_time()
         stop.wait(seconds)
         wall, cpu = time.monotonic() - w0, time.process_time() - c0
-        after = [(s.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
+        after = [(s.figures.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
         frame_lat = list(p.frame_latency_ms)
         sink.wait_for(lambda st: st["pending"] == 0, 1.0)
         event_lat = sink.latencies_ms()
