@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from edge.capture import SOURCES, Camera, create_source
 from edge.capture.opencv import FileSource, UrlSource, V4L2Source, backends, fourcc_text, pick_scale, redact_url
@@ -166,14 +167,6 @@ def drain(cam: Camera) -> list:
     while (f := cam.get(5.0)) is not None:
         frames.append(f)
     return frames
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    """Poll a condition of another thread until it holds or the timeout passes."""
-    deadline, tick = time.monotonic() + timeout, threading.Event()
-    while not pred() and time.monotonic() < deadline:
-        tick.wait(0.01)
-    return pred()
 
 
 # --- the contract, over every kind in the registry -------------------------------------------------------
@@ -470,7 +463,7 @@ def test_stop_is_prompt_while_waiting(videos):
     live = started(src.cfg, source=src)
     dev.unplug()
     files = started(cam_cfg(str(videos["MJPG"])))  # lossless, and nobody takes its frames
-    assert wait_until(lambda: live.state == "reconnecting" and files.stats()["frames_passed"] == 2)
+    wait_until(lambda: live.state == "reconnecting" and files.stats()["frames_passed"] == 2, timeout=5)
     for cam in (live, files):
         t = time.monotonic()
         cam.stop()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tinymodel import build_tiny_bundle, write_colour_video
+from waiting import Follow, wait_until
 
 FAST_EVENTS = {"window": 1, "enter": 0.5, "exit": 0.5, "min_frames": 1, "cooldown_s": 0}
 
@@ -43,13 +44,24 @@ def seqs_of(lines: list[bytes | str]) -> list[int]:
     return out
 
 
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (state T in /proc): SIGSTOP has taken effect."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 def unplug(d: Daemon, master: int, slave: int, buf: bytearray) -> None:
     """Pull the adapter at an idle moment: freeze the daemon, read what the line already carries, close
     both ends, thaw. (Bytes still in a tty buffer when a real adapter is pulled are lost on the wire; no
     sink can know. That physical limit is not what these tests measure.)"""
     d.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(0.05)
+        wait_until(lambda: stopped(d.proc.pid), timeout=5, what=f"daemon {d.proc.pid} stopped by SIGSTOP")
         _read_pty(master, buf, timeout=0.2)
         os.close(master)
         os.close(slave)
@@ -84,43 +96,49 @@ def check_once_in_order(got: list[int], want: list[int]) -> tuple[int, int]:
 
 
 class Daemon:
+    """``python -m edge run`` on a config written from ``cfg``; its stderr is read as it comes (``stderr``
+    holds every start's), so a test can wait on a log line."""
+
     def __init__(self, tmp: Path, cfg: dict, preexec=None) -> None:
         self.path = tmp / "config.yaml"
         self.path.write_text(yaml.safe_dump(cfg))
         self.preexec = preexec
         self.proc: subprocess.Popen | None = None
-        self.stderr = ""
+        self.err: Follow | None = None
+        self.past = ""  # the stderr of earlier starts
+
+    @property
+    def stderr(self) -> str:
+        return self.past + (self.err.text if self.err is not None else "")
 
     def start(self) -> None:
+        if self.err is not None:
+            self.past, self.err = self.stderr, None
         self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(self.path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=self.preexec)
+        self.err = Follow(self.proc.stderr)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait(self, pred, timeout: float = 30.0, what: str | None = None):
+        """``wait_until`` that fails at once, with the daemon's stderr, if the daemon exits first."""
+        return wait_until(pred, timeout=timeout, what=what, proc=self.proc, output=lambda: self.stderr)
+
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> tuple[int, float]:
         t0 = time.monotonic()
         self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=timeout)
-        self.stderr += err
-        return self.proc.returncode, time.monotonic() - t0
+        self.proc.wait(timeout=timeout)
+        took = time.monotonic() - t0
+        self.err.join()
+        return self.proc.returncode, took
 
     def kill(self) -> None:
         if self.alive():
             self.proc.kill()
-            self.stderr += self.proc.communicate(timeout=10)[1]
-
-
-def wait_until(cond, timeout: float = 30.0, daemon: Daemon | None = None) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if daemon is not None and not daemon.alive():
-            raise AssertionError(f"daemon died: {daemon.proc.communicate()[1][-2000:]}")
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return time.monotonic() - t0
+            self.proc.wait(timeout=10)
+            self.err.join()
 
 
 def base_cfg(assets, tmp: Path, realtime: bool, sinks: list[dict]) -> dict:
@@ -136,12 +154,13 @@ def test_sigkill_during_heavy_output_then_restart(assets, tmp_path):
     for _ in range(kills):  # killed mid-stream, three times
         d.start()
         n = len(log_lines(log))
-        wait_until(lambda n=n: len(log_lines(log)) >= n + 150, daemon=d)
-        d.proc.kill()
-        d.proc.communicate(timeout=10)
+        d.wait(lambda n=n: len(log_lines(log)) >= n + 150)
+        d.kill()
     d.start()
     n = len(log_lines(log))
-    recovery = wait_until(lambda: len(log_lines(log)) >= n + 50, daemon=d)
+    t_start = time.monotonic()
+    d.wait(lambda: len(log_lines(log)) >= n + 50)
+    recovery = time.monotonic() - t_start
     code, _ = d.stop()
     assert code == 0
     got, want = seqs_of(log_lines(log)), journal_seqs(tmp_path / "state")
@@ -178,17 +197,17 @@ def test_serial_unplug_and_replug_behind_a_symlink(assets, tmp_path):
     d.start()
     first = bytearray()
     try:
-        wait_until(lambda: (_read_pty(m1, first), first.count(b"\n") >= 4)[1], daemon=d)
+        d.wait(lambda: (_read_pty(m1, first), first.count(b"\n") >= 4)[1])
         unplug(d, m1, s1, first)
         n = len(log_lines(log))
-        wait_until(lambda: len(log_lines(log)) >= n + 4, daemon=d)  # events go on while the port is away
+        d.wait(lambda: len(log_lines(log)) >= n + 4)  # events go on while the port is away
         m2, s2 = os.openpty()
         tty.setraw(s2)
         os.symlink(os.ttyname(s2), tmp_path / "new-link")
         os.replace(tmp_path / "new-link", link)  # replug: udev points the by-id link at the new device
         t_replug = time.monotonic()
         second = bytearray()
-        wait_until(lambda: (_read_pty(m2, second), second.count(b"\n") >= 6)[1], daemon=d)
+        d.wait(lambda: (_read_pty(m2, second), second.count(b"\n") >= 6)[1])
         recovery = time.monotonic() - t_replug
         code, _ = d.stop()
         _read_pty(m2, second, timeout=0.3)
@@ -216,11 +235,11 @@ def test_sigterm_with_a_sink_down_exits_fast_and_loses_nothing(assets, tmp_path)
     d = Daemon(tmp_path, cfg)
     d.start()
     buf = bytearray()
-    wait_until(lambda: (_read_pty(m1, buf), buf.count(b"\n") >= 2)[1], daemon=d)
+    d.wait(lambda: (_read_pty(m1, buf), buf.count(b"\n") >= 2)[1])
     unplug(d, m1, s1, buf)  # the port goes away; the journal keeps filling
     first_n = len(seqs_of(bytes(buf).splitlines()))
-    wait_until(lambda: sum(p.read_bytes().count(b"\n") for p in (tmp_path / "state" / "journal").glob("events-*"))
-               >= first_n + 300, daemon=d)
+    d.wait(lambda: sum(p.read_bytes().count(b"\n") for p in (tmp_path / "state" / "journal").glob("events-*"))
+           >= first_n + 300)
     code, took = d.stop()
     assert code == 0 and took < 2.0, (code, took)
     m2, s2 = os.openpty()
@@ -233,8 +252,10 @@ def test_sigterm_with_a_sink_down_exits_fast_and_loses_nothing(assets, tmp_path)
     second = bytearray()
     want = journal_seqs(tmp_path / "state")
     try:
-        recovery = wait_until(lambda: (_read_pty(m2, second), len(seqs_of(bytes(second).splitlines())) >= 1 and
-                                       seqs_of(bytes(second).splitlines())[-1] >= want[-1])[1], timeout=60)
+        t_start = time.monotonic()
+        d2.wait(lambda: (_read_pty(m2, second), len(seqs_of(bytes(second).splitlines())) >= 1 and
+                         seqs_of(bytes(second).splitlines())[-1] >= want[-1])[1], timeout=60)
+        recovery = time.monotonic() - t_start
         d2.proc.wait(timeout=30)
         _read_pty(m2, second, timeout=0.3)
     finally:
@@ -263,15 +284,15 @@ def test_file_source_vanishes_and_comes_back(assets, tmp_path):
     def from_cam(cam: str) -> int:
         return sum(json.loads(x)["camera"] == cam for x in log_lines(log))
     try:
-        wait_until(lambda: from_cam("loop") >= 2, daemon=d)
+        d.wait(lambda: from_cam("loop") >= 2)
         os.replace(clip, tmp_path / "away.avi")  # gone at the next loop
-        wait_until(lambda: "reconnect" in d.proc.stderr.readline(), timeout=30, daemon=d)
+        d.wait(lambda: d.err.has("reconnect"))
         steady = from_cam("steady")
-        wait_until(lambda: from_cam("steady") >= steady + 2, daemon=d)  # the other camera is unaffected
+        d.wait(lambda: from_cam("steady") >= steady + 2)  # the other camera is unaffected
         n = len(log_lines(log))
         os.replace(tmp_path / "away.avi", clip)
         t_back = time.monotonic()
-        wait_until(lambda: len(log_lines(log)) >= n + 2, daemon=d)
+        d.wait(lambda: len(log_lines(log)) >= n + 2)
         recovery = time.monotonic() - t_back
         code, _ = d.stop()
     finally:
@@ -287,13 +308,20 @@ def test_journal_disk_full_is_reported_not_fatal(assets, tmp_path):
     log = tmp_path / "events.jsonl"
     limit = 40_000  # RLIMIT_FSIZE: writes past 40 kB fail with EFBIG, like a full disk (Python ignores SIGXFSZ)
     cfg = base_cfg(assets, tmp_path, False, [{"type": "stdout"}, {"type": "log", "path": str(log)}])
+    cfg["metrics"] = {"interval_s": 0.5}  # status.json (small, under the limit) shows frames still classified
+    status = tmp_path / "state" / "status.json"
+
+    def classified() -> int:
+        try:
+            return json.loads(status.read_text())["cameras"]["loop"]["classified"]
+        except (OSError, ValueError, KeyError):
+            return 0
     d = Daemon(tmp_path, cfg, preexec=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     d.start()
     try:
-        wait_until(lambda: sum(p.stat().st_size for p in (tmp_path / "state" / "journal").glob("events-*"))
-                   >= limit - 400, daemon=d)
-        time.sleep(1.0)  # well past the limit: appends fail, the daemon must go on
-        assert d.alive()
+        d.wait(lambda: d.err.has("cannot append"), what="the journal's append failure in the log")
+        after = classified()
+        d.wait(lambda: classified() > after + 50, what="frames classified after the journal failed")  # goes on
         code, _ = d.stop()
     finally:
         d.kill()

@@ -16,8 +16,8 @@ from test_faults import (
     log_lines,
     report,
     seqs_of,
-    wait_until,
 )
+from waiting import wait_until
 
 
 def test_mqtt_broker_restarted_mid_stream(assets, tmp_path):  # noqa: F811
@@ -34,20 +34,20 @@ def test_mqtt_broker_restarted_mid_stream(assets, tmp_path):  # noqa: F811
             return [json.loads(m.payload)["seq"] for m in sub.messages]
     d.start()
     try:
-        wait_until(lambda: len(got()) >= 6, daemon=d)
+        d.wait(lambda: len(got()) >= 6)
         broker.stop()
         n = len(log_lines(log))
-        wait_until(lambda: len(log_lines(log)) >= n + 4, daemon=d)  # events go on while the broker is away
+        d.wait(lambda: len(log_lines(log)) >= n + 4)  # events go on while the broker is away
         before = seqs_of(log_lines(log))
         broker.start()
         t_back = time.monotonic()
-        wait_until(lambda: set(got()) >= set(before), daemon=d)  # the outage's backlog arrives
+        d.wait(lambda: set(got()) >= set(before))  # the outage's backlog arrives
         recovery = time.monotonic() - t_back
         m = len(got())
-        wait_until(lambda: len(got()) >= m + 2, daemon=d)       # and live events after it
+        d.wait(lambda: len(got()) >= m + 2)       # and live events after it
         code, _ = d.stop()
         want = journal_seqs(tmp_path / "state")
-        wait_until(lambda: set(got()) >= set(want), timeout=10)
+        wait_until(lambda: set(got()) >= set(want), timeout=10, what="every journaled seq at the subscriber")
     finally:
         d.kill()
         sub.close()
