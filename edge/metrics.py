@@ -12,7 +12,9 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,28 @@ def format_status(snap: dict[str, Any]) -> str:
         lines += ["", f"clips: {c['written']} written, {c['dropped']} dropped, {c['failed']} failed, "
                       f"{c['removed']} removed by the quota, spool {c['bytes'] / (1 << 20):.1f} MB"]
     return "\n".join(lines)
+
+
+@dataclass
+class StreamFigures:
+    """One camera's figures, kept in one place: status lines, status.json and Prometheus all read these."""
+
+    classified: int = 0
+    events: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    hist: Histogram = field(default_factory=Histogram)             # step ms, cumulative (Prometheus)
+    recent_ms: deque = field(default_factory=lambda: deque(maxlen=256))  # step ms, last frames (p50)
+
+    def frame(self, ms: float) -> None:
+        self.classified += 1
+        self.hist.observe(ms)
+        self.recent_ms.append(ms)
+
+    def event(self, ev: Any) -> None:
+        if ev.kind == "start":
+            self.events += 1
+            self.by_label[ev.label] = self.by_label.get(ev.label, 0) + 1
+
+    def p50_ms(self) -> float:
+        recent = sorted(self.recent_ms)
+        return round(recent[len(recent) // 2], 3) if recent else 0.0

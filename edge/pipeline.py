@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from edge.clips import ClipRecorder, ClipSpool, open_spool
 from edge.config import Config, sink_names
 from edge.errors import EdgeError
 from edge.events import Event, EventDetector, EventSettings, event_settings
-from edge.metrics import Histogram
+from edge.metrics import StreamFigures
 from edge.preprocess import PreprocessRing, frame_need
 from edge.sinks import Sink, create_sink
 
@@ -67,31 +66,6 @@ def cache_dir(configured: str | None) -> Path | None:
         return Path(configured)
     env = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
     return Path(env) if env else None
-
-
-@dataclass
-class StreamFigures:
-    """One camera's figures, kept in one place: status lines, status.json and Prometheus all read these."""
-
-    classified: int = 0
-    events: int = 0
-    by_label: dict[str, int] = field(default_factory=dict)
-    hist: Histogram = field(default_factory=Histogram)             # step ms, cumulative (Prometheus)
-    recent_ms: deque = field(default_factory=lambda: deque(maxlen=256))  # step ms, last frames (p50)
-
-    def frame(self, ms: float) -> None:
-        self.classified += 1
-        self.hist.observe(ms)
-        self.recent_ms.append(ms)
-
-    def event(self, ev: Event) -> None:
-        if ev.kind == "start":
-            self.events += 1
-            self.by_label[ev.label] = self.by_label.get(ev.label, 0) + 1
-
-    def p50_ms(self) -> float:
-        recent = sorted(self.recent_ms)
-        return round(recent[len(recent) // 2], 3) if recent else 0.0
 
 
 @dataclass
@@ -205,6 +179,12 @@ class Pipeline:
                 self._memory_sinks.append(sink)
         self.journal.subscribe(self._deliver)
         self._subscribed = True
+
+    def add_sink(self, sink: Sink) -> None:
+        """Open one more live sink (not from the config: the bench's null sink), fed like the config's."""
+        sink.open()
+        self.sinks.append(sink)
+        self._memory_sinks.append(sink)
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         """The journal's writer thread: committed records to the memory-fed sinks."""

@@ -20,7 +20,7 @@ from edge.bench.kit import DecodeStage, find_streams, rate_copy, write_clip
 from edge.bench.nullsink import NullSink
 from edge.bundle import load_bundle
 from edge.cli import main
-from edge.events import iso_ts
+from edge.events import Event
 
 NUMBER_KEYS = ("preprocess_ms", "decode_ms", "pipeline_cpu_ms_per_frame", "overhead_ratio")
 PER_ENGINE_KEYS = ("rss_mb", "stream_cpu_pct")
@@ -169,7 +169,9 @@ def test_null_sink_records_capture_to_delivery_latency():
     now = [1_800_000_000.5]
     sink = NullSink(clock=lambda: now[0])
     sink.open()
-    sink.submit({"event": "start", "camera": "c", "ts": iso_ts(1_800_000_000.25), "seq": 1})
+    ev = Event("start", "c-1", "c", "wave", 0.9, 1_800_000_000.25, 1_800_000_000.0, 2)
+    sink.expect(ev, 1)  # the pipeline's event callback: the float capture time, no ISO string parsed back
+    sink.submit(ev.record(1))
     assert sink.wait_for(lambda st: st["delivered"] == 1, 5)
     assert sink.latencies_ms(clear=True) == [pytest.approx(250.0, abs=1.0)]
     assert sink.latencies_ms() == []

@@ -9,7 +9,7 @@ upscaled, with sensor-like noise):
    daemon's own :class:`edge.capture.opencv.FileSource`), preprocessing (:class:`Preprocessor`), the
    bare engine step of every engine and precision (:meth:`OnlineClassifier.step_input`), the
    PyTorch-eager online network when torch is there, and the whole pipeline per frame (a real
-   :class:`edge.daemon.Pipeline` with a lossless file camera, its capture thread, the event detector
+   :class:`edge.pipeline.Pipeline` with a lossless file camera, its capture thread, the event detector
    and a :class:`NullSink`). Wall and process CPU time per item; figures are medians over rounds, and
    every ratio is one of those medians over another (so it can be checked from the figures shown).
 2. **Streams**: N realtime (30 fps) file cameras in one Pipeline for ``seconds``, N searched upward;
@@ -42,7 +42,6 @@ from edge.batching import batched_graph
 from edge.bench.kit import (
     CHATTY_EVENTS,
     SUSTAINED,
-    BenchPipeline,
     DecodeStage,
     Variant,
     bench_config,
@@ -61,6 +60,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.classifier import BatchStepper, OnlineClassifier
 from edge.config import EngineConfig
 from edge.errors import DeviceError, UsageError
+from edge.pipeline import Pipeline
 from edge.preprocess import Preprocessor, frame_need
 
 logger = logging.getLogger(__name__)
@@ -197,11 +197,11 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
     if scale > 1:
         variants.append(Variant("decode_full", full.run, full.before))
     clfs: list[OnlineClassifier] = []
-    p: BenchPipeline | None = None
+    p: Pipeline | None = None
     try:
         for eng in engines:
             for prec in precisions:
-                eng_threads = opts.threads or (1 if eng == "onnxruntime" else None)  # as the daemon (daemon_threads)
+                eng_threads = opts.threads or (1 if eng == "onnxruntime" else None)  # as the daemon (pipeline.engine_threads)
                 clf = OnlineClassifier(bundle, create_backend(eng, bundle.graph_path(prec), threads=eng_threads,
                                                               precision_hint="f32"))
                 clfs.append(clf)
@@ -218,9 +218,9 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
         if tv is not None:
             variants.append(tv)
         cam = [{"name": "file", "source": str(clip), "loop": True}]
-        p, _sink = open_pipeline(bench_config(every, engines[0], precision, opts.threads, cam,
-                                              decode_scale=opts.decode_scale))
-        pipe = pipeline_variant(p)
+        p, _sink, counter = open_pipeline(bench_config(every, engines[0], precision, opts.threads, cam,
+                                                       decode_scale=opts.decode_scale))
+        pipe = pipeline_variant(p, counter)
         variants.append(pipe)
         interleave(variants, opts.rounds, opts.steps)
     finally:

@@ -27,10 +27,10 @@ import yaml
 from edge.bench.nullsink import NullSink
 from edge.bundle import Bundle
 from edge.capture.opencv import FileSource
-from edge.config import CameraConfig, Config, config_from_data
-from edge.daemon import Pipeline
+from edge.config import CameraConfig, config_from_data
 from edge.errors import InputError, ModelError
 from edge.journal import MemoryJournal
+from edge.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -177,28 +177,17 @@ class DecodeStage:
         self.source.close()
 
 
-class BenchPipeline(Pipeline):
-    """The daemon's Pipeline (events numbered in memory), plus counting: ``run_frames()`` returns after
-    ``n`` more classified frames, and each frame's capture-to-classified latency is kept (meaningful for
-    live cameras)."""
+@dataclass
+class FrameCounter:
+    """The bench's per-frame callback (:attr:`Pipeline.on_frame`): counts classified frames and keeps
+    each one's capture-to-classified latency (meaningful for live cameras)."""
 
-    def __init__(self, cfg: Config, where: str) -> None:
-        super().__init__(cfg, MemoryJournal(), where)
-        self.target = self.done = 0
-        self.frame_latency_ms: list[float] = []
-        self._until: threading.Event | None = None
+    done: int = 0
+    frame_latency_ms: list[float] = field(default_factory=list)
 
-    def _after(self, stream: Any, frame: Any, probs: Any, ms: float) -> None:  # every classified frame, batched too
-        super()._after(stream, frame, probs, ms)
-        self.frame_latency_ms.append((time.time() - frame.ts) * 1e3)
+    def on_frame(self, _camera: str, _index: int, ts: float, _probs: Any) -> None:
+        self.frame_latency_ms.append((time.time() - ts) * 1e3)
         self.done += 1
-        if self._until is not None and self.done >= self.target:
-            self._until.set()
-
-    def run_frames(self, n: int) -> None:
-        """Serve until ``n`` more frames are classified (the daemon's own loop)."""
-        self.target, self._until = self.done + n, threading.Event()
-        self.run(self._until)
 
 
 def bench_config(model: Path, engine: str, precision: str, threads: int | None, cameras: list[dict[str, Any]],
@@ -211,22 +200,39 @@ def bench_config(model: Path, engine: str, precision: str, threads: int | None, 
             "status_interval_s": 0, **extra}
 
 
-def open_pipeline(data: dict[str, Any]) -> tuple[BenchPipeline, NullSink]:
-    """Open a BenchPipeline for config ``data`` with a NullSink added after the config's sinks."""
-    p = BenchPipeline(config_from_data(data, "bench config"), "bench config")
+def open_pipeline(data: dict[str, Any]) -> tuple[Pipeline, NullSink, FrameCounter]:
+    """Open the daemon's Pipeline for config ``data`` (events numbered in memory), with a FrameCounter on its
+    per-frame callback and a NullSink fed like a live sink (its event callback gives the sink each
+    event's capture time)."""
+    counter, sink = FrameCounter(), NullSink()
+    p = Pipeline(config_from_data(data, "bench config"), MemoryJournal(), "bench config",
+                 on_frame=counter.on_frame, on_event=sink.expect)
     p.open()
-    sink = NullSink()
     try:
-        sink.open()
+        p.add_sink(sink)  # closed with the pipeline's sinks
     except BaseException:
         p.close(drain_s=0)
         raise
-    p.sinks.append(sink)  # closed with the pipeline's sinks
-    p.journal.subscribe(lambda records: [sink.submit(r) for r in records])
-    return p, sink
+    return p, sink, counter
 
 
-def pipeline_variant(p: BenchPipeline) -> Variant:
+def run_frames(p: Pipeline, counter: FrameCounter, n: int, timeout_s: float = 30.0) -> None:
+    """Serve until ``n`` more frames are classified: the daemon's own loop, stepped with :meth:`Pipeline.poll`.
+
+    Raises:
+        ModelError: the cameras ended or nothing was classified for ``timeout_s``.
+    """
+    target = counter.done + n
+    p.start()
+    last, since = counter.done, time.monotonic()
+    while counter.done < target:
+        if p.poll(1.0):
+            last, since = counter.done, time.monotonic()
+        elif p.ended or time.monotonic() - since > timeout_s:
+            raise ModelError(f"bench: the pipeline stopped after {counter.done - last} of {n} frames")
+
+
+def pipeline_variant(p: Pipeline, counter: FrameCounter) -> Variant:
     """Per frame of the whole pipeline. The lossless camera decodes ahead into a 2-frame queue; a round
     ends once the camera has decoded as many frames as were classified, so each round is charged
     exactly its own decodes."""
@@ -240,7 +246,7 @@ def pipeline_variant(p: BenchPipeline) -> Variant:
         deadline = time.monotonic() + 5.0
         while cam.stats()["frames_read"] - mark[0] < n and time.monotonic() < deadline:
             time.sleep(0.0005)
-    return Variant("pipeline", p.run_frames, before, after)
+    return Variant("pipeline", lambda n: run_frames(p, counter, n), before, after)
 
 
 def torch_variant(bundle: Bundle, x: np.ndarray, threads: int | None) -> tuple[Variant | None, dict[str, Any]]:
@@ -283,7 +289,7 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
     falls behind its pace counts as a loss too. One frame of slack for the window's edges.
     """
     cams = [{"name": f"cam{i}", "source": str(clip), "realtime": True, "loop": True} for i in range(n)]
-    p, sink = open_pipeline(bench_config(model, engine, precision, threads, cams, max_batch, decode_scale))
+    p, sink, counter = open_pipeline(bench_config(model, engine, precision, threads, cams, max_batch, decode_scale))
     rates = [(s.camera.source.fps, s.camera.step) for s in p.streams]
     stop = threading.Event()
     worker = threading.Thread(target=p.run, args=(stop,), name="bench-pipeline", daemon=True)
@@ -292,12 +298,12 @@ def streams_trial(model: Path, clip: Path, n: int, engine: str, precision: str, 
         stop.wait(warmup_s)
         before = [(s.figures.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
         sink.latencies_ms(clear=True)
-        p.frame_latency_ms.clear()
+        counter.frame_latency_ms.clear()
         w0, c0 = time.monotonic(), time.process_time()
         stop.wait(seconds)
         wall, cpu = time.monotonic() - w0, time.process_time() - c0
         after = [(s.figures.classified, s.camera.stats()["frames_passed"]) for s in p.streams]
-        frame_lat = list(p.frame_latency_ms)
+        frame_lat = list(counter.frame_latency_ms)
         sink.wait_for(lambda st: st["pending"] == 0, 1.0)
         event_lat = sink.latencies_ms()
     finally:

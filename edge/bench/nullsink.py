@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from edge.events import Event
 from edge.sinks.base import Sink
 
 
@@ -36,15 +36,22 @@ class NullSink(Sink):
         self._clock = clock
         self._lat_lock = threading.Lock()
         self._lat: list[float] = []
+        self._capture_ts: dict[int, float] = {}  # seq -> capture time of the frame that made the event
 
     def _open_device(self) -> None:
         pass
 
-    def _write(self, event: dict[str, Any]) -> None:
-        """Record now - the event's ``ts`` (the capture time of the frame that caused it, ms resolution)."""
-        ms = (self._clock() - _epoch(event["ts"])) * 1000.0
+    def expect(self, event: Event, seq: int) -> None:
+        """The pipeline's event callback: remember the event's float ``ts`` (its frame's capture time)."""
         with self._lat_lock:
-            self._lat.append(ms)
+            self._capture_ts[seq] = event.ts
+
+    def _write(self, event: dict[str, Any]) -> None:
+        """Record now - the capture time of the frame that made the event (given to :meth:`expect`)."""
+        with self._lat_lock:
+            ts = self._capture_ts.pop(event["seq"], None)
+            if ts is not None:
+                self._lat.append((self._clock() - ts) * 1000.0)
 
     def _close_device(self) -> None:
         pass
@@ -57,7 +64,3 @@ class NullSink(Sink):
                 self._lat.clear()
         return out
 
-
-def _epoch(ts: str) -> float:
-    """``2026-11-24T14:03:05.123Z`` (:func:`edge.events.iso_ts`) -> seconds since the epoch."""
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
