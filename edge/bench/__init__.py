@@ -201,7 +201,7 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
     try:
         for eng in engines:
             for prec in precisions:
-                eng_threads = opts.threads or (1 if eng == "onnxruntime" else None)  # as the daemon (pipeline.engine_threads)
+                eng_threads = opts.threads or (1 if eng == "onnxruntime" else None)  # as the daemon
                 clf = OnlineClassifier(bundle, create_backend(eng, bundle.graph_path(prec), threads=eng_threads,
                                                               precision_hint="f32"))
                 clfs.append(clf)
