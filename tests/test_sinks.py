@@ -97,6 +97,7 @@ class Rig:
         if kind == "gpio":  # no chip here: fake lines behind the gpiod driver's slot
             monkeypatch.setitem(gpio.DRIVERS, "gpiod", self.gpio)
         self.sock_path, self.client, self.buf = tmp_path / "events.sock", None, b""  # unix: one subscriber
+        self.unix = threading.Condition()  # the subscriber is replaced (by the sink's worker) at each reopen
         self.subscriber, self.device, self.broker = None, f"rig{next(self._devices)}", broker  # mqtt
         if kind == "mqtt":
             self.subscriber = self.subscribe(broker.port, f"edge-tsm/{self.device}/events/#", session)
@@ -128,10 +129,7 @@ class Rig:
 
             def opened() -> None:
                 real_open()
-                self._drain()
-                self.client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.client.connect(str(self.sock_path))
-                assert sink.wait_subscribers(1, 5)
+                self._subscribe(sink)
             sink._open_device = opened  # type: ignore[method-assign]
         return sink
 
@@ -149,15 +147,19 @@ class Rig:
             return list(self.lines)
         if self.kind == "mqtt":  # acknowledged by the broker; the subscriber gets them right after
             return [m.payload.decode() + "\n" for m in self.subscriber.wait(lambda ms: len(ms) >= n)]
-        if self.kind == "unix":
-            while len(self.lines) < n and self._take(5):
-                pass
+        if self.kind == "unix":  # the sink's worker may be replacing the subscriber meanwhile (a reopen)
+            deadline = time.monotonic() + 10
+            with self.unix:
+                while len(self.lines) < n and time.monotonic() < deadline:
+                    if not self._take(0.2):  # nothing yet, or the end of a subscriber the sink closed
+                        self.unix.wait(0.2)
             return list(self.lines)
         assert sink.wait_for(lambda _: len(self._collect()) >= n, 5), (sink.stats(), self._collect())
         return self._collect()
 
     def _take(self, timeout: float) -> bool:
-        """unix: what the subscriber has within ``timeout`` s into ``lines``; False at EOF or timeout."""
+        """unix (``self.unix`` held): what the subscriber has within ``timeout`` s into ``lines``; False at
+        its end or when nothing came."""
         if self.client is None or not select.select([self.client], [], [], timeout)[0]:
             return False
         data = self.client.recv(65536)
@@ -165,13 +167,17 @@ class Rig:
         self.lines += [ln.decode() + "\n" for ln in whole]
         return bool(data)
 
-    def _drain(self) -> None:
-        """unix: the old subscriber's lines (the sink closed it: read to its end), before a new one connects."""
-        if self.client is not None:
-            while self._take(5):
-                pass
-            self.client.close()
-        self.client, self.buf = None, b""
+    def _subscribe(self, sink: Sink) -> None:
+        """unix: read the old subscriber to its end (the sink closed it), then connect a new one."""
+        with self.unix:
+            if self.client is not None:
+                while self._take(5):
+                    pass
+                self.client.close()
+            self.client, self.buf = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), b""
+            self.client.connect(str(self.sock_path))
+            assert sink.wait_subscribers(1, 5)
+            self.unix.notify_all()
 
     def _collect(self) -> list[str]:
         if self.kind == "gpio":

@@ -62,8 +62,8 @@ class LogSink(Sink):
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except (OSError, ValueError) as e:
-            raise SinkError(f"{self.where}: cannot create its folder {show_path(parent)}: "
-                            f"{path_error(e, parent)}") from None
+            folder = f" {show_path(parent)}" if len(str(parent)) <= 300 else ""  # else it is the path said above
+            raise SinkError(f"{self.where}: cannot create its folder{folder}: {path_error(e, parent)}") from None
         try:
             self._fd = os.open(self.path, _FLAGS, 0o644)
         except (OSError, ValueError) as e:

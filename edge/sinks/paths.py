@@ -49,7 +49,7 @@ def path_error(e: BaseException, path: str | Path) -> str:
     if n == errno.EROFS:
         return f"{why}; choose a path on a writable file system (under systemd: ReadWritePaths=)"
     if n in (errno.ENOTDIR, errno.EEXIST):  # mkdir says EEXIST where a file stands in for a folder
-        blocker = next((p for p in (Path(path), *Path(path).parents) if _is_file(p)), None)
+        blocker = blocking_file(path)
         if blocker is not None:
             return f"{show_path(blocker)} is not a folder; choose another path"
     if n == errno.EISDIR:
@@ -57,6 +57,11 @@ def path_error(e: BaseException, path: str | Path) -> str:
     if n == errno.ELOOP:
         return f"{why} (a symlink loop?)"
     return why
+
+
+def blocking_file(path: str | Path) -> Path | None:
+    """The file (not a folder) that stands where ``path`` or one of its folders should be, if any."""
+    return next((p for p in (Path(path), *Path(path).parents) if _is_file(p)), None)
 
 
 def _is_file(p: Path) -> bool:

@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 
 from edge.errors import SinkError
 from edge.sinks.base import Sink, SinkConfigBase, json_line
-from edge.sinks.paths import path_error, show_path
+from edge.sinks.paths import blocking_file, path_error, show_path
 from edge.util import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ _WARN_EVERY_S = 10.0
 class UnixSinkConfig(SinkConfigBase):
     type: Literal["unix"] = Field(description="each event as a JSON line to every process connected to a local "
                                               "socket (live only)")
-    path: Annotated[str, Field(min_length=1)] = Field("/run/edge-tsm/events.sock", description="the listening socket "
-                                                      "(its folder must exist: systemd's RuntimeDirectory=edge-tsm)")
+    path: str = Field("/run/edge-tsm/events.sock", description="the listening socket (its folder must exist: "
+                                                               "systemd's RuntimeDirectory=edge-tsm)")
     mode: str = Field("0660", description="permission bits of the socket file, octal in quotes ('0660')")
     group: Annotated[str, Field(min_length=1)] | None = Field(None, description="group (name or number) of the socket "
                                                                                 "file, so its members may connect")
@@ -61,6 +61,13 @@ class UnixSinkConfig(SinkConfigBase):
     client_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="events waiting per subscriber; "
                                                                      "a subscriber that falls this far behind is "
                                                                      "disconnected, never waited for")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:  # not min_length: pydantic would refuse a name with bytes that are not UTF-8
+        if not v:
+            raise ValueError("expected a socket path such as /run/edge-tsm/events.sock")
+        return v
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -152,11 +159,13 @@ class UnixSink(Sink):
                             f"shorter one")
         try:
             folder = parent.is_dir()
-            what = "is not a folder" if parent.exists() else "does not exist"
         except OSError as e:
             raise SinkError(f"{self.where}: cannot look at its folder: {path_error(e, parent)}") from None
         if not folder:
-            raise SinkError(f"{self.where}: the folder {show_path(parent)} {what} (under systemd, "
+            blocker = blocking_file(parent)
+            if blocker is not None:
+                raise SinkError(f"{self.where}: {show_path(blocker)} is not a folder; choose another path")
+            raise SinkError(f"{self.where}: the folder {show_path(parent)} does not exist (under systemd, "
                             f"RuntimeDirectory=edge-tsm makes /run/edge-tsm)")
         self._remove_stale()
         gid = self._gid()
