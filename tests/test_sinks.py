@@ -229,6 +229,13 @@ def test_importing_the_config_loads_no_driver_package():
     assert out.strip() == "[]"
 
 
+def test_missing_pyserial_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "serial", None)  # as if not installed; the sink module itself imports fine
+    with pytest.raises(SinkError) as e:
+        create_sink(SerialSinkConfig(type="serial", port="/dev/ttyUSB0"), "uart")
+    assert str(e.value) == "sink uart: type 'serial' needs the pyserial package: pip install pyserial"
+
+
 def test_unknown_type_is_a_config_error():
     class Fake:
         type = "carrier-pigeon"
