@@ -1,9 +1,20 @@
 """Configs fuzzed with hypothesis through ``edge-tsm check``: never a traceback, always one line and a
-documented exit code (78 config, 66 missing input, 69 device, 65 model)."""
+documented exit code (78 config, 66 missing input, 69 device, 65 model). Then every path-valued key given
+paths the OS refuses (over-long, NUL, through a file, the wrong kind, no permission) or odd but legal
+names (non-ASCII, not UTF-8), and a config file whose own name is not UTF-8."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
@@ -138,7 +149,7 @@ def test_fuzzed_configs_never_traceback(cfg, assets, tmp_path_factory, capsys):
     _check(path, capsys)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=750, deadline=None, suppress_health_check=list(HealthCheck))
 @given(mutations=st.lists(mutation, min_size=1, max_size=3))
 def test_mutated_valid_configs_never_traceback(mutations, assets, tmp_path_factory, capsys):
     """A valid config with one to three keys set to odd values or removed: reaches the model, camera
@@ -186,3 +197,270 @@ def test_binary_garbage(data, tmp_path_factory, capsys, assets):
     path = tmp_path_factory.mktemp("b") / "c.yaml"
     path.write_bytes(data)
     _check(path, capsys)
+
+
+# --- paths ----------------------------------------------------------------------------------------------
+# Every key that names a file or folder, given a path the OS cannot take or that points at the wrong
+# kind of thing: ``check`` answers with one ``edge-tsm: error:`` line naming the key or the path and a
+# documented exit code, never a traceback. Names that are odd but legal (a non-ASCII character, a byte
+# that is not UTF-8, written into the YAML as the lone surrogate Python decodes it to) must do exactly
+# what a plain name does (the "plain" case of the same key: the same exit code).
+#
+# The cases run through ``edge.cli.main`` in-process, all in one worker interpreter (``CHECK_WORKER``):
+# a native library that crashes on a path (OpenCV did, on an undecodable file name) then fails that
+# case, with the signal, instead of ending the whole test run; the worker is started again for the rest.
+ERROR_CODES = {64, 65, 66, 69, 78}
+
+
+def _permissions_ignored() -> bool:
+    """True where this process reads a file with mode 000 (root, or CAP_DAC_OVERRIDE): no permission cases."""
+    with tempfile.TemporaryDirectory() as d:
+        probe = Path(d) / "probe"
+        probe.write_text("x")
+        probe.chmod(0)
+        try:
+            probe.read_text()
+        except PermissionError:
+            return False
+        return True
+
+
+PERMISSIONS_IGNORED = _permissions_ignored()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once it is closed: connecting is refused at once
+
+
+def _mqtt(**kw) -> dict:
+    return {"type": "mqtt", "host": "127.0.0.1", "port": _closed_port(), "timeout_s": 1.0,
+            "connect_at_start": "require", **kw}
+
+
+# key -> (role, how the path goes into the base config, the words a message about it may use)
+#   roles: in_file / in_dir (must exist and be read), out_file / out_dir (made or written), device
+PATH_KEYS: dict[str, tuple[str, Callable[[dict, str, Path], None], tuple[str, ...]]] = {
+    "model": ("in_dir", lambda c, v, t: c.update(model=v), ("model",)),
+    "cameras[].source": ("in_file", lambda c, v, t: c["cameras"][0].update(source=v), ("camera c",)),
+    "log path": ("out_file", lambda c, v, t: c.update(sinks=[{"type": "log", "path": v}]), ("sink log",)),
+    "unix path": ("out_file", lambda c, v, t: c.update(sinks=[{"type": "unix", "path": v}]), ("sink unix",)),
+    "serial port": ("device", lambda c, v, t: c.update(sinks=[{"type": "serial", "port": v}]), ("sink serial",)),
+    "state_dir": ("out_dir", lambda c, v, t: c.update(state_dir=v), ("state_dir", "journal")),
+    "clips.dir": ("out_dir", lambda c, v, t: c.update(clips={"dir": v, "triggers": ["event"]}), ("clips.dir",)),
+    "metrics.textfile": ("out_file", lambda c, v, t: c.update(metrics={"textfile": v}), ("metrics.textfile",)),
+    "mqtt password_file": ("in_file", lambda c, v, t: c.update(sinks=[_mqtt(username="u", password_file=v)]),
+                           ("password_file",)),
+    "mqtt tls.ca_file": ("in_file", lambda c, v, t: c.update(sinks=[_mqtt(tls={"ca_file": v})]), ("tls.ca_file",)),
+    "mqtt tls.cert_file": ("in_file", lambda c, v, t: c.update(sinks=[_mqtt(tls={"cert_file": v})]),
+                           ("tls.cert_file",)),
+    "mqtt tls.key_file": ("in_file", lambda c, v, t: c.update(sinks=[_mqtt(tls={"cert_file": str(t / "cert.pem"),
+                                                                               "key_file": v})]),
+                          ("tls.key_file",)),
+    "engine.cache_dir": ("out_dir", lambda c, v, t: c.update(engine={"type": "openvino", "cache_dir": v}),
+                         ("cache_dir",)),
+}
+KINDS = ["plain", "long_path", "long_name", "nul", "latin", "undecodable", "through_file", "wrong_kind",
+         "no_permission"]
+LEGAL = {"plain", "latin", "undecodable"}  # names the OS takes: made like the working parts, they work as well
+CASES = [(k, kind) for k in PATH_KEYS for kind in KINDS]
+
+
+def _odd_path(kind: str, role: str, tmp: Path, marker: str) -> str:
+    """A path of ``kind`` for a key of ``role``, under ``tmp``, with ``marker`` in its last components."""
+    if kind == "long_path":  # 5000 characters in 50 names: over PATH_MAX (4096 bytes), each name fine
+        head = f"{tmp}/" + "/".join(["d" * 99] * 48) + f"/{marker}-"
+        return head + "x" * (5000 - len(head))
+    if kind == "long_name":  # one name of 300 characters: over NAME_MAX (255 bytes)
+        return str(tmp / (marker + "n" * (300 - len(marker))))
+    if kind == "nul":
+        return str(tmp / f"{marker}-nul\x00x")
+    if kind in LEGAL:  # 'bad-ÿ' as text (UTF-8 c3 bf on disk); the byte ff itself as Python reads it
+        return str(tmp / {"plain": f"{marker}-plain", "latin": f"{marker}-bad-\xff",
+                          "undecodable": f"{marker}-bad-\udcff"}[kind])
+    if kind == "through_file":  # a path through a regular file: ENOTDIR, for root too
+        (tmp / f"{marker}-afile").write_text("x")
+        return str(tmp / f"{marker}-afile" / "x")
+    if kind == "wrong_kind":  # a folder where a file is expected, a file where a folder is expected
+        if role.endswith("dir"):
+            (tmp / f"{marker}-afile").write_text("x")
+            return str(tmp / f"{marker}-afile")
+        (tmp / f"{marker}-adir").mkdir()
+        return str(tmp / f"{marker}-adir")
+    if kind != "no_permission":
+        raise ValueError(f"unknown path kind {kind!r}")
+    locked = tmp / f"{marker}-locked"
+    locked.mkdir()
+    if role.startswith("out"):  # a folder this user cannot write in
+        locked.chmod(0o555)
+        return str(locked / "x")
+    target = locked / "x"  # a file or folder this user cannot read
+    if role == "in_dir":
+        target.mkdir()
+    else:
+        target.write_text("x")
+    target.chmod(0)
+    return str(target)
+
+
+def _make_legal(key: str, role: str, path: str, assets, pty_path: Callable[[], str]) -> None:
+    """Inputs with odd but legal names are made to exist (copies of the working parts), so the name is
+    what is tested; outputs are left for the daemon to make."""
+    bundle, video = assets
+    if role == "in_dir":
+        shutil.copytree(bundle, path)
+    elif key == "cameras[].source":
+        shutil.copy(video, path)
+    elif role == "in_file":
+        Path(path).write_text("secret\n")
+    elif role == "device":
+        os.symlink(pty_path(), path)  # a real pty behind a link with the odd name
+
+
+CHECK_WORKER = r"""
+import io, json, logging, os, sys, traceback
+from edge.cli import main
+proto = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)  # what native code prints goes to stderr, the protocol keeps fd 1 to itself
+for line in sys.stdin:
+    case = json.loads(line)
+    proto.write(json.dumps({"start": case["id"]}) + "\n")
+    proto.flush()
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)  # strict, as a terminal's
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = main(case["argv"])
+    except BaseException as e:
+        code = "raised " + "".join(traceback.format_exception_only(e)).strip()
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        logging.getLogger().handlers[:] = []
+    proto.write(json.dumps({"id": case["id"], "code": code, "err": err.buffer.getvalue().decode("utf-8"),
+                            "out": out.buffer.getvalue().decode("utf-8")}) + "\n")
+    proto.flush()
+"""
+
+
+def run_in_worker(cases: list[dict], timeout: float = 120.0) -> dict[str, dict]:
+    """Run each ``{"id", "argv"}`` through ``edge.cli.main`` in a worker interpreter; a case during which
+    the worker died gets ``code`` 'crashed ...' with the worker's stderr, and the worker starts again."""
+    results: dict[str, dict] = {}
+    pending = list(cases)
+    while pending:
+        feed = "".join(json.dumps(c) + "\n" for c in pending)
+        proc = subprocess.run([sys.executable, "-c", CHECK_WORKER], input=feed, capture_output=True, text=True,
+                              timeout=timeout, errors="backslashreplace")
+        started = None
+        for line in proc.stdout.splitlines():
+            msg = json.loads(line)
+            if "start" in msg:
+                started = msg["start"]
+            else:
+                results[msg["id"]], started = msg, None
+        if started is not None:
+            rc = proc.returncode
+            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+            results[started] = {"id": started, "code": f"crashed ({how})", "err": proc.stderr[-3000:], "out": ""}
+        elif proc.returncode != 0:
+            raise AssertionError(f"the check worker failed outside a case: {proc.stderr[-3000:]}")
+        pending = [c for c in pending if c["id"] not in results]
+    return results
+
+
+@pytest.fixture(scope="module")
+def path_results(assets, tmp_path_factory):
+    """Each (key, kind) case's config written under its own folder and run by ``check``: case -> result."""
+    made, cases, meta = [], [], {}
+
+    def pty_path() -> str:
+        made.append(os.openpty())
+        return os.ttyname(made[-1][1])
+    bundle, video = assets
+    for i, (key, kind) in enumerate(CASES):
+        if kind == "no_permission" and PERMISSIONS_IGNORED:
+            continue
+        role, put, _ = PATH_KEYS[key]
+        tmp = tmp_path_factory.mktemp(f"path{i}")
+        marker = f"zq{i}k"
+        path = _odd_path(kind, role, tmp, marker)
+        if kind in LEGAL:
+            _make_legal(key, role, path, assets, pty_path)
+        (tmp / "cert.pem").write_text("not a certificate\n")
+        cfg = {"model": str(bundle), "state_dir": str(tmp / "state"), "cameras": [{"name": "c", "source": str(video)}],
+               "sinks": [{"type": "log", "path": str(tmp / "events.jsonl")}]}
+        put(cfg, path, tmp)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+        cases.append({"id": f"{key}/{kind}", "argv": ["-q", "check", "--config", str(tmp / "config.yaml")]})
+        meta[f"{key}/{kind}"] = marker
+    try:
+        results = run_in_worker(cases)
+    finally:
+        for master, slave in made:
+            os.close(master)
+            os.close(slave)
+    return {k: {**v, "marker": meta[k]} for k, v in results.items()}
+
+
+@pytest.mark.parametrize("key, kind", CASES, ids=[f"{k}/{kind}" for k, kind in CASES])
+def test_odd_paths_are_one_line_and_a_documented_code(key, kind, path_results):
+    if kind == "no_permission" and PERMISSIONS_IGNORED:
+        pytest.skip("this process ignores file permissions (root): the path through a file stands in for it")
+    r = path_results[f"{key}/{kind}"]
+    code, err, marker = r["code"], r["err"].strip().splitlines(), r["marker"]
+    words = PATH_KEYS[key][2]
+    shown = f"{key} / {kind}: exit {_cut(str(code))}, stderr {[_cut(x) for x in err[-3:]]}"
+    assert isinstance(code, int) and not any("Traceback" in x for x in err), shown
+    if kind in LEGAL:  # as a plain name does (mqtt: no broker there, exit 69 for every name, after the files)
+        plain = path_results[f"{key}/plain"]
+        assert code == plain["code"], f"{shown}; with a plain name: exit {_cut(str(plain['code']))}"
+        if code == 0:
+            assert "ok" in r["out"], shown
+            return
+        assert (marker in r["err"]) == (plain["marker"] in plain["err"]), f"{shown}; plain: {plain['err']}"
+    assert code in ERROR_CODES, shown
+    errors = [x for x in err if x.startswith("edge-tsm: error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], shown
+    assert kind in LEGAL or marker in errors[0] or any(w in errors[0] for w in words), \
+        f"{shown}: names neither the key ({', '.join(words)}) nor the path"
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 80]}...{text[-60:]} ({len(text)} characters)"
+
+
+def _undecodable_config(tmp_path: Path, assets) -> bytes:
+    """A valid config in a file whose name holds the byte ff (not UTF-8); its path as bytes."""
+    bundle, video = assets
+    folder = os.fsencode(tmp_path) + b"/conf-\xff"
+    os.mkdir(folder)
+    path = folder + b"/edge-\xff.yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump({"model": str(bundle), "state_dir": str(tmp_path / "state"),
+                        "cameras": [{"name": "c", "source": str(video)}],
+                        "sinks": [{"type": "log", "path": str(tmp_path / "events.jsonl")}]}, f)
+    return path
+
+
+def test_config_file_with_an_undecodable_name_in_process(tmp_path, assets):
+    """The command line as Python hands it over: the byte ff as the lone surrogate \\udcff."""
+    path = _undecodable_config(tmp_path, assets)
+    r = run_in_worker([{"id": "ok", "argv": ["-q", "check", "--config", os.fsdecode(path)]},
+                       {"id": "missing", "argv": ["-q", "check", "--config", os.fsdecode(path + b".missing")]}])
+    assert r["ok"]["code"] == 0 and "ok" in r["ok"]["out"] and not r["ok"]["err"], r["ok"]
+    err = r["missing"]["err"].strip().splitlines()
+    assert r["missing"]["code"] == 66 and len(err) == 1 and err[0].startswith("edge-tsm: error: config ") \
+        and "no such file" in err[0], r["missing"]
+
+
+def test_config_file_with_an_undecodable_name_as_a_user_runs_it(tmp_path, assets):
+    """``edge-tsm check --config <bytes>`` in a real process with a terminal's strict UTF-8 stdout (as under
+    en_US.UTF-8; C.UTF-8 would let Python escape what it cannot encode): ok, no traceback."""
+    path = _undecodable_config(tmp_path, assets)
+    env = dict(os.environ, LC_ALL="C.UTF-8", PYTHONIOENCODING="utf-8:strict")
+    env.pop("PYTHONUTF8", None)
+    proc = subprocess.run([sys.executable, "-m", "edge", "-q", "check", "--config", path], capture_output=True,
+                          env=env, timeout=60)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and b"ok" in proc.stdout and "Traceback" not in err, (proc.returncode, err)
