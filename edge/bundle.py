@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from edge.errors import InputError, ModelError
+from edge.paths import probe, show_path, usable_name
 from edge.schema import Strict, format_errors, short
 
 logger = logging.getLogger(__name__)
@@ -231,13 +232,18 @@ def _resolve(ref: str | Path) -> Path:
                              "reinstall edge-tsm or give a bundle folder")
         return root / "model.yaml"
     path = Path(ref).expanduser()
+    why = usable_name(path) or probe(Path.exists, path) or probe(Path.exists, path / "model.yaml")
+    if why is not None:
+        raise InputError(f"model {show_path(ref)}: cannot be read ({why})")
     if path.is_dir():
         if not (path / "model.yaml").is_file():
-            raise InputError(f"model {path}: no model.yaml in this folder (a bundle holds model.yaml + model.onnx)")
+            raise InputError(f"model {show_path(path)}: no model.yaml in this folder (a bundle holds model.yaml + "
+                             "model.onnx)")
         return path / "model.yaml"
     if path.is_file():
         return path
-    raise InputError(f"model {str(ref)!r}: no such bundle (expected 'default', a bundle folder or a model.yaml path)")
+    raise InputError(f"model {show_path(ref)!r}: no such bundle (expected 'default', a bundle folder or a model.yaml "
+                     "path)")
 
 
 def load_bundle(ref: str | Path, *, validate: bool = True) -> Bundle:

@@ -293,6 +293,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from edge.cliargs import build_parser
+    for stream in (sys.stdout, sys.stderr):  # a path with undecodable bytes is printed escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         a = parser.parse_args(argv)

@@ -17,18 +17,36 @@ from typing import Any
 
 from edge.bundle import load_bundle
 from edge.config import Config, load_config
-from edge.errors import CaptureError, EdgeError
+from edge.errors import CaptureError, EdgeError, InputError
 from edge.events import event_settings
 from edge.journal import open_journal, state_dir
 from edge.metrics import MetricsWriter
 from edge.notify import Notifier, Watchdog
+from edge.paths import show_path, writable_file, writable_folder
 from edge.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 
+def preflight(cfg: Config) -> None:
+    """The files and folders the daemon writes besides the journal: the Prometheus textfile's folder and
+    the engine's compile cache, checked before anything opens (``check`` and ``run`` alike).
+
+    Raises:
+        InputError: one line naming the key, the path and what to do (exit 66).
+    """
+    if cfg.metrics.textfile:
+        writable_file(cfg.metrics.textfile, "metrics.textfile")
+    if cfg.engine.cache_dir:
+        if "\\udc" in ascii(cfg.engine.cache_dir):  # the engines take the folder's name as UTF-8 text
+            raise InputError(f"engine.cache_dir {show_path(cfg.engine.cache_dir)}: the name is not valid UTF-8, "
+                             "which the engines cannot take; choose another folder")
+        writable_folder(cfg.engine.cache_dir, "engine.cache_dir")
+
+
 def check(cfg: Config, where: str = "config") -> Pipeline:
     """Open everything ``run`` would open, then close it again; raises the first problem."""
+    preflight(cfg)
     journal = open_journal(cfg)  # the state directory must be writable
     p = Pipeline(cfg, journal, where)
     try:
@@ -67,6 +85,7 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
     cfg = load_config(config_path)
     if not keep_log_level:  # -q / -v on the command line win over the config's log_level
         logging.getLogger().setLevel(cfg.log_level.upper())
+    preflight(cfg)
     notifier = notifier or Notifier()
     stop, reload = threading.Event(), threading.Event()
     previous = {}

@@ -264,6 +264,9 @@ PATH_KEYS: dict[str, tuple[str, Callable[[dict, str, Path], None], tuple[str, ..
 KINDS = ["plain", "long_path", "long_name", "nul", "latin", "undecodable", "through_file", "wrong_kind",
          "no_permission"]
 LEGAL = {"plain", "latin", "undecodable"}  # names the OS takes: made like the working parts, they work as well
+# ... except where a native library must take the name as text and no stand-in name exists: the engines'
+# compile cache is a folder (a file is opened and handed over as /proc/self/fd/N; a folder cannot be)
+REFUSED = {"engine.cache_dir/undecodable"}
 CASES = [(k, kind) for k in PATH_KEYS for kind in KINDS]
 
 
@@ -412,7 +415,8 @@ def test_odd_paths_are_one_line_and_a_documented_code(key, kind, path_results):
     words = PATH_KEYS[key][2]
     shown = f"{key} / {kind}: exit {_cut(str(code))}, stderr {[_cut(x) for x in err[-3:]]}"
     assert isinstance(code, int) and not any("Traceback" in x for x in err), shown
-    if kind in LEGAL:  # as a plain name does (mqtt: no broker there, exit 69 for every name, after the files)
+    legal = kind in LEGAL and f"{key}/{kind}" not in REFUSED
+    if legal:  # as a plain name does (mqtt: no broker there, exit 69 for every name, after the files)
         plain = path_results[f"{key}/plain"]
         assert code == plain["code"], f"{shown}; with a plain name: exit {_cut(str(plain['code']))}"
         if code == 0:
@@ -422,7 +426,7 @@ def test_odd_paths_are_one_line_and_a_documented_code(key, kind, path_results):
     assert code in ERROR_CODES, shown
     errors = [x for x in err if x.startswith("edge-tsm: error: ")]
     assert len(errors) == 1 and err[-1] == errors[0], shown
-    assert kind in LEGAL or marker in errors[0] or any(w in errors[0] for w in words), \
+    assert legal or marker in errors[0] or any(w in errors[0] for w in words), \
         f"{shown}: names neither the key ({', '.join(words)}) nor the path"
 
 

@@ -13,8 +13,8 @@ import yaml
 from edge.cli import main
 from edge.config import config_from_data
 from edge.errors import EX_UNAVAILABLE, SinkError
+from edge.paths import show_path
 from edge.sinks import LogSinkConfig, UnixSinkConfig, create_sink
-from edge.sinks.paths import show_path
 
 CASES = {  # case -> (path under tmp_path, words the message must hold)
     "5000 characters": (lambda t: t / "/".join(["d" * 200] * 24) / "events.jsonl", "choose a shorter path"),

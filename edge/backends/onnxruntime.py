@@ -12,6 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from edge.backends import one_line, zero_feeds
 from edge.errors import ConfigError, DeviceError, InputError, ModelError
+from edge.paths import library_path
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ class OrtBackend:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self._session: Any = ort.InferenceSession(str(self.model_path), sess_options=so, providers=providers,
-                                                      provider_options=options)
+            with library_path(self.model_path) as name:  # a name that is not UTF-8: /proc/self/fd/N
+                self._session: Any = ort.InferenceSession(name, sess_options=so, providers=providers,
+                                                          provider_options=options)
         except ORT_ERRORS as e:
             raise ModelError(f"model {self.model_path}: onnxruntime cannot load it ({one_line(e)})") from None
         actual = self._session.get_providers()

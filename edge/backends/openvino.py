@@ -16,6 +16,7 @@ import openvino as ov
 
 from edge.backends import one_line, zero_feeds
 from edge.errors import DeviceError, InputError, ModelError
+from edge.paths import library_path
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class OpenVinoBackend:
             logger.warning("%s; falling back to CPU", msg)
             device = "CPU"
         try:
-            model = core.read_model(str(self.model_path))
+            with library_path(self.model_path) as name:  # a name that is not UTF-8: /proc/self/fd/N
+                model = core.read_model(name)
         except RuntimeError as e:
             raise ModelError(f"model {self.model_path}: openvino cannot read it ({one_line(e)})") from None
         config = self._config(device, threads, precision_hint, cache_dir)
@@ -137,7 +139,8 @@ class OpenVinoBackend:
             if n in self._static:
                 continue
             try:
-                model = self._core.read_model(str(self.model_path))
+                with library_path(self.model_path) as name:
+                    model = self._core.read_model(name)
                 shapes = {}
                 for p in model.inputs:
                     shape = p.get_partial_shape()

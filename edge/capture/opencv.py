@@ -19,6 +19,7 @@ import numpy as np
 from edge.capture.base import DEFAULT_FPS, Source
 from edge.config import CameraConfig
 from edge.errors import CaptureError, InputError
+from edge.paths import library_path, probe, show_path, usable_name
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,18 @@ class OpenCVSource(Source):
 
     def _create(self) -> Any:
         return self.capture_factory(self.target, self.api)
+
+    def _library_name(self) -> str:
+        """The file's name for OpenCV: as it is, or ``/proc/self/fd/N`` for a name that is not UTF-8
+        (OpenCV crashes on those); the descriptor stays open until close()."""
+        self._drop_fd()
+        self._fd_cm = library_path(self.target)
+        return self._fd_cm.__enter__()
+
+    def _drop_fd(self) -> None:
+        cm, self._fd_cm = getattr(self, "_fd_cm", None), None
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
     def _open_failed(self) -> Exception:
         return CaptureError(f"{self.where}: cannot open")
@@ -190,6 +203,7 @@ class OpenCVSource(Source):
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
+        self._drop_fd()
 
 
 def _need_text(need: tuple[int, int, int]) -> str:
@@ -262,6 +276,9 @@ class FileSource(OpenCVSource):
         self._count = self._n = 0
         self._announced = self._warned = False
 
+    def _create(self) -> Any:
+        return self.capture_factory(self._library_name(), self.api)
+
     def open(self) -> None:
         """Open and decode the first frame, so a broken file fails here and not mid-run.
 
@@ -269,6 +286,9 @@ class FileSource(OpenCVSource):
             InputError: missing, unreadable, or not a video OpenCV can decode (exit 66).
         """
         path = Path(self.target)
+        why = usable_name(path) or probe(Path.exists, path)
+        if why is not None:
+            raise InputError(f"camera {self.name}: {show_path(path)}: cannot be read ({why})")
         if not path.exists():
             raise InputError(f"{self.where}: no such file")
         if path.is_dir():

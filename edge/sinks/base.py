@@ -23,9 +23,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from edge.errors import SinkError
+from edge.paths import cause
 from edge.schema import NAME, QueueSize, Strict
 from edge.sinks.feeds import Feed, JournalFeed, MemoryFeed, Record, wanted_by
-from edge.sinks.paths import cause
 from edge.util import Backoff, RateLimit
 
 logger = logging.getLogger(__name__)

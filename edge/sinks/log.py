@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edge.errors import SinkError
+from edge.paths import path_error, show_path
 from edge.sinks.base import Sink, SinkConfigBase, json_line
 from edge.sinks.feeds import JournalFeed
-from edge.sinks.paths import path_error, show_path
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 

@@ -38,9 +38,9 @@ from pydantic import Field, field_validator, model_validator
 
 from edge import __version__
 from edge.errors import SinkError
+from edge.paths import cause, path_error, show_path
 from edge.schema import NAME, PosFloat, ReconnectConfig, Strict
 from edge.sinks.base import Sink, SinkConfigBase, json_line
-from edge.sinks.paths import cause, path_error, show_path
 from edge.util import lazy_import
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from edge.errors import SinkError
+from edge.paths import show_path
 from edge.schema import PosFloat, QueueSize, ReconnectConfig
 from edge.sinks.base import FORMATTERS, Sink, SinkConfigBase
-from edge.sinks.paths import show_path
 from edge.util import lazy_import
 
 if TYPE_CHECKING:

@@ -36,8 +36,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from edge.errors import SinkError
+from edge.paths import blocking_file, path_error, show_path
 from edge.sinks.base import Sink, SinkConfigBase, json_line
-from edge.sinks.paths import blocking_file, path_error, show_path
 from edge.util import RateLimit
 
 logger = logging.getLogger(__name__)
