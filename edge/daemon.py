@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -86,6 +87,10 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
     if not keep_log_level:  # -q / -v on the command line win over the config's log_level
         logging.getLogger().setLevel(cfg.log_level.upper())
     preflight(cfg)
+    # An event crosses threads twice (inference -> journal writer -> sink worker); with Python's default
+    # 5 ms GIL switch interval each hop can wait that long. 0.5 ms, measured side by side (fsync always,
+    # a Unix-socket subscriber): event latency p50 10.6 -> 8.5 ms, p90 18.4 -> 13.0 ms, daemon CPU unchanged.
+    sys.setswitchinterval(0.0005)
     notifier = notifier or Notifier()
     stop, reload = threading.Event(), threading.Event()
     previous = {}
