@@ -37,7 +37,7 @@ setup(
         "openvino": ["openvino>=2024.0"],
         "train": ["torch==2.13.0", "onnxscript>=0.1", "tqdm>=4.60"],
         # edge-tsm calibrate / quantize: onnxruntime.quantization (also on the device; no torch)
-        "quantize": ["onnxruntime>=1.17", "tqdm>=4.60"],
+        "quantize": ["onnxruntime>=1.17", "tqdm>=4.60", "sympy>=1.12"],
         # libgpiod v2 bindings. On a Jetson the sink can use Jetson.GPIO instead (JetPack's, or
         # pip install Jetson.GPIO there): not listed, it cannot be installed or imported elsewhere.
         "gpio": ["gpiod>=2.1"],

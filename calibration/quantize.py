@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.calibration.calibset import CalibrationSet
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 INT8_FILE = "model.int8.onnx"
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("both", "onnxruntime", "openvino")
+TYPES = ("u8s8", "u8u8", "s8s8")  # activation and weight integer types
 CHUNK = 64            # frames per calibration chunk (bounds the memory of the histogram calibrators)
 
 
@@ -44,6 +46,8 @@ class QuantizeOptions:
     per_channel: bool = True        # per-output-channel weight scales
     engine_target: str = "both"     # engines the result is checked (and benchmarked) on
     threads: int | None = None      # ONNX Runtime threads for calibration and checks
+    types: str = "u8s8"             # activations/weights: u8s8 (default), u8u8, s8s8
+    reduce_range: bool = False      # 7-bit weights: no u8 x s8 saturation on x86 without VNNI (AVX2 vpmaddubsw)
 
     def check(self) -> None:
         """Raises: UsageError: an unknown method or target."""
@@ -51,6 +55,8 @@ class QuantizeOptions:
             raise UsageError(f"--method {self.method!r}: not one of {', '.join(METHODS)}")
         if self.engine_target not in TARGETS:
             raise UsageError(f"--engine-target {self.engine_target!r}: not one of {', '.join(TARGETS)}")
+        if self.types not in TYPES:
+            raise UsageError(f"--types {self.types!r}: not one of {', '.join(TYPES)}")
 
 
 def fp32_bundle(model_ref: str | Path) -> Bundle:
@@ -82,9 +88,15 @@ def copy_bundle(bundle: Bundle, out: str | Path) -> Bundle:
         raise InputError(f"quantize --out {dest}: exists and is not an empty folder")
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("model.yaml", bundle.files["fp32"], "CARD.md"):
+        for name in (bundle.files["fp32"], "CARD.md"):
             if (bundle.root / name).is_file():
                 shutil.copy2(bundle.root / name, dest / name)
+        # the copy's model.yaml names only the FP32 graph (and runs it) until quantize records its INT8 graph
+        spec = yaml.safe_load(bundle.yaml_path.read_text(encoding="utf-8"))
+        spec["files"] = {"fp32": bundle.files["fp32"]}
+        spec["precision"] = "fp32"
+        spec.pop("quantization", None)
+        atomic_write(dest / "model.yaml", yaml.safe_dump(spec, sort_keys=False), mode=0o644)
     except OSError as e:
         raise InputError(f"quantize --out {dest}: cannot write ({e})") from None
     return load_bundle(dest, validate=False)
@@ -117,8 +129,10 @@ def quantize_bundle(bundle: Bundle, calib: CalibrationSet, opts: QuantizeOptions
                "percentile": CalibrationMethod.Percentile}
     # The calibrators keep every intermediate output of one collect call: feed them in chunks. (Not
     # CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the outputs it has collected.)
-    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True,
+    extra: dict[str, Any] = {"ActivationSymmetric": opts.types == "s8s8", "WeightSymmetric": opts.types != "u8u8",
                              "CalibStridedMinMax": _chunk(len(reader))}
+    act, weight = {"u8s8": (QuantType.QUInt8, QuantType.QInt8), "u8u8": (QuantType.QUInt8, QuantType.QUInt8),
+                   "s8s8": (QuantType.QInt8, QuantType.QInt8)}[opts.types]
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edge-tsm-quantize-") as tmp:
         pre, out = Path(tmp) / "model.pre.onnx", Path(tmp) / INT8_FILE
@@ -132,7 +146,7 @@ def quantize_bundle(bundle: Bundle, calib: CalibrationSet, opts: QuantizeOptions
         try:
             with contextlib.redirect_stdout(chatter):
                 quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                activation_type=act, weight_type=weight, reduce_range=opts.reduce_range,
                                 per_channel=opts.per_channel, calibrate_method=methods[opts.method],
                                 calibration_providers=["CPUExecutionProvider"], extra_options=extra)
         except EdgeError:
@@ -163,8 +177,12 @@ def quantize_bundle(bundle: Bundle, calib: CalibrationSet, opts: QuantizeOptions
         "recipe": {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                    "preprocess": "onnxruntime.quantization.quant_pre_process",
                    "method": opts.method, "per_channel": opts.per_channel,
-                   "activations": "uint8 asymmetric", "weights": "int8 symmetric" + (
-                       " per channel" if opts.per_channel else " per tensor"),
+                   "activations": {"u8s8": "uint8 asymmetric", "u8u8": "uint8 asymmetric",
+                                   "s8s8": "int8 symmetric"}[opts.types],
+                   "weights": {"u8s8": "int8 symmetric", "u8u8": "uint8 asymmetric",
+                               "s8s8": "int8 symmetric"}[opts.types]
+                              + (" 7-bit (reduce_range)" if opts.reduce_range else "")
+                              + (" per channel" if opts.per_channel else " per tensor"),
                    "engine_target": opts.engine_target,
                    "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, **_edge_version()}},
         "calibration": _calib_record(calib, len(reader)),

@@ -150,7 +150,8 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         raise UsageError("quantize: give --calib DIR (a set from edge-tsm calibrate collect) or --recipe default")
     opts = QuantizeOptions(method=settings["method"] or "minmax",
                            per_channel=True if settings["per_channel"] is None else settings["per_channel"],
-                           engine_target=a.engine_target, threads=a.threads)
+                           engine_target=a.engine_target, threads=a.threads, types=a.types,
+                           reduce_range=a.reduce_range)
     res = run_quantize(a.model, settings["calib"], out=a.out, opts=opts, eval_data=settings["eval"], split=a.split,
                        max_drop=1.0 if settings["max_drop"] is None else settings["max_drop"],
                        min_agreement=settings["min_agreement"], debug=a.debug, bench=a.bench, progress=not a.quiet)

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--method", choices=["minmax", "entropy", "percentile"], help="calibration method (default minmax)")
     qz.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                     help="per-output-channel weight scales (default: on)")
+    qz.add_argument("--types", choices=["u8s8", "u8u8", "s8s8"], default="u8s8",
+                    help="activation and weight integer types (default u8s8)")
+    qz.add_argument("--reduce-range", action="store_true",
+                    help="7-bit weights: avoids the u8 x s8 saturation of x86 CPUs without VNNI (AVX2)")
     qz.add_argument("--engine-target", choices=["both", "onnxruntime", "openvino"], default="both",
                     help="engines the guard and --bench check (the QDQ graph is the same for both; default both)")
     qz.add_argument("--eval", help="held-out dataset ROOT/<label>/*.mp4: FP32 vs INT8 accuracy guard")
