@@ -7,6 +7,7 @@ EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 
@@ -44,6 +45,19 @@ class DataError(EdgeError):
     """A dataset is malformed (no clips, unknown labels, unreadable videos)."""
 
     exit_code = EX_DATAERR
+
+
+class StateError(EdgeError):
+    """A file in the state folder is damaged or not what it should be (a status.json of the wrong shape,
+    a lock file that is a symbolic link); what the daemon can repair it repairs, with a warning."""
+
+    exit_code = EX_DATAERR
+
+
+class BusyError(EdgeError):
+    """Another process holds what this one needs (the state folder's lock): try again when it has stopped."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class DeviceError(EdgeError):
