@@ -14,18 +14,21 @@ at 112x112 0.85x and 0.69x.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edge.util import atomic_write
+from edge.cache import cache_folder, private_folder, sha256, verified, write_checked
+from edge.cache import label as cache_label
+from edge.errors import InputError
+from edge.paths import path_error, show_path
 
 logger = logging.getLogger(__name__)
+
+_VERSION = "v1"  # of the rewrite below: a change to it must not reuse copies made by the old one
 
 # Ops that treat every sample of the batch alone, whatever their attributes (axis checks below).
 _PER_SAMPLE = {"Conv", "ConvInteger", "QLinearConv", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Add",
@@ -79,10 +82,19 @@ def _why_not(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def batched_graph(path: str | Path, cache_dir: Path | None = None) -> Path | None:
+def batched_graph(path: str | Path, cache_dir: str | Path | None = None) -> Path | None:
     """A copy of the online graph at ``path`` with a symbolic batch dimension, or None (logged) when
-    the graph is not safe to batch. The copy is written once per graph content into ``cache_dir``
-    (default: the temporary folder) and reused."""
+    the graph is not safe to batch.
+
+    The copy lives in the cache folder (``cache_dir``: the config's or systemd's; default
+    ``$XDG_CACHE_HOME/edge-tsm`` or ``~/.cache/edge-tsm``: see :mod:`edge.cache`), which must be this
+    user's alone. Its name holds the source graph's SHA-256 (and the rewrite's version), and beside it
+    ``<name>.sha256`` holds the copy's own; a copy that does not match (changed, planted, a symlink, half
+    of a crashed write) is rebuilt, with a warning, before the engines see it.
+
+    Raises:
+        InputError: the cache folder cannot be made, or another user could write in it (exit 66).
+    """
     path = Path(path)
     data = path.read_bytes()
     model = onnx.load_from_string(data)
@@ -90,13 +102,21 @@ def batched_graph(path: str | Path, cache_dir: Path | None = None) -> Path | Non
     if why:
         logger.info("batching off for %s: %s", path.name, why)
         return None
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir())
-    out = folder / f"edge-tsm-batch-{digest}-{path.name}"
-    if not out.is_file():
-        for v in (*model.graph.input, *model.graph.output):
-            v.type.tensor_type.shape.dim[0].dim_param = "N"
-        del model.graph.value_info[:]  # intermediate shapes were inferred for N = 1
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, model.SerializeToString(), mode=0o644)  # another process may be writing it too
+    if cache_dir is not None:
+        folder = private_folder(cache_dir, cache_label(cache_dir))
+    else:
+        folder = private_folder(*cache_folder())
+    out = folder / f"batched-{_VERSION}-{sha256(data)}.onnx"
+    ok, bad = verified(out)
+    if ok:
+        return out
+    if bad:
+        logger.warning("batched graph %s: %s; rebuilding it from %s", show_path(out), bad, show_path(path))
+    for v in (*model.graph.input, *model.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]  # intermediate shapes were inferred for N = 1
+    try:
+        write_checked(out, model.SerializeToString())  # another process may be writing it too: atomic
+    except OSError as e:
+        raise InputError(f"batched graph {show_path(out)}: cannot write ({path_error(e, out)})") from None
     return out

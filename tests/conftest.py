@@ -65,4 +65,5 @@ def _own_state_folder(tmp_path_factory, monkeypatch):
     """Each test gets its own per-user state folder: a daemon run without state_dir journals there
     (``$XDG_STATE_HOME/edge-tsm``), and seq goes on across runs, so tests must not share one."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))  # batched graphs (edge.cache)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,5 +162,48 @@ def test_openvino_auto_list_keeps_the_present_devices(model, caplog):
         b = create_backend("openvino", model, device="AUTO:NPU,GPU,CPU")
     try:
         assert "CPU" in b.device and "not present here" in caplog.text
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_compile_cache_folder_is_private(engine, model, tmp_path):
+    """OpenVINO's CACHE_DIR and the TensorRT engine cache follow the batched graph's folder rules
+    (edge.cache): made 0700, refused when others may write in it or another user owns it."""
+    pytest.importorskip(engine)
+    import os
+    import stat
+
+    def cache_of(folder):
+        if engine == "openvino":
+            from edge.backends.openvino import OpenVinoBackend
+            return Path(OpenVinoBackend._config("CPU", None, "f32", folder)["CACHE_DIR"])
+        from edge.backends.onnxruntime import TENSORRT
+        b = create_backend("onnxruntime", model, device="CPU")
+        try:
+            return Path(b._provider_options(TENSORRT, folder, "f32")["trt_engine_cache_path"])
+        finally:
+            b.close()
+
+    made = cache_of(tmp_path / "new" / "cache")
+    assert made.is_dir() and stat.S_IMODE(made.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(InputError, match=r"engine.cache_dir .*shared: refused: writable by its group and others"):
+        cache_of(shared)
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(InputError, match="refused: owned by"):
+            cache_of(theirs)
+
+
+def test_openvino_compiles_with_a_private_cache(model, tmp_path):
+    pytest.importorskip("openvino")
+    b = create_backend("openvino", model, cache_dir=tmp_path / "ov")
+    try:
+        assert (tmp_path / "ov").is_dir() and oct((tmp_path / "ov").stat().st_mode & 0o777) == "0o700"
     finally:
         b.close()

@@ -65,7 +65,8 @@ class OrtBackend:
         Raises:
             ConfigError: unknown device name.
             DeviceError: the provider asked for is not in this onnxruntime build (unless allow_fallback).
-            InputError: ``model_path`` does not exist.
+            InputError: ``model_path`` does not exist, or ``cache_dir`` cannot be made or is not this
+                user's alone (:func:`edge.cache.private_folder`).
             ModelError: onnxruntime cannot load or run the model.
         """
         self.model_path = Path(model_path)
@@ -126,11 +127,11 @@ class OrtBackend:
         if provider != TENSORRT:
             return {}
         opts: dict[str, Any] = {"trt_fp16_enable": precision_hint != "f32"}
-        if cache_dir is not None:
-            import hashlib
-            digest = hashlib.sha256(self.model_path.read_bytes()).hexdigest()[:16]
-            folder = Path(cache_dir) / f"trt-{digest}-ort{ort.__version__}"
-            folder.mkdir(parents=True, exist_ok=True)
+        if cache_dir is not None:  # this user's alone (edge.cache): an engine file there is what runs
+            from edge.cache import label, private_folder, sha256
+            what = label(cache_dir)
+            digest = sha256(self.model_path.read_bytes())[:16]
+            folder = private_folder(Path(private_folder(cache_dir, what)) / f"trt-{digest}-ort{ort.__version__}", what)
             opts.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
                          "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder)})
         return opts

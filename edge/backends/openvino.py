@@ -68,7 +68,8 @@ class OpenVinoBackend:
 
         Raises:
             DeviceError: the device is not available (unless allow_fallback) or cannot compile the model.
-            InputError: ``model_path`` does not exist.
+            InputError: ``model_path`` does not exist, or ``cache_dir`` cannot be made or is not this
+                user's alone (:func:`edge.cache.private_folder`).
             ModelError: OpenVINO cannot read the model or run it.
         """
         self.model_path = Path(model_path)
@@ -163,9 +164,9 @@ class OpenVinoBackend:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision_hint == "f32" and _base(kind) != "NPU":  # the NPU computes in f16 whatever it is told
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(cache_dir)
+        if cache_dir is not None:  # this user's alone (edge.cache): a compiled blob there is what runs
+            from edge.cache import label, private_folder
+            config["CACHE_DIR"] = str(private_folder(cache_dir, label(cache_dir)))
         if threads:
             if _base(kind) == "CPU":
                 config["INFERENCE_NUM_THREADS"] = int(threads)
