@@ -295,6 +295,22 @@ def test_review_sheet_to_dataset_that_train_reads(daemon_spool, tmp_path):
     assert summary["clips"] == 3
     assert load_dataset(out).counts() == {"blue": 1, "green": 1, "red": 1}  # the emptied teal/ is gone
     assert len(json.loads((out / "from-clips.json").read_text())["clips"]) == 3
+    # mark one skip on a later run: its earlier copy leaves the dataset and the manifest, as the summary says
+    rows[2]["label"] = "skip"
+    with sheet.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary = from_clips(spool, sheet, out)
+    assert summary["clips"] == 2 and summary["skipped"] == 1 and summary["removed"] == 1
+    assert load_dataset(out).counts() == {"green": 1, "red": 1}
+    assert {c["label"] for c in json.loads((out / "from-clips.json").read_text())["clips"]} == {"green", "red"}
+    rows[2]["label"] = "blue"
+    with sheet.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    from_clips(spool, sheet, out)
     torch = pytest.importorskip("torch")  # noqa: F841 - the [train] extra
     from edge.models.train import TrainConfig, train
     bundle = train(TrainConfig(data=str(out), out=str(tmp_path / "run"), size=32, frames=4, stride=1, epochs=1,

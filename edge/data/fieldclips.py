@@ -128,6 +128,7 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
         for key in (m["path"].name, m["path"].stem):
             by_name.setdefault(key, []).append(m)
     chosen: list[tuple[dict[str, Any], str]] = []
+    dropped: list[dict[str, Any]] = []   # marked skip (or emptied): a copy from an earlier run goes too
     seen: dict[str, int] = {}
     skipped = 0
     for n, cells in _rows(csv_path, SHEET_COLUMNS, 2):
@@ -147,6 +148,7 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
         seen[m["clip"]] = n
         if label.lower() in SKIP:
             skipped += 1
+            dropped.append(m)
             continue
         _check_label(csv_path, n, label)
         chosen.append((m, label))
@@ -154,11 +156,20 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
         raise DataError(f"{csv_path}: no labelled clip (every row is empty or skip)")
     manifest_path = out / "from-clips.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"clips": []}
+    removed = 0
+    for m in dropped:  # the dataset and its manifest must say what the summary says: skipped clips are out
+        name = _dest_name(m)
+        for old in out.glob(f"*/{name}"):
+            old.unlink()
+            removed += 1
+            if not any(old.parent.iterdir()):
+                old.parent.rmdir()
+        manifest["clips"] = [c for c in manifest["clips"] if not c["file"].endswith("/" + name)]
     known = {c["file"] for c in manifest["clips"]}
     counts: dict[str, int] = {}
     new = 0
     for m, label in chosen:
-        dest = out / label / f"{m.get('camera') or m['path'].parent.name}-{m['path'].name}"
+        dest = out / label / _dest_name(m)
         dest.parent.mkdir(parents=True, exist_ok=True)
         # a clip relabelled since the last run moves: drop the copy under its old label
         for old in out.glob(f"*/{dest.name}"):
@@ -176,7 +187,13 @@ def from_clips(spool: str | Path, labels_csv: str | Path, out: str | Path) -> di
                                   "model": m.get("model")})
         counts[label] = counts.get(label, 0) + 1
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return {"out": str(out), "clips": len(chosen), "new": new, "skipped": skipped, "per_label": counts}
+    return {"out": str(out), "clips": len(chosen), "new": new, "skipped": skipped, "removed": removed,
+            "per_label": counts}
+
+
+def _dest_name(m: dict[str, Any]) -> str:
+    """A spool clip's file name in the dataset: ``<camera>-<file>`` (clips of two cameras never collide)."""
+    return f"{m.get('camera') or m['path'].parent.name}-{m['path'].name}"
 
 
 # --- recording -> dataset -----------------------------------------------------------------------------
