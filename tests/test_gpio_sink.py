@@ -118,7 +118,8 @@ def test_level_mode_follows_start_and_end_and_ignores_labels_without_a_line(driv
     assert sink.close() == 0                                     # 27 still held: inactive before release
     assert lines.changes()[-3:] == [(17, False), (27, False), ("close",)]
     assert lines.state == {17: False, 27: False}
-    assert sink.stats() == {"delivered": 6, "dropped": 0, "pending": 0, "errors": 0, "state": "closed"}
+    assert sink.stats().items() >= {"delivered": 6, "dropped": 0, "pending": 0, "errors": 0, "crashes": 0,
+                                      "state": "closed"}.items()
 
 
 def test_a_failing_line_is_reopened_and_the_event_delivered(driver):
@@ -131,6 +132,28 @@ def test_a_failing_line_is_reopened_and_the_event_delivered(driver):
     assert len(driver.made) == 2 and driver.made[0].closed
     assert driver.made[1].state == {17: True, 27: False}
     assert sink.close() == 0 and sink.stats()["errors"] >= 1
+
+
+def test_a_crash_of_the_pulse_timer_is_counted_and_the_lines_reopened(driver, caplog):
+    sink = create_sink(cfg(pulse_ms=20, reconnect=FAST), "gpio")
+    real, crashed = sink._plan.expire, []
+
+    def broken(now: float) -> list[int]:
+        if not crashed:
+            crashed.append(now)
+            raise RuntimeError("injected bug")
+        return real(now)
+    sink._plan.expire = broken  # type: ignore[method-assign]
+    sink.open()
+    sink.submit(ev("start"))
+    assert sink.wait_for(lambda st: st["crashes"] == 1, 5), sink.stats()
+    sink.submit(ev("start", "zoom_in"))                         # the timer is gone: the lines are reopened
+    assert sink.wait_for(lambda st: st["delivered"] == 2 and st["state"] == "open", 5), sink.stats()
+    lines = driver.made[-1]
+    assert len(driver.made) == 2 and driver.made[0].closed
+    assert lines.wait_for(lambda f: (27, False) in f.changes())  # the new timer ends the new pulse
+    assert sink.close() == 0
+    assert "pulse timer thread crashed (RuntimeError: injected bug)" in caplog.text
 
 
 def test_open_error_is_a_one_line_sink_error_and_nothing_runs(driver):

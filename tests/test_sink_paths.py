@@ -26,12 +26,14 @@ CASES = {  # case -> (path under tmp_path, words the message must hold)
     "through a regular file, deeper": (lambda t: t / "file" / "a" / "b" / "events.jsonl", "is not a folder"),
     "no write permission": (lambda t: t / "ro" / "sub" / "events.jsonl", "Permission denied"),
     "a directory": (lambda t: t / "dir", "directory"),
+    "a symlink": (lambda t: t / "link.jsonl", "is a symlink; refused (set follow_symlinks: true"),
 }
 
 
 def prepare(tmp_path: Path, case: str) -> Path:
     (tmp_path / "file").write_text("precious")
     (tmp_path / "dir").mkdir()
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "file")  # planted: writing through it would hit "file"
     if case == "no write permission":
         if os.geteuid() == 0:
             pytest.skip("root may write anywhere")
@@ -63,7 +65,7 @@ def test_unix_sink_path_errors_are_one_line(tmp_path, case):
     with pytest.raises(SinkError) as e:
         create_sink(UnixSinkConfig(type="unix", path=str(path)), "sock").open()
     words = {"5000 characters": "path too long for a Unix socket", "a NUL byte in the folder": "contains a NUL byte",
-             "a directory": "exists and is a folder"}.get(case, CASES[case][1])
+             "a directory": "exists and is a folder", "a symlink": "exists and is a symlink"}.get(case, CASES[case][1])
     check_one_line(e, "sink sock: socket", path, words)
 
 
@@ -96,7 +98,7 @@ def assets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["5000 characters", "a NUL byte", "not encodable", "through a regular file",
-                                  "a directory"])
+                                  "a directory", "a symlink"])
 def test_check_says_it_in_one_line_with_exit_69(assets, tmp_path, capsys, case):
     bundle, video = assets
     path = prepare(tmp_path, case)
@@ -107,3 +109,4 @@ def test_check_says_it_in_one_line_with_exit_69(assets, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"edge-tsm: error: sink log: file {show_path(path)}: "), err
     assert CASES[case][1] in err[0]
+    assert (tmp_path / "file").read_text() == "precious"

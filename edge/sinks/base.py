@@ -10,6 +10,11 @@ and jitter ("reconnecting") and resends what it kept, in order. A sink that may 
 :attr:`Sink.max_pending`: while away, a memory feed moves newer records into that backlog too.
 Subclasses implement ``_open_device()``, ``_write(record)`` and ``_close_device()``, and each has its
 config model (a :class:`SinkConfigBase`) in its own module.
+
+The worker never dies silently: an exception that escapes its loop (a bug, a record the feed cannot
+read) is logged with its traceback, counted (``crashes``), and the worker goes 'reconnecting': it closes
+the device, waits the backoff, reopens and goes on from where it was (a journal feed from its last
+delivered event, a memory feed with what it holds).
 """
 from __future__ import annotations
 
@@ -67,6 +72,12 @@ class DeviceGone(Exception):
     """Raised by ``_write`` when the device is gone for good (stdout's reader closed the pipe)."""
 
 
+class Rewound(Exception):
+    """Raised by ``_write`` after it moved the feed back (``feed.rewind``): the record was not written and
+    is no error; the worker takes the next record from the feed again (the log sink, when its file was
+    deleted: what went to the lost file is written again from the journal)."""
+
+
 class Sink:
     """One event destination fed by a :class:`~edge.sinks.feeds.Feed`, with its own worker thread.
 
@@ -94,11 +105,12 @@ class Sink:
         self._state = "closed"
         self._device_open = False
         self._writing = False
-        self._delivered = self._dropped = self._errors = 0
+        self._delivered = self._dropped = self._errors = self._crashes = 0
         self._backoff = Backoff(*self.retry_s)
         self._outage = False         # a write failed and none has worked since
         self._down_since = 0.0
         self._drop_warn, self._fail_warn = RateLimit(_WARN_EVERY_S), RateLimit(_WARN_EVERY_S)
+        self._crash_warn = RateLimit(_WARN_EVERY_S)
 
     @property
     def where(self) -> str:
@@ -198,7 +210,8 @@ class Sink:
         return left
 
     def stats(self) -> dict[str, Any]:
-        """Counters: delivered, dropped, pending (queued or kept), errors (failed writes), state."""
+        """Counters: delivered, dropped, pending (queued or kept), errors (failed writes), crashes (the
+        worker restarted after an exception), state; a sink may add its own (the log sink's reopened)."""
         with self._cond:
             return self._stats()
 
@@ -209,7 +222,27 @@ class Sink:
 
     def _stats(self) -> dict[str, Any]:
         return {"delivered": self._delivered, "dropped": self._dropped + self._feed.dropped,
-                "pending": self._feed.pending(), "errors": self._errors, "state": self._state}
+                "pending": self._feed.pending(), "errors": self._errors, "crashes": self._crashes,
+                "state": self._state, **self._more_stats()}
+
+    def _more_stats(self) -> dict[str, Any]:
+        """(lock held) A subclass's own counters for :meth:`stats`."""
+        return {}
+
+    def _count_crash(self, e: BaseException, thread: str, then: str) -> int:
+        """Log an exception that escaped one of this sink's threads (``thread``: 'worker', 'socket'...)
+        with its traceback (rate-limited), and count it in ``crashes``; ``then``: what happens now.
+        Returns the count."""
+        with self._cond:
+            self._crashes += 1
+            n = self._crashes
+            self._cond.notify_all()
+        if self._crash_warn.allow():
+            logger.error("%s: its %s thread crashed (%s: %s); %s (%d crash(es) so far)", self.where, thread,
+                         type(e).__name__, e, then, n, exc_info=e)
+        else:
+            logger.debug("%s: crashed again (%s: %s)", self.where, type(e).__name__, e, exc_info=e)
+        return n
 
     def _closing_cleanly(self) -> bool:
         """close() was called and its timeout has not passed: subclasses may finish what they hold."""
@@ -238,6 +271,10 @@ class Sink:
         """Release the device; called once per successful open, from the worker once it runs."""
         raise NotImplementedError
 
+    def _idle(self) -> None:
+        """Called by the worker when no record came for a while (about every 0.25 s), device open: a sink
+        may look after its device here (the log sink notices a deleted file without waiting for an event)."""
+
     def _interrupt(self) -> None:
         """Wake a ``_write`` blocked on a stalled device (called by close() after its timeout)."""
 
@@ -245,39 +282,66 @@ class Sink:
     def _run(self) -> None:
         try:
             while not self._abort.is_set():
-                if self._state == "reconnecting" and not self._reconnect():
-                    continue
-                rec = self._feed.next(_WAIT_S)
-                if rec is None:
-                    if self._feed.finished():
-                        break
-                    continue
-                err = self._attempt(rec)
-                if isinstance(err, DeviceGone):
-                    self._gone(err)
-                    break
-                if isinstance(err, OSError):  # serial.SerialException is an OSError too
-                    self._failed(err)
-                    continue
-                if err is not None:  # a bad record must not stop the sink (nor be retried forever)
-                    logger.error("%s: cannot write event %r (%s: %s); dropped", self.where, rec,
-                                 type(err).__name__, err, exc_info=err)
-                    with self._cond:
-                        self._feed.ack(rec)
-                        self._dropped, self._errors = self._dropped + 1, self._errors + 1
-                        self._cond.notify_all()
-                    continue
-                with self._cond:
-                    self._feed.ack(rec)
-                    self._delivered += 1
-                    self._backoff.reset()
-                    recovered, self._outage = self._outage, False
-                    self._cond.notify_all()
-                if recovered:
-                    logger.info("%s: delivering again after %.1f s (%d failed write(s) so far)", self.where,
-                                time.monotonic() - self._down_since, self._errors)
+                try:
+                    self._deliver()
+                    return
+                except Exception as e:  # noqa: BLE001 - a bug or an unreadable record: logged, counted, restarted
+                    self._crashed(e)
         finally:
             self._close_quietly()
+
+    def _deliver(self) -> None:
+        """The worker's loop: returns when the feed is finished, the device is gone or close() aborts."""
+        while not self._abort.is_set():
+            if self._state == "reconnecting" and not self._reconnect():
+                continue
+            rec = self._feed.next(_WAIT_S)
+            if rec is None:
+                if self._feed.finished():
+                    return
+                if self._state == "open":
+                    self._idle()
+                continue
+            err = self._attempt(rec)
+            if isinstance(err, Rewound):
+                continue
+            if isinstance(err, DeviceGone):
+                self._gone(err)
+                return
+            if isinstance(err, OSError):  # serial.SerialException is an OSError too
+                self._failed(err)
+                continue
+            if err is not None:  # a bad record must not stop the sink (nor be retried forever)
+                logger.error("%s: cannot write event %r (%s: %s); dropped", self.where, rec,
+                             type(err).__name__, err, exc_info=err)
+                with self._cond:
+                    self._feed.ack(rec)
+                    self._dropped, self._errors = self._dropped + 1, self._errors + 1
+                    self._cond.notify_all()
+                continue
+            with self._cond:
+                self._feed.ack(rec)
+                self._delivered += 1
+                self._backoff.reset()
+                recovered, self._outage = self._outage, False
+                self._cond.notify_all()
+            if recovered:
+                logger.info("%s: delivering again after %.1f s (%d failed write(s) so far)", self.where,
+                            time.monotonic() - self._down_since, self._errors)
+
+    def _crashed(self, e: Exception) -> None:
+        """An exception escaped the worker's loop: log it with its traceback, count it, close the device
+        and go 'reconnecting', so the loop starts again after the backoff from where the feed was."""
+        self._close_quietly()
+        with self._cond:
+            self._down()
+            self._cond.notify_all()
+        self._count_crash(e, "worker", "restarting it with backoff from " +
+                          ("its last delivered event" if self._feed.durable else "what it holds"))
+        try:
+            self._feed.restart()
+        except Exception as again:  # noqa: BLE001 - the next attempt (after the backoff) tries again
+            logger.debug("%s: restarting the feed failed: %s", self.where, again, exc_info=again)
 
     def _attempt(self, rec: Record) -> Exception | None:
         """One ``_write``; returns its error, if any. ``_writing`` tells close() it may interrupt."""

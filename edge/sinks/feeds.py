@@ -9,7 +9,12 @@ Both feeds have one interface, so the worker (:class:`edge.sinks.base.Sink`) has
 - ``pending()``: accepted, not yet acked;
 - ``stop()``: accept nothing more; ``finished()`` is then True once everything up to the stop point is acked;
 - ``away(limit)``: the device is away (memory feed: move queued records into a backlog of ``limit``);
-- ``abandon()``: the device is gone for good; ``close()``: release the reader.
+- ``abandon()``: the device is gone for good; ``close()``: release the reader;
+- ``restart()``: the worker crashed; start again from the last delivered record (journal feed: a new
+  reader after it; memory feed: what it holds stays as it is).
+
+A journal feed can also ``rewind(after_seq)``: deliver again everything after ``after_seq`` (the log sink
+whose file was deleted writes again what the lost file held).
 
 Records are dicts in the event schema (``seq`` and ``v`` set). Filters (cameras, event kinds) are applied
 here: a memory feed never queues an unwanted record, a journal feed skips it and moves the cursor past it.
@@ -43,6 +48,7 @@ class Feed(Protocol):
     def away(self, limit: int) -> int: ...
     def abandon(self) -> int: ...
     def close(self) -> None: ...
+    def restart(self) -> None: ...
 
 
 def wanted_by(cameras: Any, events: Any) -> Wanted:
@@ -141,6 +147,9 @@ class MemoryFeed:
     def close(self) -> None:
         self.stop()
 
+    def restart(self) -> None:
+        pass  # the queue and the taken records are as they were: the oldest taken one is sent again
+
 
 class JournalFeed:
     """Reads an :class:`edge.journal.Journal` after the sink's cursor; ``ack`` moves the cursor.
@@ -163,6 +172,8 @@ class JournalFeed:
             cursor = journal.last_seq
             journal.set_cursor(name, cursor)
         self._reader = journal.reader(cursor)
+        self._done = cursor      # delivered (or filtered out) up to here: the cursor, as last saved
+        self._lost_before = 0    # records lost by readers replaced by rewind()
         self.waiting = max(0, journal.last_seq - cursor)  # journaled before this start, not yet delivered
         self._taken: Record | None = None
         self._stop_at: int | None = None
@@ -172,7 +183,7 @@ class JournalFeed:
 
     @property
     def dropped(self) -> int:
-        return self._reader.lost
+        return self._lost_before + self._reader.lost
 
     def put(self, record: Record) -> bool:
         return False
@@ -211,14 +222,34 @@ class JournalFeed:
                     return None
         finally:
             if skipped is not None and self._taken is None:
+                self._done = skipped
                 self.journal.set_cursor(self.name, skipped)  # filtered out: not read again after a restart
 
     def ack(self, record: Record) -> None:
         self.journal.set_cursor(self.name, record["seq"])
         with self._cond:
+            self._done = record["seq"]
             if self._taken is record:
                 self._taken = None
             self._cond.notify_all()
+
+    def rewind(self, after_seq: int) -> None:
+        """Deliver again every record after ``after_seq`` (also across a restart: the cursor moves back).
+
+        Records the journal no longer holds are counted in ``dropped`` when the new reader reaches them."""
+        with self._cond:
+            self._lost_before += self._reader.lost
+            self._reader.close()
+            self._reader = self.journal.reader(after_seq)
+            self._taken, self._reading, self._past_stop = None, None, False
+            self._done = after_seq
+            self._cond.notify_all()
+        self.journal.set_cursor(self.name, after_seq)
+
+    def restart(self) -> None:
+        """After a crash of the worker: a new reader after the last delivered record (the old one may have
+        stopped half way through a record)."""
+        self.rewind(self._done)
 
     def pending(self) -> int:
         with self._cond:

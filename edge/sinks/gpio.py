@@ -174,7 +174,17 @@ class GpioSink(Sink):
             self._hw.notify_all()
 
     def _pulse_timer(self) -> None:
-        """Ends pulses at their deadlines; one thread for all lines."""
+        """Ends pulses at their deadlines; one thread for all lines. An exception that escapes (a bug) is
+        logged and counted, and the next event reopens the lines (which starts a new timer)."""
+        try:
+            self._end_pulses()
+        except Exception as e:  # noqa: BLE001 - never die silently: a pulse would stay on
+            with self._hw:
+                self._timer_error = OSError(errno.EIO, f"pulse timer crashed ({type(e).__name__}: {e})")
+                self._hw.notify_all()
+            self._count_crash(e, "pulse timer", "the next event reopens the lines")
+
+    def _end_pulses(self) -> None:
         with self._hw:
             while not self._timer_stop and self._lines is not None:
                 due, now = self._plan.next_due(), time.monotonic()

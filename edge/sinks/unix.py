@@ -316,8 +316,10 @@ class UnixSink(Sink):
                                 break
                     else:
                         self._service(sel, key.data, mask)
-        except Exception:  # noqa: BLE001 - a bug here must not go unnoticed: _write fails, the base reopens
-            logger.exception("%s: socket thread failed", self.where)
+        except Exception as e:  # noqa: BLE001 - a bug here must not go unnoticed: _write fails, the base reopens
+            with self._lock:
+                self._halt = True  # from now on _write fails: the base closes and reopens the socket
+            self._count_crash(e, "socket", "the next event reopens the socket (subscribers connect again)")
         finally:
             self._shutdown(sel)
 
