@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError, InputError
 from edge.schema import NAME, NonNegFloat, PosFloat, Prob, ReconnectConfig, Strict, format_errors, short
-from edge.sinks import SinkConfig, StdoutSinkConfig
+from edge.sinks import SinkConfig, StdoutSinkConfig, duplicate_targets
 
 DEFAULT_CONFIG = "/etc/edge-tsm/config.yaml"
 
@@ -200,6 +200,8 @@ class Config(Strict):
         dup = next((n for n in sinks if sinks.count(n) > 1), None)
         if dup:
             raise ValueError(f"sinks: name {dup!r} is used twice (give each sink its own name)")
+        if (clash := duplicate_targets(self.sinks, sinks)) is not None:
+            raise ValueError(clash)
         for i, s in enumerate(self.sinks):
             for cam in s.cameras or ():
                 if cam not in names:
