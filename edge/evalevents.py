@@ -10,8 +10,10 @@ Matching, greedy in the order the events fired: an event matches the not yet mat
 segment of its label during which it started (its ``start_ts``, the first frame of the run of
 frames that made it), with ``tolerance_s`` of slack on both sides; of several, the one whose start
 is nearest. A matched event is a true positive; an event that matches nothing
-is a false event (reported with what the annotation says at the moment it fired); a segment no event
-matched is a miss. Latency: the time the start event fired minus the segment's annotated start.
+is a false event (reported with what the annotation says at the moment it fired; when that is its own
+label, why: a second event inside a segment already matched, one motion counted once, or an event that
+started before the segment by more than the tolerance); a segment no event matched is a miss.
+Latency: the time the start event fired minus the segment's annotated start.
 """
 from __future__ import annotations
 
@@ -68,9 +70,10 @@ def match_events(events: list[dict[str, Any]], segments: list[dict[str, Any]], l
                     abs(ev["start"] - s["start"]) < best_gap:
                 best, best_gap = i, abs(ev["start"] - s["start"])
         if best is None:
-            truth = [s["label"] for s in segments if s["start"] <= ev["fired"] < s["end"]]
+            truth = [s for s in segments if s["start"] <= ev["fired"] < s["end"]]
             false.append({"label": ev["label"], "fired_s": round(ev["fired"], 3), "score": ev["score"],
-                          "truth": truth[0] if truth else None})
+                          "truth": truth[0]["label"] if truth else None,
+                          "why": _why_false(ev, truth[0] if truth else None, targets, matched)})
         else:
             matched[best] = ev
             latencies.append(ev["fired"] - targets[best]["start"])
@@ -93,6 +96,17 @@ def match_events(events: list[dict[str, Any]], segments: list[dict[str, Any]], l
                          "max": _round(lat[-1]) if lat else None, "n": len(lat)},
            "false_events": false, "missed": missed}
     return out
+
+
+def _why_false(ev: dict[str, Any], truth: dict[str, Any] | None, targets: list[dict[str, Any]],
+               matched: dict[int, dict[str, Any]]) -> str | None:
+    """Why an event of the label the annotation shows is false: its segment already had its event (one
+    motion, two events), or it started before that segment by more than the tolerance. None otherwise."""
+    if truth is None or truth["label"] != ev["label"]:
+        return None
+    if any(targets[i] is truth for i in matched):
+        return "segment already matched"
+    return f"started {truth['start'] - ev['start']:.2f} s before the segment"
 
 
 def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = "default",
@@ -150,7 +164,8 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{m['tp']:>4} {m['fp']:>4} {m['fn']:>4}")
     if r["false_events"]:
         lines += ["", "false events: " + ", ".join(
-            f"{e['label']} at {e['fired_s']:.2f} s ({e['truth'] or 'no annotation'})" for e in r["false_events"][:20])
+            f"{e['label']} at {e['fired_s']:.2f} s ({e['truth'] or 'no annotation'}"
+            f"{', ' + e['why'] if e.get('why') else ''})" for e in r["false_events"][:20])
             + (" ..." if len(r["false_events"]) > 20 else "")]
     if r["missed"]:
         lines += ["missed: " + ", ".join(f"{m['label']} {m['start_s']:.2f}-{m['end_s']:.2f} s (line {m['line']})"

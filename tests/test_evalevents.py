@@ -38,11 +38,26 @@ def test_a_second_event_for_one_motion_and_a_wrong_label_are_false_and_misses_ar
                      [seg("wave", 1, 2, 2), seg("wave", 3, 4, 3), seg("no_motion", 4, 6, 4)],
                      LABELS, ("no_motion",), 0.5)
     assert (r["tp"], r["fp"], r["fn"]) == (1, 2, 1)
-    assert r["false_events"] == [{"label": "wave", "fired_s": 1.9, "score": 0.9, "truth": "wave"},
-                                 {"label": "clap", "fired_s": 3.4, "score": 0.9, "truth": "wave"}]
+    assert r["false_events"] == [{"label": "wave", "fired_s": 1.9, "score": 0.9, "truth": "wave",
+                                  "why": "segment already matched"},
+                                 {"label": "clap", "fired_s": 3.4, "score": 0.9, "truth": "wave", "why": None}]
     assert r["missed"] == [{"label": "wave", "start_s": 3, "end_s": 4, "line": 3}]
     assert r["per_class"]["wave"] == {"tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert r["per_class"]["clap"]["precision"] == 0.0 and r["per_class"]["clap"]["recall"] is None
+
+
+def test_a_false_event_of_the_annotated_label_says_why():
+    # one motion, two events: the second is false because its segment is matched; an event that started
+    # well before its segment (fired inside it) is false because of the tolerance
+    r = match_events([ev("wave", 1.0), ev("wave", 1.6), ev("clap", 2.0, fired=3.2)],
+                     [seg("wave", 1, 2), seg("no_motion", 2, 3), seg("clap", 3, 4)], LABELS, ("no_motion",), 0.5)
+    assert [(f["label"], f["why"]) for f in r["false_events"]] == [
+        ("wave", "segment already matched"), ("clap", "started 1.00 s before the segment")]
+    from edge.evalevents import format_report
+    text = format_report({"video": "r.avi", "duration_s": 4.0, "model": "m", "precision_graph": "fp32",
+                          "engine": "onnxruntime", "tolerance_s": 0.5, **r})
+    assert "wave at 1.90 s (wave, segment already matched), clap at 3.20 s (clap, started 1.00 s before the " \
+           "segment)" in text
 
 
 @pytest.mark.parametrize("start, tolerance, matched", [(0.6, 0.5, True), (0.4, 0.5, False), (2.4, 0.5, True),
