@@ -30,6 +30,7 @@ import math
 import os
 import queue
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,10 +98,12 @@ class ClipSpool:
         Raises:
             InputError: the folder cannot be created or written.
         """
-        from edge.journal import ensure_writable
+        from edge.state import ensure_writable
         ensure_writable(self.folder, "clips.dir")
-        for tmp in self.folder.glob("*/.*.tmp*"):
-            tmp.unlink(missing_ok=True)
+        for cam in _scan(self.folder):  # leftovers of an interrupted write (never through a symlinked folder)
+            for entry in _scan(Path(cam.path)) if cam.is_dir(follow_symlinks=False) else ():
+                if entry.name.startswith(".") and ".tmp" in entry.name:
+                    Path(entry.path).unlink(missing_ok=True)
         self._trim()
         self._thread = threading.Thread(target=self._run, name="clip-writer", daemon=True)
         self._thread.start()
@@ -164,7 +167,7 @@ class ClipSpool:
         stem = f"{stamp}-{clip.trigger}-{_SAFE.sub('_', what)}"
         suffix = VIDEO_SUFFIX[cfg.codec]
         video = cam_dir / f"{stem}{suffix}"
-        tmp = cam_dir / f".{stem}.tmp{suffix}"
+        tmp: Path | None = None
         h, w = frames[0][1].shape[:2]
         fps = clip.fps
         span = frames[-1][0] - t0
@@ -172,6 +175,11 @@ class ClipSpool:
             fps = round((len(frames) - 1) / span, 2)   # the camera delivered fewer: keep the clip's real speed
         try:  # OpenCV writes the video to a path: a hidden name, renamed when whole (the sidecar: atomic_write)
             cam_dir.mkdir(parents=True, exist_ok=True)
+            if cam_dir.is_symlink() or not cam_dir.is_dir():  # never written (or trimmed) through a link
+                raise OSError(f"{cam_dir} is not a folder of the spool (a symbolic link?); move it away")
+            fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=cam_dir)  # O_EXCL|O_NOFOLLOW
+            os.close(fd)
+            tmp = Path(name)
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[cfg.codec]), fps, (w, h))
             if not writer.isOpened():
                 raise OSError(f"OpenCV cannot write {cfg.codec} to {tmp}")
@@ -196,7 +204,8 @@ class ClipSpool:
             atomic_write(video.with_suffix(".json"), json.dumps(side, separators=(",", ":")) + "\n", mode=0o644)
         except OSError as e:
             try:
-                tmp.unlink(missing_ok=True)
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
             except OSError:
                 pass
             with self._lock:
@@ -212,20 +221,22 @@ class ClipSpool:
     def _clips(self) -> list[tuple[float, Path, int]]:
         """(mtime, video, bytes of video + sidecar) of every complete or orphaned clip, oldest first."""
         out = []
-        for cam_dir in self.folder.iterdir() if self.folder.is_dir() else ():
-            if not cam_dir.is_dir():
-                continue
-            for f in cam_dir.iterdir():
-                if f.name.startswith(".") or f.suffix not in (".avi", ".mp4", ".json"):
+        # folders and files only, never through a symlink: the quota must not remove files elsewhere
+        cams = [Path(e.path) for e in _scan(self.folder) if e.is_dir(follow_symlinks=False)]
+        for cam_dir in cams:
+            for entry in _scan(cam_dir):
+                f = Path(entry.path)
+                if f.name.startswith(".") or f.suffix not in (".avi", ".mp4", ".json") or \
+                        not entry.is_file(follow_symlinks=False):
                     continue
                 if f.suffix == ".json" and any(f.with_suffix(s).exists() for s in (".avi", ".mp4")):
                     continue  # counted with its video
                 try:
-                    st = f.stat()
+                    st = f.lstat()
                     size = st.st_size
                     side = f.with_suffix(".json")
                     if f.suffix != ".json" and side.exists():
-                        size += side.stat().st_size
+                        size += side.lstat().st_size
                 except OSError:
                     continue
                 out.append((st.st_mtime, f, size))
@@ -251,6 +262,15 @@ class ClipSpool:
             self.removed += removed
         if removed:
             logger.info("clips: quota %.0f MB: removed the %d oldest clip(s)", self.cfg.max_mb, removed)
+
+
+def _scan(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` (none when it is not there or not a folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:
+        return []
 
 
 def _predicted(scores: list[tuple[float, np.ndarray]], labels: list[str],
@@ -396,15 +416,26 @@ class ClipRecorder:
 
 
 def open_spool(cfg: Any, bundle: Any, precision: str, where: str = "config") -> ClipSpool:
-    """The field-clip spool of config ``clips``: its folder (default ``<state dir>/clips``), the model it
-    names in each sidecar.
+    """The field-clip spool of config ``clips``, opened (:func:`make_spool`, then :meth:`ClipSpool.open`).
 
     Raises:
         ConfigError: a ``clips.labels`` entry is not a model label.
         InputError: the folder cannot be written.
     """
+    spool = make_spool(cfg, bundle, precision, where)
+    spool.open()
+    return spool
+
+
+def make_spool(cfg: Any, bundle: Any, precision: str, where: str = "config") -> ClipSpool:
+    """The field-clip spool of config ``clips``, not opened yet (a reload checks it while the running spool
+    writes): its folder (default ``<state dir>/clips``), the model it names in each sidecar.
+
+    Raises:
+        ConfigError: a ``clips.labels`` entry is not a model label.
+    """
     from edge.errors import ConfigError
-    from edge.journal import state_dir
+    from edge.state import state_dir
     c = cfg.clips
     for name in c.labels or ():
         if name not in bundle.labels:
@@ -414,6 +445,4 @@ def open_spool(cfg: Any, bundle: Any, precision: str, where: str = "config") -> 
     graph = bundle.graph_path(precision)
     model = {"name": bundle.name, "graph": graph.name, "precision": precision, "sha256": file_sha256(graph),
              "folder": str(bundle.root)}
-    spool = ClipSpool(folder, c, model, bundle.labels)
-    spool.open()
-    return spool
+    return ClipSpool(folder, c, model, bundle.labels)

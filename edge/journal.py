@@ -3,7 +3,8 @@
 Layout (``<state_dir>/journal/``): segments ``events-<first seq, 12 digits>.jsonl``, one JSON object per line,
 closed at ``segment_bytes``, the oldest removed past ``max_bytes`` (a sink whose cursor pointed into one lost
 those events: its reader counts them); ``cursor-<sink>.json``: the last ``seq`` a durable sink delivered.
-``seq`` continues across restarts (recovered from the last segment; a torn or garbled last line is cut off).
+``seq`` continues across restarts (recovered from the last good record: :func:`edge.journal_reader.recover`).
+The state folder is locked while the journal is open (one owner: :mod:`edge.state`).
 
 Group commit: :meth:`Journal.append` (the frame loop) numbers the event, makes its record and queues it; a
 writer thread writes the queue with one ``os.write`` (and, with ``fsync: always``, one fsync) per batch. Only
@@ -20,7 +21,6 @@ import errno
 import json
 import logging
 import os
-import pwd
 import threading
 import time
 from collections import deque
@@ -29,14 +29,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import ConfigError, InputError
-from edge.journal_reader import JournalReader, list_segments, recover
+from edge.errors import BusyError, InputError
+from edge.journal_reader import JournalReader, list_segments, read_cursor, recover
+from edge.state import (
+    StateLock,
+    ensure_writable,
+    holder,
+    locate_state_dir,
+    lock_state_dir,
+    open_regular,
+    shown,
+    state_dir,
+    why,
+)
 from edge.util import RateLimit, atomic_write
 
 if TYPE_CHECKING:
     from edge.config import Config
     from edge.events import Event
 
+__all__ = ["Journal", "JournalStats", "MemoryJournal", "open_journal", "state_dir"]  # state_dir: from edge.state
 logger = logging.getLogger(__name__)
 
 _WARN_EVERY_S = 30.0
@@ -44,80 +56,64 @@ Record = dict[str, Any]
 Subscriber = Callable[[list[Record]], None]
 
 
-def shown(path: str | Path) -> str:
-    """A path for a one-line message: non-printable characters escaped, an over-long one shortened."""
-    text = str(path)
-    if not text.isprintable():
-        text = repr(text)[1:-1]
-    return text if len(text) <= 160 else f"{text[:100]}...{text[-40:]} ({len(text)} characters)"
+def open_journal(cfg: Config, *, check: bool = False) -> Journal | MemoryJournal:
+    """The event journal in ``<state_dir>/journal``, with the state folder locked for as long as it is open
+    (:func:`edge.state.lock_state_dir`); logs where it is and why that folder.
 
-
-def ensure_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` and prove a file can be written in it.
+    ``check=True`` (``edge-tsm check``): when another process holds the folder (a running daemon), the
+    journal is only read (its segments, without repairing them) and a :class:`MemoryJournal` continuing its
+    seq is returned, so check's sinks are memory-fed and nothing in the folder changes; a warning says so.
 
     Raises:
-        InputError: ``<what> <folder>: cannot create or write (<why>)`` for any OSError, and for a path
-            the OS cannot take at all (a NUL byte, characters that are not valid in the file system's encoding).
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (OSError, ValueError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise InputError(f"{what} {shown(folder)}: cannot create or write ({why})") from None
-
-
-def locate_state_dir(configured: str | None) -> tuple[Path, str]:
-    """(folder, where it comes from): the config's ``state_dir``, else systemd's ``$STATE_DIRECTORY``, else the
-    per-user ``$XDG_STATE_HOME/edge-tsm``, else ``~/.local/state/edge-tsm``.
-
-    Raises:
-        ConfigError: none of them is set and the user has no home folder.
-    """
-    if configured:
-        return Path(configured), "the config's state_dir"
-    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd), "systemd's StateDirectory ($STATE_DIRECTORY)"
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    if os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
-        return Path(xdg) / "edge-tsm", "the per-user default ($XDG_STATE_HOME/edge-tsm)"
-    home = os.environ.get("HOME", "")
-    if not home:
-        try:
-            home = pwd.getpwuid(os.getuid()).pw_dir
-        except KeyError:
-            home = ""
-    if not home:
-        raise ConfigError("state_dir: not set, and neither $STATE_DIRECTORY, $XDG_STATE_HOME nor a home folder "
-                          "is there to default to; give state_dir a writable folder")
-    return Path(home) / ".local" / "state" / "edge-tsm", "the per-user default (~/.local/state/edge-tsm)"
-
-
-def state_dir(cfg: Config) -> Path:
-    """Where the journal (and other state) lives; never None, see :func:`locate_state_dir`."""
-    return locate_state_dir(cfg.state_dir)[0]
-
-
-def open_journal(cfg: Config) -> Journal:
-    """The event journal in ``<state_dir>/journal``; logs where it is and why that folder.
-
-    Raises:
+        BusyError: another process holds the state folder (exit 75; not with ``check``).
         InputError: the folder cannot be created, written or read (exit 66).
+        StateError: the lock file is not a regular file, or a damaged file cannot be moved aside (exit 65).
         ConfigError: no state folder can be found (see :func:`locate_state_dir`).
     """
-    folder, why = locate_state_dir(cfg.state_dir)
+    folder, where = locate_state_dir(cfg.state_dir)
     j = cfg.journal
     max_bytes = int(j.max_mb * (1 << 20))
+    hint = f"; the folder is {where}: set state_dir to a folder this user can write"
+    try:
+        ensure_writable(folder / "journal", "journal")
+    except InputError as e:
+        raise InputError(f"{e}{hint}") from None
+    try:
+        lock = lock_state_dir(folder)
+    except BusyError:
+        if not check:
+            raise
+        return _peek(folder, max_bytes)
+    except InputError as e:
+        raise InputError(f"{e}{hint}") from None
     try:
         journal = Journal(folder / "journal", fsync=j.fsync, fsync_interval_s=j.fsync_interval_s,
-                          max_bytes=max_bytes, segment_bytes=min(1 << 20, max_bytes // 4))
+                          max_bytes=max_bytes, segment_bytes=min(1 << 20, max_bytes // 4), lock=lock)
     except InputError as e:
-        raise InputError(f"{e}; the folder is {why}: set state_dir to a folder this user can write") from None
-    logger.info("journal %s (in %s): last seq %d, fsync %s", journal.folder, why, journal.last_seq, j.fsync)
+        lock.release()
+        raise InputError(f"{e}{hint}") from None
+    except BaseException:
+        lock.release()
+        raise
+    logger.info("journal %s (in %s): last seq %d, fsync %s", journal.folder, where, journal.last_seq, j.fsync)
     return journal
+
+
+def _peek(folder: Path, max_bytes: int) -> MemoryJournal:
+    """``check`` beside a running daemon: read the journal without changing it; a MemoryJournal after its seq.
+
+    Raises:
+        InputError: its segments cannot be read.
+    """
+    try:
+        last, _ = recover(folder / "journal", max_bytes, repair=False)
+    except OSError as e:
+        raise InputError(f"journal {shown(folder / 'journal')}: cannot read its segments ({why(e)})") from None
+    pid = holder(folder)
+    logger.warning("state folder %s is in use by another edge-tsm (%s, the daemon?): check reads its journal (last "
+                   "seq %d) but does not open it for writing, and check's sinks are not journal-fed", shown(folder),
+                   f"PID {pid}" if pid else "PID not written yet", last)
+    return MemoryJournal(last)
 
 
 def _record(event: Event | Mapping[str, Any], seq: int) -> Record:
@@ -172,11 +168,14 @@ class Journal:
     """Append-only, segmented, size-bounded event log with a monotonic ``seq`` and a group-committing writer."""
 
     def __init__(self, folder: str | Path, *, fsync: str = "interval", fsync_interval_s: float = 1.0,
-                 segment_bytes: int = 1 << 20, max_bytes: int = 64 << 20, memory_events: int = 4096) -> None:
-        """Open (creating) the journal in ``folder`` and repair a torn tail. The writer starts at the first append.
+                 segment_bytes: int = 1 << 20, max_bytes: int = 64 << 20, memory_events: int = 4096,
+                 lock: StateLock | None = None) -> None:
+        """Open (creating) the journal in ``folder`` and repair it (see :func:`edge.journal_reader.recover`).
+        The writer starts at the first append. ``lock``: the state folder's, released by :meth:`close`.
 
         Raises:
             InputError: the folder cannot be created, written or read (exit 66).
+            StateError: a damaged file in it cannot be moved aside (exit 65).
         """
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync {fsync!r}: not one of always, interval, never")
@@ -202,11 +201,12 @@ class Journal:
         self._append_warn = RateLimit(_WARN_EVERY_S)   # one per kind of message: neither silences the other
         self._cursor_warn = RateLimit(_WARN_EVERY_S)
         self._subscriber_warn = RateLimit(_WARN_EVERY_S)
+        self._state_lock = lock
         ensure_writable(self.folder, "journal")
-        try:
-            self.last_seq, self.stats.repaired_bytes = recover(self.folder)  # committed: what readers get
+        try:  # committed: what readers get
+            self.last_seq, self.stats.repaired_bytes = recover(self.folder, self.max_bytes)
         except OSError as e:
-            raise InputError(f"journal {shown(self.folder)}: cannot read its segments ({e.strerror or e})") from None
+            raise InputError(f"journal {shown(self.folder)}: cannot read its segments ({why(e)})") from None
         self.appended_seq = self._handed_seq = self.last_seq  # numbered: what append gave out; subscribers had
 
     # --- segments ---------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Journal:
 
     def _open_segment(self, first_seq: int) -> None:
         path = self.folder / f"events-{first_seq:012d}.jsonl"
-        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)  # never through a symlink or a FIFO
         self._size = os.fstat(self._fd).st_size
         if self._size and os.pread(self._fd, 1, self._size - 1) != b"\n":  # a write failed half-way earlier
             self._size += os.write(self._fd, b"\n")  # end that line: readers skip it, the next one stays whole
@@ -301,6 +301,8 @@ class Journal:
                              "%d event(s) not committed", self.folder, timeout, self.appended_seq - self.last_seq)
         else:
             self._finish()
+        if self._state_lock is not None:
+            self._state_lock.release()
 
     # --- the writer thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -420,15 +422,9 @@ class Journal:
         return self.folder / f"cursor-{sink}.json"
 
     def cursor(self, sink: str) -> int | None:
-        """The last seq ``sink`` delivered, or None for a sink the journal has not seen."""
-        try:
-            return int(json.loads(self._cursor_path(sink).read_text())["seq"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("journal: cursor of sink %s unreadable (%s); it resumes from the oldest event", sink, e)
-            segs = self.segments()
-            return segs[0][0] - 1 if segs else self.last_seq
+        """The last seq ``sink`` delivered, or None for a sink the journal has not seen; a damaged cursor file
+        is moved aside (see :func:`edge.journal_reader.read_cursor`)."""
+        return read_cursor(self._cursor_path(sink), sink, self.last_seq, lambda: self.segments()[:1])
 
     def set_cursor(self, sink: str, seq: int) -> None:
         """Record that ``sink`` delivered everything up to ``seq`` (atomic replace; synced with fsync always)."""

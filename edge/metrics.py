@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,7 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ConfigError, DeviceError, InputError
+from edge.errors import ConfigError, DeviceError, InputError, StateError
+from edge.paths import show_path
+from edge.schema import short
+from edge.state import NotRegular, read_regular
 from edge.util import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -195,20 +199,110 @@ class MetricsWriter:
 
 
 def read_status(state_dir: Path) -> dict[str, Any]:
-    """The daemon's last status.
+    """The daemon's last status, read as untrusted input: a regular file (no symlink followed, a FIFO never
+    opened) of at most 16 MB holding the shape :func:`status_problem` checks; missing figures read as 0.
 
     Raises:
-        InputError: no status file there (the daemon never ran with this state_dir).
+        InputError: no status file there (the daemon never ran with this state_dir), or it cannot be read.
+        StateError: it is not the daemon's status: not a regular file, not JSON, or wrongly shaped (exit 65).
     """
     path = state_dir / STATUS_FILE
     try:
-        snap = json.loads(path.read_text(encoding="utf-8"))
+        data = read_regular(path, _STATUS_LIMIT)
+        mtime = os.stat(path, follow_symlinks=False).st_mtime
     except FileNotFoundError:
-        raise InputError(f"status {path}: not there (is the daemon running with state_dir {state_dir}?)") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"status {path}: unreadable ({e})") from None
-    snap["age_s"] = round(time.time() - path.stat().st_mtime, 1)
+        raise InputError(f"status {show_path(path)}: not there (is the daemon running with state_dir "
+                         f"{show_path(state_dir)}?)") from None
+    except NotRegular as e:
+        raise StateError(f"status {show_path(path)}: {e.strerror}, not the daemon's status file; remove it (the "
+                         "daemon writes a new one)") from None
+    except OSError as e:
+        raise InputError(f"status {show_path(path)}: unreadable ({e.strerror or e})") from None
+    try:
+        snap = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise StateError(f"status {show_path(path)}: not JSON ({short(str(e))}); the daemon rewrites it every "
+                         "metrics.interval_s") from None
+    problem = status_problem(snap)
+    if problem:
+        raise StateError(f"status {show_path(path)}: not the daemon's status ({problem}); is another program "
+                         "writing there?")
+    snap = _with_defaults(snap)
+    snap["age_s"] = round(time.time() - mtime, 1)
     return snap
+
+
+_STATUS_LIMIT = 16 << 20
+_NUMBERS = {"cameras": ("fps", "frames_read", "classified", "skipped", "reconnects", "inference_ms_p50"),
+            "sinks": ("delivered", "pending", "dropped", "errors"),
+            "clips": ("written", "dropped", "failed", "removed", "bytes")}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(v), "a number")
+
+
+def status_problem(snap: Any) -> str | None:
+    """What is wrong with the shape of a status (``key.path: expected ..., got ...``), or None. Only what
+    ``edge-tsm status`` shows is checked; keys it does not know are allowed, missing figures read as 0."""
+    if not isinstance(snap, dict):
+        return f"expected an object, got {_kind(snap)}"
+    for key in ("uptime_s", "interval_s"):
+        if key in snap and not _number(snap[key]):
+            return f"{key}: expected a number, got {short(snap[key])}"
+    if "running" in snap and not isinstance(snap["running"], bool):
+        return f"running: expected true or false, got {short(snap['running'])}"
+    for group, numbers in _NUMBERS.items():
+        items = snap.get(group)
+        if items is None:
+            continue
+        if group == "clips":
+            items = {"": items}
+        elif not isinstance(items, dict):
+            return f"{group}: expected an object of names, got {_kind(items)}"
+        for name, v in items.items():
+            where = f"{group}.{name}" if name else group
+            if not isinstance(v, dict):
+                return f"{where}: expected an object, got {_kind(v)}"
+            for k in numbers:
+                if k in v and not _number(v[k]):
+                    return f"{where}.{k}: expected a number, got {short(v[k])}"
+            if v.get("state") is not None and not isinstance(v["state"], str):
+                return f"{where}.state: expected a string, got {short(v['state'])}"
+            events = v.get("events", {})
+            if group == "cameras" and not (isinstance(events, dict) and all(map(_number, events.values()))):
+                return f"{where}.events: expected an object of label: count, got {short(events)}"
+            hist = v.get("inference_ms")
+            if group == "cameras" and hist is not None and not _histogram(hist):
+                return f"{where}.inference_ms: expected a histogram, got {short(hist)}"
+    return None
+
+
+def _histogram(h: Any) -> bool:
+    return isinstance(h, dict) and all(isinstance(h.get(k), list) and all(map(_number, h[k]))
+                                       for k in ("buckets_ms", "cumulative")) and \
+        len(h["cumulative"]) == len(h["buckets_ms"]) + 1 and _number(h.get("sum_ms")) and _number(h.get("count"))
+
+
+def _with_defaults(snap: dict[str, Any]) -> dict[str, Any]:
+    """A checked status with every figure the views show (0 where missing, '?' for a missing state)."""
+    out = dict(snap)
+    for group, numbers in _NUMBERS.items():
+        if group == "clips":
+            if snap.get("clips") is not None:
+                out["clips"] = {**dict.fromkeys(numbers, 0), **snap["clips"]}
+            continue
+        out[group] = {name: {**dict.fromkeys(numbers, 0), **v, "state": v.get("state") or "?"}
+                      for name, v in (snap.get(group) or {}).items()}
+    for v in out["cameras"].values():
+        v.setdefault("events", {})
+        v.setdefault("inference_ms", Histogram().snapshot())
+    return out
 
 
 def format_status(snap: dict[str, Any]) -> str:

@@ -109,12 +109,16 @@ def test_reader_from_disk_stops_where_memory_starts(tmp_path):
 def test_cursors(tmp_path, caplog):
     j = Journal(tmp_path, fsync="always")
     assert j.cursor("serial") is None
+    appended(j, 50)
     j.set_cursor("serial", 42)
+    j.close()
     assert Journal(tmp_path).cursor("serial") == 42
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     (tmp_path / "cursor-serial.json").write_text("{garbage")
-    appended(j, 1)
+    j = Journal(tmp_path)
     assert j.cursor("serial") == 0 and "unreadable" in caplog.text  # resumes from the oldest event
+    aside = [p.name for p in tmp_path.glob("cursor-serial.json.bad-*")]
+    assert len(aside) == 1 and not (tmp_path / "cursor-serial.json").exists()  # moved aside, kept for a person
     j.close()
 
 

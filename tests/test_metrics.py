@@ -10,13 +10,14 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 import yaml
 from tinymodel import build_tiny_bundle, write_colour_video
 from waiting import wait_until
 
 from edge.cli import main
-from edge.errors import EX_NOINPUT
-from edge.metrics import BUCKETS_MS, Histogram, prometheus_text
+from edge.errors import EX_DATAERR, EX_NOINPUT
+from edge.metrics import BUCKETS_MS, Histogram, MetricsWriter, prometheus_text
 
 
 def test_histogram_is_cumulative():
@@ -89,3 +90,81 @@ def test_status_errors(tmp_path, capsys):
     # no state_dir and no systemd: the daemon's per-user state folder (the autouse fixture's XDG_STATE_HOME)
     assert main(["status", "--config", str(cfg)]) == EX_NOINPUT
     assert f"{os.environ['XDG_STATE_HOME']}/edge-tsm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, where", [
+    ("[]", "expected an object, got a list"),
+    ('"status"', "expected an object, got a string"),
+    ('{"cameras": []}', "cameras: expected an object of names, got a list"),
+    ('{"cameras": {"door": 5}}', "cameras.door: expected an object, got a number"),
+    ('{"cameras": {"door": {"fps": "fast"}}}', "cameras.door.fps: expected a number, got 'fast'"),
+    ('{"cameras": {"door": {"classified": true}}}', "cameras.door.classified: expected a number"),
+    ('{"cameras": {"door": {"events": [1]}}}', "cameras.door.events: expected an object of label: count"),
+    ('{"cameras": {"door": {"events": {"wave": "x"}}}}', "cameras.door.events"),
+    ('{"cameras": {"door": {"inference_ms": {"buckets_ms": "x"}}}}', "cameras.door.inference_ms: expected a histogram"),
+    ('{"sinks": {"log": {"delivered": null}}}', "sinks.log.delivered: expected a number, got None"),
+    ('{"sinks": {"log": {"state": 3}}}', "sinks.log.state: expected a string"),
+    ('{"sinks": "log"}', "sinks: expected an object of names"),
+    ('{"clips": {"written": "3"}}', "clips.written: expected a number"),
+    ('{"clips": [1]}', "clips: expected an object"),
+    ('{"interval_s": "5"}', "interval_s: expected a number"),
+    ('{"uptime_s": [1]}', "uptime_s: expected a number"),
+    ('{"running": "yes"}', "running: expected true or false"),
+    ("{not json", "not JSON"),
+    ("[" * 100_000, "not JSON"),
+    ('{"cameras": {"x": ' * 50_000, "not JSON"),
+], ids=lambda v: v[:30])
+def test_a_status_file_of_the_wrong_shape_is_one_line(tmp_path, capsys, content, where):
+    """status.json is read as untrusted input: well-formed JSON of the wrong shape, or not JSON, is one line
+    naming the file and what is wrong, exit 65 (before: a KeyError/TypeError traceback)."""
+    (tmp_path / "status.json").write_text(content)
+    for view in ([], ["--json"], ["--prometheus"]):
+        assert main(["status", "--state-dir", str(tmp_path), *view]) == EX_DATAERR
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"edge-tsm: error: status {tmp_path}/status.json: "), err
+        assert where in err and "Traceback" not in err and len(err) < 400, err
+
+
+def test_a_status_with_missing_figures_reads_them_as_zero(tmp_path, capsys):
+    (tmp_path / "status.json").write_text('{"cameras": {"door": {"state": null}}, "sinks": {"log": {}}, '
+                                          '"clips": {"written": 2}, "future_key": [1, 2]}')
+    for view in ([], ["--json"], ["--prometheus"]):
+        assert main(["status", "--state-dir", str(tmp_path), *view]) == 0
+        out = capsys.readouterr().out
+        assert "door" in out and "log" in out
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert "clips: 2 written, 0 dropped" in capsys.readouterr().out
+
+
+def _fifo(p):
+    os.mkfifo(p)
+
+
+def _link(p):
+    os.symlink(p.parent / "outside.json", p)
+
+
+def _folder(p):
+    p.mkdir()
+
+
+@pytest.mark.parametrize("make", [_fifo, _link, _folder], ids=["fifo", "symlink", "folder"])
+def test_a_status_that_is_not_a_regular_file_is_never_opened(tmp_path, capsys, make):
+    (tmp_path / "outside.json").write_text('{"cameras": {}}')
+    make(tmp_path / "status.json")
+    assert main(["status", "--state-dir", str(tmp_path)]) == EX_DATAERR  # a FIFO: no hang (O_NONBLOCK, fstat)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not the daemon's status file; remove it" in err, err
+
+
+def test_the_status_writer_replaces_a_symlink_and_never_writes_through_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_text("precious")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.symlink(outside, state / "status.json")
+    os.symlink(outside, state / f".status.json.{os.getpid()}.tmp")  # the temporary name, planted too
+    w = MetricsWriter(lambda: {"cameras": {}, "sinks": {}}, state_dir=state, textfile=str(tmp_path / "t.prom"))
+    w.write_once()
+    assert outside.read_text() == "precious" and not (state / "status.json").is_symlink()
+    assert json.loads((state / "status.json").read_text())["running"] is True
