@@ -10,26 +10,29 @@ and one line in :data:`edge.sinks.SINK_TYPES`.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edge.errors import ConfigError, InputError
-from edge.schema import NAME, NonNegFloat, PosFloat, Prob, ReconnectConfig, Strict, format_errors, short
+from edge.paths import show_path
+from edge.schema import NAME, Label, NonNegFloat, PosFloat, Prob, ReconnectConfig, Strict, format_errors, short
 from edge.sinks import SinkConfig, StdoutSinkConfig, duplicate_targets
 
 DEFAULT_CONFIG = "/etc/edge-tsm/config.yaml"
+MAX_CONFIG_BYTES = 1 << 20
 
 
 # --- engine -------------------------------------------------------------------------------------------
 class EngineConfig(Strict):
     type: Literal["onnxruntime", "openvino"] = "onnxruntime"
-    device: str = Field("CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, "
-                                           "AUTO, or e.g. GPU.1")
+    device: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        "CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, AUTO, or e.g. GPU.1")
     precision: Literal["fp32", "int8"] | None = Field(None, description="graph to run (default: the bundle's)")
     threads: Annotated[int, Field(ge=1, le=256)] | None = Field(None, description="engine threads (default: 1 for "
                                                                                   "onnxruntime on CPU, which leaves "
@@ -38,11 +41,14 @@ class EngineConfig(Strict):
     max_batch: Annotated[int, Field(ge=1, le=64)] = Field(4, description="with several cameras: up to this many "
                                                            "frames (one per camera) in one engine call; 1: off")
     allow_fallback: bool = Field(True, description="fall back to CPU (logged) when the device is not there")
-    cache_dir: str | None = Field(None, description="compile cache of openvino / the TensorRT provider (default: "
-                                                    "systemd's CacheDirectory, $CACHE_DIRECTORY, else none)")
-    step_timeout_s: PosFloat = Field(10.0, description="a frame step (preprocess + inference) slower than this is "
-                                                       "reported, and a step stuck this long stops the systemd "
-                                                       "watchdog pings (so systemd restarts the service)")
+    cache_dir: str | None = Field(None, description="the batched graph, and the compile cache of openvino / the "
+                                                    "TensorRT provider: a folder of this user's alone, made 0700 "
+                                                    "(default: systemd's CacheDirectory, $CACHE_DIRECTORY; else "
+                                                    "$XDG_CACHE_HOME/edge-tsm or ~/.cache/edge-tsm for the batched "
+                                                    "graph, no compile cache)")
+    step_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="a frame step (preprocess + inference) slower than this is reported, and a step stuck this "
+                          "long stops the systemd watchdog pings (so systemd restarts the service)")
     precision_hint: Literal["f32", "default"] = Field(
         "f32", description="f32: full precision (openvino otherwise runs bf16/f16 where the device has it); "
                            "default: the engine's choice")
@@ -99,9 +105,9 @@ class EventsConfig(Strict):
     exit: Prob | None = None
     min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
     cooldown_s: NonNegFloat | None = None
-    ignore: list[str] | None = Field(None, description="labels that never start an event (default: no_motion and "
+    ignore: list[Label] | None = Field(None, description="labels that never start an event (default: no_motion and "
                                                        "similar background labels of the model)")
-    classes: dict[str, ClassThresholds] = {}
+    classes: dict[Label, ClassThresholds] = {}
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventsConfig:
@@ -122,8 +128,59 @@ class MetricsConfig(Strict):
                                                                                    "written")
     textfile: str | None = Field(None, description="Prometheus node-exporter textfile to write, e.g. "
                                                    "/var/lib/node_exporter/textfile_collector/edge_tsm.prom")
-    listen: str | None = Field(None, description="serve Prometheus text on HOST:PORT (e.g. 127.0.0.1:9108; the "
-                                                 "unit has no network unless its network drop-in is installed)")
+    listen_any: bool = Field(False, description="let metrics.listen be an address other than loopback (the "
+                                                "endpoint has no authentication: camera names, labels and counts go "
+                                                "to anyone who can reach it)")
+    listen: str | None = Field(None, description="serve Prometheus text on HOST:PORT (e.g. 127.0.0.1:9108); a "
+                                                 "non-loopback HOST needs listen_any: true. Under the unit, "
+                                                 "install-service adds the drop-in that gives it the network")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        host, _port = listen_address(v)
+        if not is_loopback(host) and not info.data.get("listen_any"):
+            raise ValueError("a HOST other than loopback serves the status (camera names, labels, counts) to the "
+                             "network without authentication; use 127.0.0.1:PORT, or set metrics.listen_any: true")
+        return v
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port).
+
+    Raises:
+        ValueError: not of that form, or the port is not 0..65535.
+    """
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); a name other than localhost may
+    resolve to anything, so it is not loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_changes(old: Config, new: Config) -> list[str]:
+    """What a reload (SIGHUP) cannot apply in ``metrics``, one line each: the status writer and its HTTP
+    listener are made once at start, so a change takes effect at the next restart. Empty when unchanged."""
+    out = []
+    for key in MetricsConfig.model_fields:
+        was, now = getattr(old.metrics, key), getattr(new.metrics, key)
+        if was != now:
+            out.append(f"metrics.{key} changed from {short(was)} to {short(now)}: it takes effect at the next "
+                       f"restart (the running daemon keeps {short(was)})")
+    return out
 
 
 class JournalConfig(Strict):
@@ -131,7 +188,8 @@ class JournalConfig(Strict):
                                                           "power cut (a disk write each); interval: at most "
                                                           "fsync_interval_s of events may be lost; never: the OS "
                                                           "decides")
-    fsync_interval_s: PosFloat = 1.0
+    fsync_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        1.0, description="fsync: interval: at most this many seconds between fsyncs")
     max_mb: Annotated[float, Field(gt=0, le=100_000)] = Field(64.0, description="size bound; the oldest events go "
                                                                                 "first (a sink that is down that long "
                                                                                 "loses them, counted)")
@@ -140,7 +198,9 @@ class JournalConfig(Strict):
 class UncertainTrigger(Strict):
     low: Prob = Field(0.4, description="the top smoothed score at or above this ...")
     high: Prob = Field(0.75, description="... and below this counts as unsure")
-    min_s: NonNegFloat = Field(1.0, description="unsure for at least this long (seconds) before a clip is kept")
+    min_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        1.0, description="unsure for at least this long (seconds) before a clip is kept (the frame ring holds this "
+                         "much more)")
     cooldown_s: NonNegFloat = Field(60.0, description="at most one unsure clip per camera in this many seconds")
 
     @model_validator(mode="after")
@@ -158,7 +218,7 @@ class ClipsConfig(Strict):
     triggers: Annotated[list[Literal["event", "uncertain"]], Field(min_length=1)] = Field(
         ["uncertain"], description="event: a clip of every event (start - pre_s .. end + post_s); uncertain: "
                                    "of periods where the top score sits in the uncertain band")
-    labels: list[str] | None = Field(None, description="event trigger: only events of these labels (default: all)")
+    labels: list[Label] | None = Field(None, description="event trigger: only events of these labels (default: all)")
     cameras: list[str] | None = Field(None, description="only these cameras (default: all)")
     uncertain: UncertainTrigger = UncertainTrigger()
     pre_s: Annotated[float, Field(ge=0, le=60)] = Field(2.0, description="seconds kept before the trigger")
@@ -205,11 +265,11 @@ class Config(Strict):
         for i, s in enumerate(self.sinks):
             for cam in s.cameras or ():
                 if cam not in names:
-                    raise ValueError(f"sinks[{i}].cameras: {cam!r} is not a configured camera "
+                    raise ValueError(f"sinks[{i}].cameras: {short(cam)} is not a configured camera "
                                      f"({', '.join(names)})")
         for cam in (self.clips.cameras or ()) if self.clips else ():
             if cam not in names:
-                raise ValueError(f"clips.cameras: {cam!r} is not a configured camera ({', '.join(names)})")
+                raise ValueError(f"clips.cameras: {short(cam)} is not a configured camera ({', '.join(names)})")
         return self
 
 
@@ -239,16 +299,21 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         try:
             hash(key)
         except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}",
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {short(key)}",
                                                     key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+                None, None, f"duplicate key {short(key)} (first at line {seen[key].line + 1})", key_node.start_mark)
         seen[key] = key_node.start_mark
     return loader.construct_mapping(node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 (PyYAML) reads 1e-9, 1e3 and 2.5e3 as strings: its floats need a dot and a signed exponent.
+# Read them as numbers, as YAML 1.2 and every user do (the class gets its own copy of the resolvers).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -272,15 +337,19 @@ def load_config(path: str | Path) -> Config:
         ConfigError: not YAML, or a key or value is wrong (exit 78).
     """
     p = Path(path)
-    where = f"config {p}"
+    where = f"config {show_path(p)}"
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{where}: no such file (give --config PATH; the default is {DEFAULT_CONFIG})") from None
     except IsADirectoryError:
         raise InputError(f"{where}: is a directory, expected a YAML file") from None
     except OSError as e:
         raise InputError(f"{where}: cannot read ({e.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # YAML parses ~1 MB/s: a huge file would stall start (and every HUP)
+        raise ConfigError(f"{where}: more than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kB of YAML (is this "
+                          "the right file?)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -7,23 +7,54 @@ config, a bundle's model.yaml), so both say things the same way.
 from __future__ import annotations
 
 import re
+import reprlib
 import types
 import typing
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+MAX_STR = 16_384  # characters in any string value: a path is at most 4096 bytes, a URL or a GStreamer pipeline a few kB
+
+
+def _longest(v: Any) -> int:
+    """The length of the longest string in ``v``: itself, or the items of a list, or the keys and values of a
+    mapping (a nested model's own fields are checked by that model, so the error names the exact key)."""
+    if isinstance(v, str):
+        return len(v)
+    items = [*v.keys(), *v.values()] if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else ()
+    return max((len(x) for x in items if isinstance(x, str)), default=0)
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; numbers are not silently taken from strings (``fps: "30"``); no inf or nan."""
+    """Unknown keys are errors; numbers are not silently taken from strings (``fps: "30"``); no inf or nan;
+    no string over :data:`MAX_STR` characters."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_huge(cls, data: Any) -> Any:
+        # Not str_max_length: pydantic's constrained strings refuse lone surrogates, which is how Python holds
+        # a file name whose bytes are not UTF-8 (legal on Linux, and a path a config may name).
+        for key, v in data.items() if isinstance(data, dict) else ():
+            n = _longest(v)
+            if n > MAX_STR:
+                raise PydanticCustomError("string_too_long", "too long",
+                                          {"max_length": MAX_STR, "given": n, "key": str(key)[:60], "value": short(v)})
+        return data
 
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+DAY_S = 86_400
+# Every float of a config or model.yaml is finite (Strict); one that becomes a time is also bounded, so no
+# value reaches a timer, a sleep or a backoff that overflows it (1e300 s) or that means "never" by accident.
+Seconds = Annotated[float, Field(gt=0, le=DAY_S, allow_inf_nan=False)]
+NonNegSeconds = Annotated[float, Field(ge=0, le=DAY_S, allow_inf_nan=False)]
+PosFloat = Seconds          # the older names, used for durations only (the sinks' timeouts among them)
+NonNegFloat = NonNegSeconds
 Prob = Annotated[float, Field(ge=0, le=1)]
 QueueSize = Annotated[int, Field(ge=1, le=1_000_000)]
+Label = Annotated[str, Field(min_length=1, max_length=128)]  # a model's label named in a config
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -54,10 +85,23 @@ _TYPE_WORDS = {
 _UNION = (Union, types.UnionType)
 
 
-def short(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+class _Shown(str):
+    """A value already cut by :func:`short`: shown as it is."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters; a huge value (a 50 MB string, a list of a million
+    items, deep nesting) is never repr'd in full (reprlib), so no error line grows with the input."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 3
 
 
 def _unwrap(tp: Any) -> Any:
@@ -75,6 +119,37 @@ def _flatten(tp: Any) -> list[Any]:
     if typing.get_origin(tp) in _UNION:
         return [x for a in typing.get_args(tp) for x in _flatten(a)]
     return [tp]
+
+
+def models_and_fields(root: type[BaseModel], kinds: tuple[type, ...] = (float, int)) \
+        -> tuple[list[type[BaseModel]], list[tuple[type[BaseModel], str, type]]]:
+    """Every model reachable from ``root`` (nested, in lists, dicts and unions), and every field of those
+    that holds a value of one of ``kinds``: (model, field name, kind). Tests use it to hold each number
+    finite and bounded, each string short in messages, and each model strict."""
+    models: list[type[BaseModel]] = []
+    numbers: list[tuple[type[BaseModel], str, type]] = []
+
+    def leaves(tp: Any) -> list[Any]:
+        out = []
+        for a in _flatten(tp):
+            if typing.get_origin(a) in (list, dict, tuple, set):
+                out += [x for arg in typing.get_args(a) if arg is not Ellipsis for x in leaves(arg)]
+            else:
+                out.append(a)
+        return out
+
+    def visit(model: type[BaseModel]) -> None:
+        if model in models:
+            return
+        models.append(model)
+        for name, f in model.model_fields.items():
+            for leaf in leaves(f.annotation):
+                if isinstance(leaf, type) and issubclass(leaf, BaseModel):
+                    visit(leaf)
+                elif leaf in kinds and (model, name, leaf) not in numbers:
+                    numbers.append((model, name, leaf))
+    visit(root)
+    return models, numbers
 
 
 def _tagged(tp: Any, tag: str) -> type[BaseModel] | None:
@@ -107,8 +182,8 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, list[bool]]
                 model, is_tag = member, True
             elif typing.get_origin(model) is dict:
                 model = typing.get_args(model)[1]
-            else:
-                model = None
+            else:  # a plain union's member label ('str', 'constrained-int'): not a key, not shown
+                model, is_tag = None, typing.get_origin(model) in _UNION
         tags.append(is_tag)
         if model is None:
             tags += [False] * (len(loc) - len(tags))
@@ -127,13 +202,16 @@ def _loc(root: type[BaseModel], parts: tuple[Any, ...]) -> str:
         elif isinstance(p, int):
             out += f"[{p}]"
         else:
-            p = str(p) if re.fullmatch(r"[\w.-]+", str(p)) else repr(p)  # a key with odd characters: quoted
+            # a key with odd characters: quoted; a long one cut
+            p = str(p) if len(str(p)) <= 60 and re.fullmatch(r"[\w.-]+", str(p)) else short(p)
             out += f".{p}" if out else p
     return out
 
 
 def describe_error(err: Any, root: type[BaseModel]) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) -> ``key.path: what is wrong, got VALUE``."""
+    if "key" in err.get("ctx", {}):  # raised by a model for one of its keys (Strict._not_huge)
+        err = {**err, "loc": (*err["loc"], err["ctx"]["key"]), "input": _Shown(err["ctx"]["value"])}
     loc, typ = _loc(root, err["loc"]), err["type"]
     if typ == "missing":
         return f"{loc}: required key missing"
@@ -151,12 +229,16 @@ def describe_error(err: Any, root: type[BaseModel]) -> str:
     elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         words = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
                  "less_than_equal": "<= {le}"}
-        msg = "expected a number " + words[typ].format(**ctx)
+        msg = "expected a number " + words[typ].format(**{k: f"{v:g}" if isinstance(v, float) else v
+                                                          for k, v in ctx.items()})
     elif typ == "string_pattern_mismatch":
         msg = "expected letters, digits, '_', '.', '-' (up to 64, starting with a letter or digit)" \
             if ctx["pattern"] == NAME else f"expected to match {ctx['pattern']}"
     elif typ == "too_short":
         msg = f"expected at least {ctx['min_length']} item(s)"
+    elif typ == "string_too_long":
+        given = ctx.get("given", len(err.get("input") or ""))
+        msg = f"expected at most {ctx['max_length']} characters ({given} given)"
     elif typ == "too_long":
         msg = f"expected at most {ctx['max_length']} items"
     else:

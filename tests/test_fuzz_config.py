@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -468,3 +470,143 @@ def test_config_file_with_an_undecodable_name_as_a_user_runs_it(tmp_path, assets
                           env=env, timeout=60)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0 and b"ok" in proc.stdout and "Traceback" not in err, (proc.returncode, err)
+
+
+# --- every number of the config: infinite, not a number, huge -------------------------------------------------
+# Each float key (found by walking the config's models, so a new one is covered or fails here) given inf,
+# -inf, nan, 1e300 and 1e400 (which YAML 1.2 reads as inf), and each int key 10^30, through ``check`` as a
+# user writes them in YAML: exit 78 and one line naming the key. Found once: reconnect 1e300 / .inf crashed
+# the capture thread (OverflowError, exit 70), an MQTT timeout_s of 1e20 made a traceback.
+def _number_places() -> dict[str, tuple[list, dict]]:
+    from edge.config import (
+        CameraConfig,
+        ClassThresholds,
+        ClipsConfig,
+        Config,
+        EngineConfig,
+        EventsConfig,
+        JournalConfig,
+        MetricsConfig,
+        UncertainTrigger,
+    )
+    from edge.schema import ReconnectConfig
+    from edge.sinks import SINK_TYPES
+    sinks = {"stdout": {}, "log": {"path": "LOG"}, "serial": {"port": "/dev/null"}, "gpio": {"lines": {"red": 1}},
+             "mqtt": {"host": "127.0.0.1"}, "unix": {"path": "SOCK"}}
+    places = {Config: ([], {}), EngineConfig: (["engine"], {}), CameraConfig: (["cameras", 0], {}),
+              ReconnectConfig: (["cameras", 0, "reconnect"], {}), EventsConfig: (["events"], {}),
+              ClassThresholds: (["events", "classes", "red"], {}), JournalConfig: (["journal"], {}),
+              MetricsConfig: (["metrics"], {}), ClipsConfig: (["clips"], {}),
+              UncertainTrigger: (["clips", "uncertain"], {})}
+    for sink in SINK_TYPES:
+        kind = typing.get_args(sink.config.model_fields["type"].annotation)[0]
+        places[sink.config] = (["sinks", 0], {"type": kind, **sinks[kind]})
+    from edge.sinks.mqtt import MqttTlsConfig
+    places[MqttTlsConfig] = (["sinks", 0, "tls"], {})  # under an mqtt sink (the tests put one there)
+    return places
+
+
+def _number_cases() -> list[tuple[str, list, dict, str, str]]:
+    from edge.config import Config
+    from edge.schema import models_and_fields
+    places = _number_places()
+    _, numbers = models_and_fields(Config)
+    cases = []
+    for model, name, kind in numbers:
+        assert model in places, f"{model.__name__}: add where it goes in a config to _number_places"
+        where, base = places[model]
+        bads = ["inf", "-inf", "nan", "1e300", "1e400"] if kind is float else [str(10 ** 30)]
+        if (model.__name__, name) == ("CameraConfig", "source"):
+            continue  # a V4L2 index: any int is a name OpenCV may refuse (exit 69), not a config error
+        cases += [(f"{model.__name__}.{name}={bad}", where, base, name, bad) for bad in bads]
+    return cases
+
+
+NUMBER_CASES = _number_cases()
+
+
+@pytest.mark.parametrize("case, where, base, name, bad", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+def test_infinite_and_huge_numbers_are_one_line_exit_78(case, where, base, name, bad, assets, tmp_path, capsys):
+    bundle, video = assets
+    cfg = {"model": str(bundle), "state_dir": str(tmp_path / "state"), "cameras": [{"name": "c", "source": str(video)}],
+           "events": {"classes": {"red": {}}}, "clips": {}, "sinks": [{"type": "stdout"}]}
+    node = cfg
+    for key in where:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+    node.update(_fill(base, bundle, video, tmp_path / "events.jsonl"))
+    if base.get("type") == "unix":
+        node["path"] = str(tmp_path / "s.sock")
+    node[name] = {"red": "BAD"} if name == "lines" else "BAD"
+    text = yaml.safe_dump(cfg).replace("BAD", {"inf": ".inf", "-inf": "-.inf", "nan": ".nan"}.get(bad, bad))
+    (tmp_path / "config.yaml").write_text(text)
+    code = main(["-q", "check", "--config", str(tmp_path / "config.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 78 and len(err) == 1 and err[0].startswith("edge-tsm: error: config "), (case, code, err)
+    assert f"{name}:" in err[0] or f"{name}." in err[0], (case, err)
+    assert len(err[0]) < 400, err[0]
+
+
+# --- every string of the config at its longest ------------------------------------------------------------------
+# Each string-valued key (found by walking the models) given the longest string a config may hold
+# (edge.schema.MAX_STR characters) and one character more, through ``check``: a documented code and, on
+# failure, one line of a few hundred characters at most, whatever reached the paths, the engines or the
+# sinks (a 50 MB value once made a 50 MB error line).
+def _string_cases() -> list[tuple[str, list, dict, str, str]]:
+    from edge.config import Config
+    from edge.schema import models_and_fields
+    places = _number_places()
+    _, strings = models_and_fields(Config, (str,))
+    cases = []
+    for model, name, _ in strings:
+        assert model in places, f"{model.__name__}: add where it goes in a config to _number_places"
+        where, base = places[model]
+        for size in ("max", "over"):
+            cases.append((f"{model.__name__}.{name}/{size}", where, base, name, size))
+    return cases
+
+
+STRING_CASES = _string_cases()
+
+
+@pytest.fixture(scope="module")
+def string_results(assets, tmp_path_factory):
+    from edge.schema import MAX_STR
+    bundle, video = assets
+    cases = []
+    for case, where, base, name, size in STRING_CASES:
+        tmp = tmp_path_factory.mktemp("str")
+        big = f"{tmp}/" + "y" * (MAX_STR + (size == "over") - len(f"{tmp}/"))
+        cfg = {"model": str(bundle), "state_dir": str(tmp / "state"), "cameras": [{"name": "c", "source": str(video)}],
+               "sinks": [_mqtt() if "tls" in where else {"type": "stdout"}]}
+        node = cfg
+        for key in where:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+        node.update(_fill(base, bundle, video, tmp / "events.jsonl"))
+        if base.get("type") == "unix":
+            node["path"] = str(tmp / "s.sock")
+        if base.get("type") == "mqtt":
+            node.update(_mqtt())
+        field = typing.get_origin(model_field(where, base, name))
+        node[name] = {big: {} if name == "classes" else 1} if field is dict else [big] if field is list else big
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+        cases.append({"id": case, "argv": ["-q", "check", "--config", str(tmp / "config.yaml")]})
+    return run_in_worker(cases, timeout=600)
+
+
+def model_field(where: list, base: dict, name: str):
+    from edge.schema import _unwrap
+    model = next(m for m, (w, b) in _number_places().items() if w == where and b == base)
+    return _unwrap(model.model_fields[name].annotation)
+
+
+@pytest.mark.parametrize("case, where, base, name, size", STRING_CASES, ids=[c[0] for c in STRING_CASES])
+def test_the_longest_strings_make_short_lines(case, where, base, name, size, string_results):
+    r = string_results[case]
+    code, err = r["code"], r["err"].strip().splitlines()
+    assert isinstance(code, int) and not any("Traceback" in x for x in err), (case, code, [x[:300] for x in err])
+    assert code in {0} | ERROR_CODES, (case, code, [x[:300] for x in err])
+    if size == "over":  # the config's limit (some keys have a smaller one)
+        assert code == 78 and re.search(r"expected at most \d+ characters \(16385 given\)", err[-1]), \
+            (case, err[-1][:300])
+    if code:
+        assert err[-1].startswith("edge-tsm: error: ") and len(err[-1]) < 600, (case, err[-1][:300], len(err[-1]))

@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 class GpioSinkConfig(SinkConfigBase):
     type: Literal["gpio"] = Field(description="a pulse or a level on a GPIO output line per label")
-    chip: str = Field("/dev/gpiochip0", description="gpiod driver: the GPIO chip device (a bare name such as "
-                                                    "'gpiochip0' means /dev/gpiochip0); ignored by the jetson driver")
+    chip: str = Field("/dev/gpiochip0", max_length=255, description="gpiod driver: the GPIO chip device (a bare "
+                                                                    "name such as 'gpiochip0' means /dev/gpiochip0); "
+                                                                    "ignored by the jetson driver")
     lines: Annotated[dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0, le=65535)]],
                      Field(min_length=1, description="label -> line: the chip's line offset (gpiod) or the pin "
                                                      "number in `numbering` (jetson); labels may share a line")]

@@ -73,7 +73,7 @@ class MqttTlsConfig(Strict):
 class MqttSinkConfig(SinkConfigBase):
     type: Literal["mqtt"] = Field(description="each event as an MQTT message (paho-mqtt 2, pip install "
                                               "'edge-tsm[mqtt]')")
-    host: Annotated[str, Field(min_length=1, description="the broker's host name or address")]
+    host: Annotated[str, Field(min_length=1, max_length=253, description="the broker's host name or address")]
     port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="default: 1883, 8883 with tls")
     tls: MqttTlsConfig | None = Field(None, description="TLS to the broker ({} for the system's CA store); "
                                                         "null: plain TCP")

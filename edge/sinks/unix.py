@@ -55,8 +55,8 @@ class UnixSinkConfig(SinkConfigBase):
     path: str = Field("/run/edge-tsm/events.sock", description="the listening socket (its folder must exist: "
                                                                "systemd's RuntimeDirectory=edge-tsm)")
     mode: str = Field("0660", description="permission bits of the socket file, octal in quotes ('0660')")
-    group: Annotated[str, Field(min_length=1)] | None = Field(None, description="group (name or number) of the socket "
-                                                                                "file, so its members may connect")
+    group: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="group (name or number) of the socket file, so its members may connect")
     max_clients: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="more subscribers are refused")
     client_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="events waiting per subscriber; "
                                                                      "a subscriber that falls this far behind is "
