@@ -74,6 +74,10 @@ class CameraConfig(Strict):
                             "cheaper than decoding in full and resizing; auto: the largest N whose frame still covers "
                             "the model's input (and clips.width); 1: full size")
     reconnect: ReconnectConfig = ReconnectConfig()
+    at_start: Literal["retry", "require"] = Field(
+        "retry", description="the daemon (run, check) when the device or file is not there at start: retry: the "
+                             "other cameras and the sinks run meanwhile, and it is opened with the reconnect backoff "
+                             "when it appears (check warns); require: the daemon does not start (exit 66 or 69)")
 
     @field_validator("source")
     @classmethod

@@ -14,6 +14,12 @@ sink, and this loop in the caller's thread. It serves the cameras round-robin so
 cannot starve another, and with several cameras waits on a :class:`FrameSignal` the cameras notify
 (no polling). All cameras share one compiled engine; each has its own states and event detector. A
 capture gap (reconnect, file loop) resets that camera's states and ends its open event.
+
+Opening is two steps, so a reload can build the next pipeline while this one serves: :meth:`prepare`
+(model, engine, event settings, cameras and sinks constructed: no device taken) and :meth:`open_devices`
+(clip spool, cameras, sinks). For the daemon (``late``) a camera that is not there at start waits for
+its device (``at_start: retry``) while the others run; at a reload's handover nothing fails: a device
+away at that moment is waited for (:mod:`edge.handover`). Health and figures: :mod:`edge.pipeline_status`.
 """
 from __future__ import annotations
 
@@ -34,11 +40,13 @@ from edge.bundle import Bundle, load_bundle, validate_graph
 from edge.capture import Camera, create_source
 from edge.capture.base import Frame, FrameSignal
 from edge.classifier import BatchStepper, OnlineClassifier
-from edge.clips import ClipRecorder, ClipSpool, open_spool
+from edge.clips import ClipRecorder, ClipSpool, make_spool
 from edge.config import Config, sink_names
 from edge.errors import EdgeError
 from edge.events import Event, EventDetector, EventSettings, event_settings
+from edge.handover import LateSinks
 from edge.metrics import StreamFigures
+from edge.pipeline_status import PipelineStatus
 from edge.preprocess import PreprocessRing, frame_need
 from edge.sinks import Sink, create_sink
 
@@ -82,13 +90,15 @@ class Stream:
     rec: ClipRecorder | None = None  # field clips (config ``clips``)
 
 
-class Pipeline:
+class Pipeline(PipelineStatus):
     """Everything one config opens. :meth:`open` fails before anything runs (``check`` uses it);
-    :meth:`run` serves until stopped; :meth:`poll` serves one round (the bench steps it)."""
+    :meth:`run` serves until stopped; :meth:`poll` serves one round (the bench steps it). ``late``: the
+    daemon's pipeline, whose cameras honour ``at_start`` (classify and the bench fail on a missing file)."""
 
     def __init__(self, cfg: Config, journal: Any, where: str = "config", *, on_frame: FrameCallback | None = None,
-                 on_event: EventCallback | None = None, clock_start: float | None = None) -> None:
+                 on_event: EventCallback | None = None, clock_start: float | None = None, late: bool = False) -> None:
         self.cfg = cfg
+        self.late = late
         self.where = where
         self.journal = journal      # edge.journal.Journal (the daemon) or MemoryJournal: gives each event its seq
         self.on_frame = on_frame
@@ -103,7 +113,8 @@ class Pipeline:
         self.spool: ClipSpool | None = None
         self.stepper: BatchStepper | None = None  # several cameras' frames in one engine call
         self.max_batch = 1
-        self.ready_s = 0.0
+        self.ready_s = 0.0          # seconds prepare() and open_devices() took
+        self.prepare_s = 0.0
         self.heartbeat = 0.0        # time.monotonic() at the top of each loop round (a hung step stops it)
         self.started = time.monotonic()
         self.step_started = 0.0     # time.monotonic() when the current step began, 0 between steps
@@ -111,44 +122,99 @@ class Pipeline:
         self._turn = 0
         self._memory_sinks: list[Sink] = []
         self._subscribed = False
+        self._late_sinks: LateSinks | None = None  # a reload's handover: sinks opened in the background
 
     # --- open / close -------------------------------------------------------------------------------
     def open(self) -> None:
-        """Load the model, compile and warm up the engine, open cameras and sinks.
+        """Load the model, compile and warm up the engine, open cameras and sinks (:meth:`prepare`, then
+        :meth:`open_devices`).
 
         Raises:
             EdgeError: the first thing that cannot be opened (config 78, input 66, model 65, device 69).
                 What was already opened is closed again.
         """
-        t0 = time.perf_counter()
-        cfg = self.cfg
         try:
-            self.bundle = b = load_bundle(cfg.model)
-            self.settings = event_settings(cfg.events, b, self.where)
-            e = cfg.engine
-            precision = e.precision or b.precision  # the bundle's default unless the config says
-            if precision != b.precision:
-                validate_graph(b, precision)
-            self.backend = create_backend(e.type, b.graph_path(precision), device=e.device,
-                                          threads=engine_threads(e), precision_hint=e.precision_hint,
-                                          cache_dir=cache_dir(e.cache_dir), allow_fallback=e.allow_fallback)
-            logger.info("model %s: %s graph %s (%s), %d labels, on %s %s, engine float precision %s, warm-up %.0f ms",
-                        b.name, precision.upper(), b.graph_path(precision).name,
-                        "set by engine.precision" if e.precision else "the bundle's default",
-                        len(b.labels), self.backend.name, self.backend.device, self.backend.precision_note,
-                        self.backend.warmup_s * 1000)
-            self._open_batching(precision)
-            if cfg.clips is not None:
-                self.spool = open_spool(cfg, b, precision, self.where)
-            for c in cfg.cameras:
-                self.streams.append(self._open_stream(c))
-            self._open_sinks()
+            self.prepare()
+            self.open_devices()
         except BaseException:
             self.close(drain_s=0.0)
             raise
-        self.ready_s = time.perf_counter() - t0
 
-    def _open_stream(self, c: Any) -> Stream:
+    def prepare(self) -> None:
+        """What takes no device: the model, the engine (compiled, warmed up), the event settings, the clip
+        spool's settings, the cameras and sinks constructed (not opened). The caller closes on failure.
+
+        Raises:
+            EdgeError: config 78, input 66, model 65, device 69 (the engine's).
+        """
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        self.bundle = b = load_bundle(cfg.model)
+        self.settings = event_settings(cfg.events, b, self.where)
+        e = cfg.engine
+        precision = e.precision or b.precision  # the bundle's default unless the config says
+        if precision != b.precision:
+            validate_graph(b, precision)
+        self.backend = create_backend(e.type, b.graph_path(precision), device=e.device,
+                                      threads=engine_threads(e), precision_hint=e.precision_hint,
+                                      cache_dir=cache_dir(e.cache_dir), allow_fallback=e.allow_fallback)
+        logger.info("model %s: %s graph %s (%s), %d labels, on %s %s, engine float precision %s, warm-up %.0f ms",
+                    b.name, precision.upper(), b.graph_path(precision).name,
+                    "set by engine.precision" if e.precision else "the bundle's default",
+                    len(b.labels), self.backend.name, self.backend.device, self.backend.precision_note,
+                    self.backend.warmup_s * 1000)
+        self._open_batching(precision)
+        if cfg.clips is not None:
+            self.spool = make_spool(cfg, b, precision, self.where)
+        for c in cfg.cameras:
+            self.streams.append(self._make_stream(c))
+        for s_cfg, name in zip(cfg.sinks, sink_names(cfg), strict=True):
+            self.sinks.append(create_sink(s_cfg, name))
+        self.prepare_s = time.perf_counter() - t0
+        self.ready_s = self.prepare_s
+
+    def open_devices(self, handover: bool = False) -> None:
+        """Open the clip spool, the cameras and the sinks, and start delivering the journal's events.
+
+        ``handover`` (a reload, after the running pipeline closed its devices): nothing fails here; a camera
+        that does not open is waited for, a sink is opened in the background (:class:`LateSinks`), a clip
+        spool that does not open is off until the next reload (each logged as one line).
+
+        Raises:
+            EdgeError: (not at a handover) a device that cannot be opened and is not waited for.
+        """
+        t0 = time.perf_counter()
+        if self.spool is not None:
+            try:
+                self.spool.open()
+            except EdgeError as e:
+                if not handover:
+                    raise
+                logger.error("clips: %s; no field clips until the next reload or start", e)
+                self._drop_clips()
+        for s in self.streams:
+            cam = s.camera
+            why = "handed over at a reload" if handover else None
+            away = cam.open_or_wait(why) if handover or self.late else cam.open()
+            if away:
+                logger.warning("%s", away)
+        for sink in self.sinks:
+            if sink.durable and hasattr(self.journal, "cursor"):
+                sink.attach_journal(self.journal)
+            else:
+                self._memory_sinks.append(sink)  # a sink opened late queues what comes meanwhile
+            try:
+                sink.open()
+            except EdgeError as e:
+                if not handover:
+                    raise
+                self._late_sinks = self._late_sinks or LateSinks()
+                self._late_sinks.add(sink, e)
+        self.journal.subscribe(self._deliver)
+        self._subscribed = True
+        self.ready_s += time.perf_counter() - t0
+
+    def _make_stream(self, c: Any) -> Stream:
         b, cfg = self.bundle, self.cfg
         t = b.temporal
         cam = Camera(c, rate_hz=t.fps / max(1, t.frame_stride), source=create_source(c), signal=self.signal,
@@ -164,21 +230,12 @@ class Pipeline:
         if stream.rec:  # the clips keep frames up to clips.width (null: as captured, so no reduced decode)
             w = max(w, cfg.clips.width or 1 << 16)
         cam.source.need = (w, h, short)
-        cam.open()
         return stream
 
-    def _open_sinks(self) -> None:
-        for s_cfg, name in zip(self.cfg.sinks, sink_names(self.cfg), strict=True):
-            sink = create_sink(s_cfg, name)
-            durable = sink.durable and hasattr(self.journal, "cursor")
-            if durable:
-                sink.attach_journal(self.journal)
-            sink.open()
-            self.sinks.append(sink)
-            if not durable:
-                self._memory_sinks.append(sink)
-        self.journal.subscribe(self._deliver)
-        self._subscribed = True
+    def _drop_clips(self) -> None:
+        for s in self.streams:
+            s.rec, s.camera.tap = None, None
+        self.spool = None
 
     def add_sink(self, sink: Sink) -> None:
         """Open one more live sink (not from the config: the bench's null sink), fed like the config's."""
@@ -219,6 +276,8 @@ class Pipeline:
 
     def close(self, drain_s: float = 5.0) -> None:
         """Stop the cameras, end open events, commit them, drain and close the sinks, free the engine."""
+        if self._late_sinks is not None:
+            self._late_sinks.stop()
         for s in self.streams:
             try:
                 s.camera.stop()
@@ -376,54 +435,3 @@ class Pipeline:
         if self.on_first_frame is not None:  # once: the first classified frame of this pipeline
             first, self.on_first_frame = self.on_first_frame, None
             first()
-
-    # --- health and figures -------------------------------------------------------------------------
-    def healthy(self) -> tuple[bool, str]:
-        """For the watchdog: is the pipeline making progress? (ok, why not)."""
-        now = time.monotonic()
-        limit = self.cfg.engine.step_timeout_s
-        if self.step_started and now - self.step_started > limit:
-            return False, f"a frame step has been running for {now - self.step_started:.0f} s (engine hung?)"
-        if self.heartbeat and now - self.heartbeat > limit + 1.0:
-            return False, f"the inference loop has not run for {now - self.heartbeat:.0f} s"
-        for s in self.streams:
-            if s.camera.error is not None:
-                return False, f"camera {s.name}: capture thread failed"
-            stuck = 3 * s.camera.cfg.stall_s
-            if s.camera.state == "stalled" and s.last_frame and now - s.last_frame > stuck:
-                return False, f"camera {s.name}: no frame for {now - s.last_frame:.0f} s and no reconnect"
-        return True, ""
-
-    def engine_text(self) -> str:
-        b = self.backend
-        return f"{b.name} {b.device} {b.precision_note}" if b else "none"
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything ``edge-tsm status``, the status line and the Prometheus text show (:mod:`edge.metrics`)."""
-        cams = {}
-        for s in self.streams:
-            st, f = s.camera.stats(), s.figures
-            cams[s.name] = {"state": st.get("state"), "fps": st.get("fps", 0.0),
-                            "frames_read": st.get("frames_read", 0), "classified": f.classified,
-                            "skipped": st.get("skipped", 0), "reconnects": st.get("reconnects", 0),
-                            "decode_scale": st.get("decode_scale", 1), "inference_ms": f.hist.snapshot(),
-                            "inference_ms_p50": f.p50_ms(), "events": dict(f.by_label)}
-        return {"model": self.bundle.name if self.bundle else self.cfg.model, "engine": self.engine_text(),
-                "uptime_s": round(time.monotonic() - self.started, 1), "time": time.time(),
-                "interval_s": self.cfg.metrics.interval_s, "cameras": cams,
-                "sinks": {sink.name: sink.stats() for sink in self.sinks},
-                **({"clips": self.spool.stats()} if self.spool is not None else {}),
-                "journal_last_seq": self.journal.last_seq}
-
-    def status(self) -> str:
-        """One line from :meth:`snapshot`: per camera state, fps, decisions, step ms, events; per sink backlog."""
-        snap = self.snapshot()
-        parts = [snap["engine"]]
-        for name, c in snap["cameras"].items():
-            parts.append(f"{name}: {c['state']} {c['fps']:.1f} fps, {c['classified']} classified "
-                         f"({c['skipped']} stale skipped), {c['inference_ms_p50']:.1f} ms, "
-                         f"{sum(c['events'].values())} events")
-        for name, st in snap["sinks"].items():
-            parts.append(f"sink {name}: {st.get('state')} {st.get('delivered', 0)} sent, "
-                         f"{st.get('pending', 0)} pending, {st.get('dropped', 0)} dropped")
-        return "; ".join(parts)

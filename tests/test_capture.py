@@ -283,6 +283,65 @@ def test_missing_or_corrupt_file_is_one_input_error_line(tmp_path):
     assert str(e.value) == f"camera door: {bad}: cannot be opened (not a video OpenCV can decode)"
 
 
+def test_a_file_not_there_yet_is_waited_for_and_read_from_its_first_frame_when_it_appears(tmp_path, videos):
+    """at_start: retry (the default): open_or_wait() says why it waits, the state is 'waiting' (not a
+    reconnect), and once the file appears the camera reads it from frame 0, lossless, with a gap."""
+    path = tmp_path / "mount" / "late.avi"  # its folder is missing too, as a stick not mounted yet
+    cam = Camera(cam_cfg(str(path), reconnect={"initial_s": 0.05, "max_s": 0.1}), None)
+    why = cam.open_or_wait()
+    assert why == (f"camera door: {path}: no such file; waiting for it (at_start: retry), opening it with "
+                   f"backoff 0.05..0.1 s while the rest runs")
+    cam.start()
+    try:
+        assert cam.state == "waiting" and cam.get(0.2) is None and not cam.ended
+        path.parent.mkdir()
+        path.write_bytes(videos["MJPG"].read_bytes())
+        frames = drain(cam)
+        assert [f.index for f in frames] == list(range(N_FRAMES)) and frames[0].gap
+        assert [frame_number(f.image) for f in frames[:3]] == [0, 1, 2]
+        assert cam.stats()["reconnects"] == 0 and cam.state == "ended"
+    finally:
+        cam.stop()
+
+
+def test_what_waiting_cannot_mend_still_fails_at_start(tmp_path, videos):
+    """require fails as open() does; with retry so does a path that cannot work (through a file, not a
+    video, a V4L2 node that is not a capture device); a reload's handover (``why``) waits for anything."""
+    with pytest.raises(InputError, match="no such file"):
+        Camera(cam_cfg(str(tmp_path / "nope.avi"), at_start="require"), None).open_or_wait()
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video" * 1000)
+    for path in (tmp_path / "afile" / "x.avi", bad):
+        with pytest.raises(InputError):
+            Camera(cam_cfg(str(path)), None).open_or_wait()
+        cam = Camera(cam_cfg(str(path)), None)
+        assert "waiting for it (handed over at a reload)" in cam.open_or_wait("handed over at a reload")
+        assert cam.state == "waiting"
+        cam.stop()
+    cam = Camera(cam_cfg("/dev/video99"), None)  # the real V4L2 backend: no such node here, so it may come
+    assert "cannot open (no such device); waiting for it" in cam.open_or_wait()
+    cam.stop()
+    with pytest.raises(CaptureError, match="not a V4L2 capture device"):  # a node that is there but no camera
+        Camera(cam_cfg("/dev/null", type="v4l2"), None).open_or_wait()
+
+
+def test_a_v4l2_camera_plugged_in_after_start_delivers_without_a_reconnect(videos):
+    src, dev = fake_v4l2_source(videos["MJPG"], reconnect={"initial_s": 0.05, "max_s": 0.1})
+    dev.unplug()  # not there at start
+    cam = Camera(src.cfg, None, source=src)
+    assert "waiting for it (at_start: retry)" in cam.open_or_wait()
+    cam.start()
+    try:
+        assert dev.wait_failed_opens(2)
+        assert cam.state == "waiting"
+        dev.unplug(plugged=True)
+        wait_until(lambda: cam.get(0.1) is not None, timeout=5, what="a frame once the camera is plugged in")
+        assert cam.state == "online" and cam.stats()["reconnects"] == 0
+    finally:
+        cam.stop()
+
+
 def test_truncated_file_ends_cleanly_with_a_warning(tmp_path, videos, caplog):
     data = videos["MJPG"].read_bytes()
     cut = tmp_path / "cut.avi"

@@ -190,10 +190,18 @@ def test_check_ok_and_exit_codes(tmp_path, bundle, video, capsys):
     cases = [
         (dict(model=str(tmp_path / "nope"), cameras=[{"name": "c", "source": str(video)}]), EX_NOINPUT, "nope"),
         (dict(model=str(video.parent), cameras=[{"name": "c", "source": str(video)}]), EX_NOINPUT, "model.yaml"),
-        (dict(model=str(bundle), cameras=[{"name": "c", "source": "/dev/video99"}]), EX_UNAVAILABLE, "/dev/video99"),
-        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(tmp_path / "no.avi")}]), EX_NOINPUT, "no.avi"),
+        # at_start: require keeps the exit codes a missing device had before devices could come late
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": "/dev/video99", "at_start": "require"}]),
+         EX_UNAVAILABLE, "/dev/video99"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(tmp_path / "no.avi"), "at_start": "require"}]),
+         EX_NOINPUT, "no.avi"),
         (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
-              sinks=[{"type": "serial", "port": str(tmp_path / "ttyUSB9")}]), EX_UNAVAILABLE, "ttyUSB9"),
+              sinks=[{"type": "serial", "port": str(tmp_path / "ttyUSB9"), "at_start": "require"}]),
+         EX_UNAVAILABLE, "ttyUSB9"),
+        # what waiting cannot mend fails with at_start: retry too: a path through a file, a port that is no tty
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video / "x.avi")}]), EX_NOINPUT, "x.avi"),
+        (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
+              sinks=[{"type": "serial", "port": str(video)}]), EX_UNAVAILABLE, "not a serial port"),
         (dict(model=str(bundle), cameras=[{"name": "c", "source": str(video)}],
               events={"classes": {"purple": {"enter": 0.9}}}), EX_CONFIG, "'purple' is not a label"),
     ]
@@ -203,6 +211,22 @@ def test_check_ok_and_exit_codes(tmp_path, bundle, video, capsys):
             assert main([verb, "--config", str(path)]) == code, (verb, cfg)
             err = capsys.readouterr().err.strip().splitlines()
             assert err and err[-1].startswith("edge-tsm: error: ") and needle in err[-1], (verb, err)
+
+
+def test_check_warns_for_devices_not_there_yet_and_exits_0(tmp_path, bundle, video, capsys):
+    """at_start: retry (the default): a missing camera file, V4L2 node or serial port is one warning line
+    each, and check passes (run would start and wait for them)."""
+    cfg = _config(tmp_path / "c.yaml", model=str(bundle), state_dir=str(tmp_path / "state"),
+                  cameras=[{"name": "here", "source": str(video)}, {"name": "late", "source": str(tmp_path / "no.avi")},
+                           {"name": "usb", "source": "/dev/video99"}],
+                  sinks=[{"type": "serial", "port": str(tmp_path / "ttyUSB9")}])
+    assert main(["check", "--config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok" in out
+    warnings = [x for x in err.splitlines() if x.startswith("WARNING")]
+    assert len(warnings) == 3, err
+    for needle in ("camera late: ", "camera usb: /dev/video99", "sink serial: port "):
+        assert sum(needle in x and "waiting for it (at_start: retry)" in x for x in warnings) == 1, (needle, err)
 
 
 def test_wrong_bundle_is_exit_65(tmp_path, bundle, video, capsys):

@@ -5,6 +5,7 @@ the ONNX Runtime backend's ``run``: the daemon's code is unchanged)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -144,6 +146,50 @@ def test_daemon_ready_watchdog_status_reload_stopping(tmp_path, setup):
                     and sum(m.startswith("READY=1") for m in ms) == 2)
         proc.send_signal(signal.SIGTERM)
         lis.collect(lambda ms: "STOPPING=1" in ms)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        lis.close()
+
+
+def test_ready_at_once_when_no_camera_is_there_then_online_when_it_comes(tmp_path, setup):
+    """The only camera's file is missing at start (at_start: retry): READY=1 comes once the model is up,
+    its STATUS= names the camera waited for, the watchdog pings (waiting is no fault); when the file
+    appears the camera goes online without a restart."""
+    _bundle, video = setup
+    late = tmp_path / "late.avi"
+    proc, lis, _ = _start(tmp_path, setup, {}, cameras=[{"name": "door", "source": str(late), "loop": True,
+                                                         "realtime": True,
+                                                         "reconnect": {"initial_s": 0.1, "max_s": 0.4}}])
+    try:
+        lis.collect(lambda ms: any(m.startswith("READY=1") for m in ms) and ms.count("WATCHDOG=1") >= 3)
+        ready = next(m for _, m in lis.messages if m.startswith("READY=1"))
+        assert "waiting for camera door" in ready, ready
+        assert any(m.startswith("STATUS=") and "door: waiting" in m for _, m in lis.messages)
+        shutil.copy(video, tmp_path / "copying.avi")
+        os.replace(tmp_path / "copying.avi", late)
+        lis.collect(lambda ms: any(m.startswith("STATUS=") and "door: online" in m for m in ms))
+        proc.send_signal(signal.SIGTERM)
+        lis.collect(lambda ms: "STOPPING=1" in ms)
+        assert proc.wait(timeout=20) == 0
+        assert sum(m.startswith("READY=1") for _, m in lis.messages) == 1
+    finally:
+        proc.kill()
+        lis.close()
+
+
+def test_refused_reload_is_ready_again_and_says_why(tmp_path, setup):
+    proc, lis, path = _start(tmp_path, setup, {})
+    try:
+        lis.collect(lambda ms: any(m.startswith("READY=1") for m in ms))
+        Path(path).write_text("cameras: [{name: x, source: y, fps: -3}]\n")
+        proc.send_signal(signal.SIGHUP)
+        lis.collect(lambda ms: any(m.startswith("RELOADING=1") for m in ms)
+                    and sum(m.startswith("READY=1") for m in ms) == 2)
+        again = [m for _, m in lis.messages if m.startswith("READY=1")][-1]
+        assert "reload refused, still running the previous config" in again and "fps" in again, again
+        lis.collect(lambda ms: ms.count("WATCHDOG=1") >= 3)  # the previous pipeline serves on
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()

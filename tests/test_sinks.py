@@ -508,8 +508,8 @@ def test_serial_bad_port_is_a_one_line_sink_error(tmp_path, case):
             "not a tty": "/dev/null"}[case]
     if case == "regular file":
         Path(port).write_text("")
-    with pytest.raises(SinkError) as e:
-        create_sink(SerialSinkConfig(type="serial", port=port), "uart").open()
+    with pytest.raises(SinkError) as e:  # a missing port is waited for unless at_start says require
+        create_sink(SerialSinkConfig(type="serial", port=port, at_start="require"), "uart").open()
     msg = str(e.value)
     assert e.value.exit_code == EX_UNAVAILABLE and "\n" not in msg
     assert msg.startswith(f"sink uart: port {port}: ")

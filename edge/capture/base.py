@@ -1,9 +1,10 @@
-"""Frames, the Source interface, and the Camera runner that reads one source in its own thread.
+"""The Camera runner that reads one source in its own thread (Frame, Source and FrameSignal live in
+:mod:`edge.capture.source` and are importable from here too).
 
-A :class:`Source` is thin and single-threaded: open, read one frame, close. The :class:`Camera`
-owns the policy around it: which frames reach the model (every k-th, so the model sees its
-trained rate), latest-frame handoff for live sources (the model never lags behind the camera),
-lossless handoff for files, pacing of realtime files, looping, and reconnecting with backoff.
+The :class:`Camera` owns the policy around a source: which frames reach the model (every k-th, so
+the model sees its trained rate), latest-frame handoff for live sources (the model never lags behind
+the camera), lossless handoff for files, pacing of realtime files, looping, reconnecting with backoff,
+and waiting for a device that is not there yet at start (``at_start: retry``) on the same path.
 """
 from __future__ import annotations
 
@@ -13,116 +14,22 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
+from edge.capture.source import DEFAULT_FPS, Frame, FrameSignal, Source, absent
 from edge.config import CameraConfig
 from edge.errors import CaptureError, EdgeError
 from edge.util import Backoff
 
+__all__ = ["DEFAULT_FPS", "Camera", "Frame", "FrameSignal", "Source", "absent"]
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_FPS = 15.0
 _QUEUE = 2            # non-live handoff: frames the thread may hold ahead of the consumer
 _WAIT_S = 0.25        # longest blind wait in any loop (the stop flag is also signalled directly)
 _JOIN_S = 1.0         # how long stop() waits for the thread
 _FPS_WINDOW = 32      # reads in the measured-rate window
-
-
-@dataclass
-class Frame:
-    """One frame for the classifier."""
-
-    image: np.ndarray   # BGR uint8 HxWx3, a fresh array per frame
-    index: int          # frames read since Camera.open(), skipped ones included, across loops/reconnects
-    ts: float           # time.time() at capture; non-live files: open time + index / fps
-    gap: bool           # first frame after open, reconnect or loop wrap: reset the online state
-    input: np.ndarray | None = None   # the model's input, prepared in the capture thread (Camera.prepare)
-
-
-class Source:
-    """One camera kind: open, read, close; no threads, no policy.
-
-    ``live`` sources get latest-frame semantics; ``paced`` ones are paced by the Camera at ``fps``
-    (realtime files and synthetic); ``fps`` is valid after open().
-    """
-
-    kind = "?"
-    live = True
-    paced = False
-
-    def __init__(self, cfg: CameraConfig, target: str | int) -> None:
-        self.cfg = cfg
-        self.name = cfg.name
-        self.target = target
-        self.label = str(target)
-        self.fps = cfg.fps or DEFAULT_FPS
-        # What the consumer needs of a frame, (min width, min height, min short side): lets a source that
-        # can decode smaller (MJPG, decode_scale auto) do so without starving the model. Set before open().
-        self.need = (0, 0, 0)
-
-    @property
-    def where(self) -> str:
-        """Message prefix: ``camera door: /dev/video0``."""
-        return f"camera {self.name}: {self.label}"
-
-    def open(self) -> None:
-        """Open (or reopen) the source.
-
-        Raises:
-            CaptureError: the device or stream cannot be opened (exit 69).
-            InputError: a file is missing or not a video (exit 66).
-        """
-        raise NotImplementedError
-
-    def read(self) -> np.ndarray | None:
-        """The next BGR frame; None at the clean end of a file.
-
-        Raises:
-            CaptureError: a live source failed to deliver a frame.
-        """
-        raise NotImplementedError
-
-    def skip(self) -> bool:
-        """Advance past the next frame without producing an image (a frame the model will not see);
-        False at the clean end of a file. Sources that can, skip the decode (OpenCV: grab without
-        retrieve, which for a V4L2 MJPG camera skips the JPEG decode).
-
-        Raises:
-            CaptureError: a live source failed to deliver a frame.
-        """
-        return self.read() is not None
-
-    def close(self) -> None:
-        """Release the device; safe to call twice or when not open."""
-        raise NotImplementedError
-
-
-class FrameSignal:
-    """Wakes one consumer of several cameras when any of them has a frame (or ends), instead of polling.
-
-    The consumer reads :meth:`count` before it looks at the cameras, and if none had a frame, waits for
-    the count to move on: a frame that arrived in between is never slept through.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._n = 0
-
-    def notify(self) -> None:
-        with self._cond:
-            self._n += 1
-            self._cond.notify_all()
-
-    def count(self) -> int:
-        with self._cond:
-            return self._n
-
-    def wait(self, seen: int, timeout: float) -> bool:
-        """Until the count differs from ``seen`` (True) or ``timeout`` s pass (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._n != seen, timeout)
 
 
 class Camera:
@@ -131,7 +38,9 @@ class Camera:
     ``rate_hz`` is the model's decision rate: every k-th frame is passed on,
     k = max(1, round(source.fps / rate_hz)); None passes every frame. Single use: after stop(), make a
     new Camera. ``error`` holds an unexpected exception that ended the thread (a bug, logged with its
-    traceback; the state is then "stopped" and get() returns None).
+    traceback; the state is then "stopped" and get() returns None). A device that is not there when the
+    camera is opened can be waited for (:meth:`open_or_wait`): the state is "waiting" until the capture
+    thread has opened it, with the reconnect backoff.
     """
 
     def __init__(self, cfg: CameraConfig, rate_hz: float | None, source: Source | None = None, *,
@@ -163,6 +72,7 @@ class Camera:
         self._state = "stopped"
         self._opened = self._eof = self._done = False
         self._down = False
+        self._waiting = False           # not there at open: the capture thread opens it (first open)
         self._down_since = 0.0
         self._t0 = 0.0
         self._since_gap = 0
@@ -188,11 +98,38 @@ class Camera:
                     self.source.kind, self.source.label, self.source.fps, self.step,
                     "" if self.source.live else " (lossless)")
 
+    def open_or_wait(self, why: str | None = None) -> str | None:
+        """Open as :meth:`open` does; when that fails because the device is not there (a file or device node
+        that does not exist, a stream not reachable) and the camera's ``at_start`` is retry, or for any
+        failure when ``why`` is given (a reload hands devices over and never fails on one), wait for it
+        instead: state "waiting", and start() runs the capture thread, which opens it with backoff.
+
+        Returns the warning to log (one line: the open error, that it is waited for and why), None when open.
+
+        Raises:
+            CaptureError, InputError: from the source, when the camera does not wait (``at_start: require``,
+                or a fault that waiting cannot mend: a path through a file, no permission, not a video).
+        """
+        try:
+            self.open()
+            return None
+        except EdgeError as e:
+            if why is None and (self.cfg.at_start != "retry" or not self.source.away()):
+                raise
+            self.source.close()
+            with self._cond:
+                self._waiting = self._down = True
+                self._down_since = time.monotonic()
+                self._state = "waiting"
+            rc = self.cfg.reconnect
+            return (f"{e}; waiting for it ({why or 'at_start: retry'}), opening it with backoff "
+                    f"{rc.initial_s:.3g}..{rc.max_s:.3g} s while the rest runs")
+
     def start(self) -> None:
-        """Start the capture thread (opens first if open() was not called)."""
+        """Start the capture thread (opens first if neither open() nor open_or_wait() was called)."""
         if self._thread is not None:
             return
-        if not self._opened:
+        if not self._opened and not self._waiting:
             self.open()
         with self._cond:  # time spent between open() and start() (loading a model) is no stall
             self._pace_t0, self._paced_n = time.monotonic(), 0
@@ -235,7 +172,8 @@ class Camera:
 
     @property
     def state(self) -> str:
-        """online, stalled (no frame for stall_s), reconnecting, ended or stopped."""
+        """online, stalled (no frame for stall_s), reconnecting, waiting (not there yet at start), ended or
+        stopped."""
         state = self._state
         if state == "online" and self._thread is not None and self.source.live \
                 and time.monotonic() - self._last_frame > self.cfg.stall_s:
@@ -401,8 +339,9 @@ class Camera:
                        self.cfg.reconnect.max_s)
 
     def _reconnect(self) -> bool:
-        """Reopen with exponential backoff and jitter until it works; False when stopped."""
-        self._state = "reconnecting"
+        """Reopen (or open a device waited for) with exponential backoff and jitter until it works; False
+        when stopped."""
+        self._state = "waiting" if self._waiting else "reconnecting"
         self.source.close()
         rc = self.cfg.reconnect
         backoff = Backoff(rc.initial_s, rc.max_s, low=0.75, rng=self._rng)
@@ -418,6 +357,14 @@ class Camera:
                 self.source.close()
                 continue
             self._down = False
+            if self._waiting:  # the first open: the device appeared
+                self._waiting, self._opened = False, True
+                self._t0 = time.time() if self.clock_start is None else self.clock_start
+                self._mark_open()
+                logger.warning("camera %s: %s is there now (after %.1f s, %d attempt(s)); %s source, %.3g fps",
+                               self.name, self.source.label, time.monotonic() - self._down_since, attempt,
+                               self.source.kind, self.source.fps)
+                return True
             self._reconnects += 1
             self._mark_open()
             logger.warning("camera %s: reconnected after %d attempt(s), %.1f s without frames", self.name,

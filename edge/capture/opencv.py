@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.capture.base import DEFAULT_FPS, Source
+from edge.capture.base import DEFAULT_FPS, Source, absent
 from edge.config import CameraConfig
 from edge.errors import CaptureError, InputError
 from edge.paths import library_path, probe, show_path, usable_name
@@ -232,6 +232,10 @@ class V4L2Source(OpenCVSource):
             why = "busy, or not a V4L2 capture device"
         return CaptureError(f"{self.where}: cannot open ({why})")
 
+    def away(self) -> bool:
+        """The device node does not exist (yet): a USB camera that udev has not made at boot."""
+        return absent(self.device)
+
     def _configure(self, cap: Any) -> None:
         """FOURCC first (it limits the sizes), then size, then rate; log what the driver accepted."""
         cfg = self.cfg
@@ -314,6 +318,10 @@ class FileSource(OpenCVSource):
 
     def _open_failed(self) -> Exception:
         return InputError(f"{self.where}: cannot be opened (not a video OpenCV can decode)")
+
+    def away(self) -> bool:
+        """Nothing at the path (yet): a file still to be copied in, a stick not mounted yet."""
+        return absent(self.target)
 
     def _raw_mode(self, cap: Any) -> bool:
         """FFmpeg's demuxed packets (CAP_PROP_FORMAT -1): for MJPG, one JPEG per frame."""
@@ -401,6 +409,11 @@ class GStreamerSource(OpenCVSource):
                 f"({cv2.__version__}) is not; install an OpenCV with GStreamer (on Jetson: the JetPack OpenCV, "
                 f"and 'pip uninstall opencv-python-headless' so that one is imported)")
         super().open()
+
+    def away(self) -> bool:
+        """A pipeline that does not start may start later (a CSI camera's daemon still coming up); an OpenCV
+        without GStreamer never will."""
+        return backends()["GStreamer"]
 
     def _open_failed(self) -> Exception:
         hint = "" if "appsink" in str(self.target) else "; the pipeline must end in 'appsink'"

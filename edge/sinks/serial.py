@@ -1,6 +1,9 @@
 """Serial sink (pyserial): one text or JSON line per event on a UART, USB-serial adapter or pty.
 
-Opening at start fails with one line when the port is missing or is not a tty. While running, a
+A port that is not there at start (a USB adapter that appears seconds into boot) is waited for by
+default (``at_start: retry``): the sink starts "waiting", the rest of the daemon runs, the worker opens
+the port with the reconnect backoff and then sends what the journal kept for it; ``at_start: require``
+fails at start with one line, as does a port that exists but cannot work (not a tty, no permission). While running, a
 failed write (a USB adapter unplugged gives EIO, a stalled line a write timeout) closes the port;
 the unsent event and every later one are kept (up to ``max_pending``, oldest dropped and counted),
 the port is reopened with exponential backoff and jitter, and on reconnect the kept events go out
@@ -10,8 +13,10 @@ comes back under a new ttyUSBn is followed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
@@ -24,6 +29,8 @@ from edge.util import lazy_import
 
 if TYPE_CHECKING:
     import serial
+
+logger = logging.getLogger(__name__)
 
 _NOT_TTY = "not a serial port (tty)"
 SERIAL_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1000000,
@@ -42,6 +49,10 @@ class SerialSinkConfig(SinkConfigBase):
     reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for reopening the port after a "
                                                                       "failed write (an adapter unplugged)")
     max_pending: QueueSize = Field(10000, description="events kept while the port is away (oldest dropped)")
+    at_start: Literal["retry", "require"] = Field(
+        "retry", description="when the port does not exist at start: retry: the daemon runs and the port is opened "
+                             "with the reconnect backoff when it appears (state 'waiting'; check warns); require: "
+                             "the daemon does not start (exit 69)")
 
     @field_validator("baud")
     @classmethod
@@ -68,9 +79,51 @@ class SerialSink(Sink):
         self._serial = lazy_import("serial", what=f"sink {name}: type 'serial'", package="pyserial",
                                    install="pip install pyserial", error=SinkError, missing=("serial",))
         self._port: serial.Serial | None = None
+        self._waiting = False        # not there at start: opened by the worker when it appears
+        self._started = 0.0
 
     def _details(self) -> str:
-        return f" ({self.cfg.baud} baud, {self.cfg.format})"
+        return f" ({self.cfg.baud} baud, {self.cfg.format}{'; not there yet, waiting' if self._waiting else ''})"
+
+    def _open_at_start(self) -> str | None:
+        """Open the port; one that does not exist (yet) is waited for with ``at_start: retry``.
+
+        Raises:
+            SinkError: the port cannot be opened and is not merely missing, or ``at_start: require`` (exit 69).
+        """
+        self._started = time.monotonic()
+        try:
+            self._open_device()
+        except SinkError as e:
+            if self.cfg.at_start != "retry" or not _absent(self.cfg.port):
+                raise
+            self._waiting = True
+            rc = self.cfg.reconnect
+            return (f"{e}; waiting for it (at_start: retry), opening it with backoff {rc.initial_s:.3g}.."
+                    f"{rc.max_s:.3g} s while the rest runs")
+        return None
+
+    def probe(self) -> None:
+        """What a reload checks before it hands the port over, without opening it (opening a serial port can
+        reset the board behind it): a missing port is fine (waited for), one that is not a tty is not.
+
+        Raises:
+            SinkError: the port exists and is not a character device, or the path cannot work (exit 69).
+        """
+        try:
+            st = os.stat(self.cfg.port)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise SinkError(f"{self.where}: cannot open ({getattr(e, 'strerror', None) or e})") from None
+        if not stat.S_ISCHR(st.st_mode):
+            raise SinkError(f"{self.where}: {_NOT_TTY}")
+
+    def _stats(self) -> dict[str, Any]:
+        st = super()._stats()
+        if self._waiting and st.get("state") == "reconnecting":
+            st["state"] = "waiting"  # not there yet since start (status shows which device is waited for)
+        return st
 
     def _open_device(self) -> None:
         """Open and configure the port.
@@ -95,6 +148,11 @@ class SerialSink(Sink):
             ser.close()
             raise SinkError(f"{self.where}: {_NOT_TTY}")
         self._port = ser
+        if self._waiting:
+            with self._cond:
+                self._waiting = False
+            logger.warning("%s: the port is there now (after %.1f s); sending what was kept for it", self.where,
+                           time.monotonic() - self._started)
 
     def _write(self, event: dict[str, Any]) -> None:
         if self._port is None:
@@ -116,6 +174,17 @@ class SerialSink(Sink):
         port, self._port = self._port, None
         if port is not None:
             port.close()
+
+
+def _absent(port: str) -> bool:
+    """Nothing at the port's path (it, or a folder on its way, does not exist): it may still appear."""
+    try:
+        os.stat(port)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _open_cause(e: BaseException) -> str:
