@@ -244,6 +244,53 @@ def test_serial_port_missing_at_start_is_picked_up_when_it_appears(assets, tmp_p
     assert (dups, lost) == (0, 0) and seqs_of(log_lines(log)) == want
 
 
+def test_hup_while_a_required_serial_port_is_unplugged_hands_it_over_late(assets, tmp_path):
+    """at_start: require only guards the start: a reload while the port is away swaps anyway, the port is
+    opened in the background ('waiting' in status) and gets every journaled event once it is back."""
+    import tty
+    link = tmp_path / "ttyUSB-by-id"
+    log = tmp_path / "events.jsonl"
+    cfg = base_cfg(assets, tmp_path, True, [{"type": "serial", "port": str(link), "format": "json",
+                                             "at_start": "require"}, {"type": "log", "path": str(log)}])
+    cfg["metrics"] = {"interval_s": 0.5}
+    fds = list(os.openpty())
+    tty.setraw(fds[1])
+    os.symlink(os.ttyname(fds[1]), link)
+    d = Daemon(tmp_path, cfg)
+    d.start()
+    got = bytearray()
+    try:
+        d.wait(lambda: (_read_pty(fds[0], got), len(seqs_of(bytes(got).splitlines())) >= 2)[1])
+        link.unlink()  # unplugged: udev removes the by-id link (the daemon's open descriptor still works)
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait(lambda: (_read_pty(fds[0], got), d.err.has("reloaded in"))[1], what="the reload swapped in")
+        d.wait(lambda: sink_state(tmp_path, "serial") == "waiting", what="status.json: serial waiting")
+        n = len(log_lines(log))
+        d.wait(lambda: len(log_lines(log)) >= n + 2)  # events go on meanwhile
+        fds += os.openpty()
+        tty.setraw(fds[3])
+        os.symlink(os.ttyname(fds[3]), link)  # plugged in again, a new tty behind the link
+        t_plug = time.monotonic()
+        d.wait(lambda: (_read_pty(fds[2], got), len(seqs_of(bytes(got).splitlines())) >= len(log_lines(log)))[1],
+               what="the backlog on the new port")
+        recovery = time.monotonic() - t_plug
+        code, _ = d.stop()
+        _read_pty(fds[2], got, timeout=0.3)
+    finally:
+        d.kill()
+        for fd in fds:
+            os.close(fd)
+    assert code == 0, d.stderr
+    assert "opening it again with backoff while the rest runs (handed over at a reload)" in d.stderr
+    assert "open now, after the reload" in d.stderr and "reload refused" not in d.stderr
+    want = journal_seqs(tmp_path / "state")
+    serial = seqs_of(bytes(got).splitlines())
+    dups, lost = check_once_in_order(serial, want)
+    report("SIGHUP while a required serial port is unplugged: handed over late", 1, len(want),
+           {"serial": len(serial), "log": len(log_lines(log))}, dups, lost, recovery)
+    assert (dups, lost) == (0, 0)
+
+
 @pytest.mark.parametrize("device", ["camera", "serial"])
 def test_at_start_require_keeps_the_exit_codes(assets, tmp_path, device):
     cfg = base_cfg(assets, tmp_path, False, [{"type": "log", "path": str(tmp_path / "events.jsonl")}])
