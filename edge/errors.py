@@ -8,6 +8,7 @@ EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 
@@ -72,3 +73,10 @@ class CaptureError(DeviceError):
 
 class SinkError(DeviceError):
     """An event sink cannot be opened or written."""
+
+
+class NoPermission(EdgeError):
+    """This user may not write what the command must write (``install-service`` not run as root), or the
+    service's user could not reach a file it needs (an installation under /root)."""
+
+    exit_code = EX_NOPERM
