@@ -353,6 +353,7 @@ LOOP_GENERIC = (
 
 @runs(*LOOP, *(c for c, _ in LOOP_GENERIC))
 def test_the_field_loop_as_documented(sh):
+    pytest.importorskip("torch", reason="the loop's train needs the train extra (the README's test command has it)")
     seg = ("--segments 40",)
     (sh.cwd / "field.yaml").write_text(doc_block("# field.yaml", "yaml"), encoding="utf-8")
     (sh.cwd / "deploy.yaml").write_text(doc_block("# deploy.yaml", "yaml"), encoding="utf-8")
