@@ -48,7 +48,8 @@ def preflight(cfg: Config) -> None:
         if "\\udc" in ascii(cfg.engine.cache_dir):  # the engines take the folder's name as UTF-8 text
             raise InputError(f"engine.cache_dir {show_path(cfg.engine.cache_dir)}: the name is not valid UTF-8, "
                              "which the engines cannot take; choose another folder")
-        writable_folder(cfg.engine.cache_dir, "engine.cache_dir")
+        from edge.cache import private_folder  # made 0700; refused when another user could write in it
+        writable_folder(private_folder(cfg.engine.cache_dir, "engine.cache_dir"), "engine.cache_dir")
 
 
 def check(cfg: Config, where: str = "config") -> Pipeline:
