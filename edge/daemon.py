@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.config import Config, load_config
+from edge.config import Config, load_config, metrics_changes
 from edge.errors import CaptureError, EdgeError, InputError
 from edge.handover import probe
 from edge.journal import open_journal, state_dir
@@ -184,9 +184,11 @@ def _swap(running: Pipeline, fresh: Pipeline, keep_log_level: bool) -> Pipeline:
     new, old = fresh.cfg, running.cfg
     if not keep_log_level:
         logging.getLogger().setLevel(new.log_level.upper())
-    later = [k for k in ("state_dir", "journal", "metrics") if getattr(new, k) != getattr(old, k)]
+    later = [k for k in ("state_dir", "journal") if getattr(new, k) != getattr(old, k)]
     if later:
         logger.warning("reload: %s take effect at the next start", ", ".join(later))
+    for line in metrics_changes(old, new):
+        logger.warning("reload: %s", line)
     running.close(drain_s=1.5)
     fresh.open_devices(handover=True)
     logger.info("reloaded in %.2f s (the new pipeline was built in %.2f s while the previous one ran on)",
