@@ -121,7 +121,7 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
             previous = {sig: signal.signal(sig, h) for sig, h in
                         ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))}
         m = cfg.metrics
-        metrics = MetricsWriter(lambda: current[0].snapshot(), state_dir=state_dir(cfg), interval_s=m.interval_s,
+        metrics = MetricsWriter(lambda: _snapshot(current[0]), state_dir=state_dir(cfg), interval_s=m.interval_s,
                                 textfile=m.textfile, listen=m.listen)
         pipeline = Pipeline(cfg, journal, where, late=True)
         pipeline.open()
@@ -140,9 +140,9 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
             if why != "reload":
                 notifier.stopping()
                 pipeline.close_clips()
-                metrics.stop()  # the last status, with the cameras and sinks still there
                 # durable sinks keep what they could not deliver in the journal; memory sinks get 1.5 s too
                 pipeline.close(drain_s=1.5)
+                metrics.stop()  # the last status: after the journal's flush and the sinks' drain (issue 16)
                 logger.info("stopped (%s)", "every camera ended" if why == "ended" else "signal")
                 return 0
             pipeline = _swap(pipeline, reloader.take(), keep_log_level)
@@ -159,6 +159,12 @@ def serve(config_path: str | Path, notifier: Notifier | None = None, keep_log_le
         for sig, h in previous.items():
             signal.signal(sig, h)
         sys.setswitchinterval(switch)
+
+
+def _snapshot(pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's figures; once it is closed, those it had when everything was delivered."""
+    closed = pipeline.closed_snapshot
+    return dict(closed) if closed is not None else pipeline.snapshot()
 
 
 def _announce(pipeline: Pipeline, notifier: Notifier) -> None:

@@ -74,9 +74,10 @@ def prometheus_text(snap: dict[str, Any]) -> str:
             out.append(f"edge_tsm_{name}{{{lab}}} {value}")
 
     cams = snap.get("cameras", {})
-    metric("up", "gauge", "1 while the daemon runs", [({}, 1)])
+    running = snap.get("running", True) is not False  # a stopped daemon's last status: nothing is up or online
+    metric("up", "gauge", "1 while the daemon runs", [({}, int(running))])
     metric("camera_online", "gauge", "1 when the camera delivers frames",
-           [({"camera": c}, int(v["state"] == "online")) for c, v in cams.items()])
+           [({"camera": c}, int(running and v["state"] == "online")) for c, v in cams.items()])
     metric("camera_fps", "gauge", "frames read per second", [({"camera": c}, v["fps"]) for c, v in cams.items()])
     for key, help_ in (("frames_read", "frames read from the camera"), ("classified", "frames classified"),
                        ("skipped", "stale frames skipped (latest-frame semantics)"),
@@ -190,8 +191,7 @@ class MetricsWriter:
             if self.state_dir is not None:
                 atomic_write(self.state_dir / STATUS_FILE, json.dumps(snap, indent=1), mode=0o644)
             if self.textfile is not None:  # read by node_exporter, another user: world-readable
-                atomic_write(self.textfile, self._text if not final else self._text.replace(
-                    "edge_tsm_up{} 1", "edge_tsm_up{} 0"), mode=0o644)
+                atomic_write(self.textfile, self._text, mode=0o644)
         except OSError as e:
             if not self._warned:
                 logger.warning("metrics: cannot write (%s)", e)

@@ -117,6 +117,7 @@ class Pipeline(PipelineStatus):
         self.prepare_s = 0.0
         self.heartbeat = 0.0        # time.monotonic() at the top of each loop round (a hung step stops it)
         self.started = time.monotonic()
+        self.closed_snapshot: dict[str, Any] | None = None  # set by close(): the final figures
         self.step_started = 0.0     # time.monotonic() when the current step began, 0 between steps
         self.signal = FrameSignal()
         self._turn = 0
@@ -297,6 +298,7 @@ class Pipeline(PipelineStatus):
                 sink.close(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001
                 logger.exception("sink %s: error while closing", sink.name)
+        self.closed_snapshot = self.snapshot()  # the figures once all is delivered: the daemon's last status
         self.sinks.clear()
         self._memory_sinks.clear()
         self.streams.clear()
