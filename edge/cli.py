@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EX_USAGE, EdgeError, UsageError
+from edge.errors import EX_USAGE, EdgeError, PackageMissing, UsageError
 
 logger = logging.getLogger("edge")
 
@@ -81,7 +81,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     try:
         from edge.models import recipe
     except ImportError as e:
-        raise UsageError(f"train needs the train extra ({e.name} is missing): pip install 'edge-tsm[train]'") from None
+        raise PackageMissing(f"train needs the {e.name} package (the train extra): pip install 'edge-tsm[train]'") \
+            from None
     if a.recipe:
         out = recipe.run_recipe(a.recipe, out=a.out, data_dir=a.data_dir, no_shift=a.no_shift,
                                 ablation=a.ablation, threads=a.threads, max_steps=a.max_steps)
@@ -102,7 +103,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     try:
         from edge.models.export import export_checkpoint
     except ImportError as e:
-        raise UsageError(f"export needs the train extra ({e.name} is missing): pip install 'edge-tsm[train]'") from None
+        raise PackageMissing(f"export needs the {e.name} package (the train extra): pip install 'edge-tsm[train]'") \
+            from None
     print(export_checkpoint(a.checkpoint, a.out, arch=a.arch, labels=a.labels, size=a.size, name=a.name))
     return 0
 
@@ -136,8 +138,10 @@ def cmd_calibrate_collect(a: argparse.Namespace) -> int:
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     import importlib.util
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise UsageError("quantize needs onnxruntime (its quantization tools): pip install 'edge-tsm[quantize]'")
+    for package in ("onnxruntime", "sympy"):  # sympy: onnxruntime's shape inference (pre-processing) needs it
+        if importlib.util.find_spec(package) is None:
+            raise PackageMissing(f"quantize needs the {package} package (the quantize extra): "
+                                 "pip install 'edge-tsm[quantize]'")
     from edge.calibration.pipeline import recipe_inputs, run_quantize
     from edge.calibration.quantize import QuantizeOptions
     settings = {"calib": a.calib, "eval": a.eval, "method": a.method, "per_channel": a.per_channel,

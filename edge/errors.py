@@ -75,6 +75,24 @@ class SinkError(DeviceError):
     """An event sink cannot be opened or written."""
 
 
+class PackageMissing(DeviceError):
+    """A Python package this command or configuration needs is not installed (exit 69, like a missing
+    device); the one line names the package and the pip command that installs it."""
+
+
+class SinkPackageMissing(PackageMissing, SinkError):
+    """A sink's package is not installed (still a SinkError for the sink's own handling)."""
+
+
+class CapturePackageMissing(PackageMissing, CaptureError):
+    """A frame source's package is not installed (still a CaptureError)."""
+
+
+def package_missing(base: type[EdgeError]) -> type[PackageMissing]:
+    """The PackageMissing class to raise where ``base`` would be raised for any other failure."""
+    return {SinkError: SinkPackageMissing, CaptureError: CapturePackageMissing}.get(base, PackageMissing)
+
+
 class NoPermission(EdgeError):
     """This user may not write what the command must write (``install-service`` not run as root), or the
     service's user could not reach a file it needs (an installation under /root)."""

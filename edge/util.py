@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, package_missing
 
 
 def lazy_import(module: str, *, what: str, package: str, install: str,
@@ -33,7 +33,8 @@ def lazy_import(module: str, *, what: str, package: str, install: str,
     except ImportError as e:
         absent = missing or (package.replace("-", "_").split("[")[0], package.split("-")[0])
         detail = "" if e.name in absent else f" (importing it failed: {' '.join(str(e).split())})"
-        raise error(f"{what} needs the {package} package: {install}{detail}") from None
+        cls = package_missing(error) if not detail else error  # absent: PackageMissing (exit 69)
+        raise cls(f"{what} needs the {package} package: {install}{detail}") from None
 
 
 def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:

@@ -162,8 +162,9 @@ def test_mode_and_group_bits_are_set(folder):
     st = os.stat(path)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == os.getgid()
     assert sink.close() == 0
-    with pytest.raises(SinkError, match="group 'no-such-group-here' does not exist"):
+    with pytest.raises(ConfigError, match="group 'no-such-group-here' does not exist") as e:
         unix_sink(folder / "other.sock", group="no-such-group-here").open()
+    assert e.value.exit_code == 78  # a config error (issue 16, item 8), not a device one
 
 
 def test_a_stale_socket_file_is_reused_a_live_one_is_not(folder, caplog):

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from edge.errors import SinkError
+from edge.errors import ConfigError, SinkError
 from edge.paths import blocking_file, path_error, show_path
 from edge.sinks.base import Sink, SinkConfigBase, json_line
 from edge.util import RateLimit
@@ -145,7 +145,8 @@ class UnixSink(Sink):
 
         Raises:
             SinkError: missing or unwritable folder, a path that is not a socket or is in use, a
-                group that does not exist or cannot be set (exit 69).
+                group that cannot be set (exit 69).
+            ConfigError: ``group`` names a group that does not exist (exit 78).
         """
         path, parent = self.path, self.path.parent
         try:
@@ -231,7 +232,8 @@ class UnixSink(Sink):
         try:
             return grp.getgrnam(group).gr_gid
         except KeyError:
-            raise SinkError(f"{self.where}: group {group!r} does not exist") from None
+            raise ConfigError(f"{self.where}: group {group!r} does not exist (a group name from /etc/group or "
+                              "a number)") from None
 
     def _close_device(self) -> None:
         """Stop the selector thread: after a clean close subscribers get up to _FLUSH_S s for what is
