@@ -30,7 +30,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 # --- engine -------------------------------------------------------------------------------------------
 class EngineConfig(Strict):
-    type: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    type: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="the inference engine")
     device: Annotated[str, Field(min_length=1, max_length=200)] = Field(
         "CPU", description="onnxruntime: CPU, cuda, tensorrt, openvino; openvino: CPU, GPU, NPU, AUTO, or e.g. GPU.1")
     precision: Literal["fp32", "int8"] | None = Field(None, description="graph to run (default: the bundle's)")
@@ -60,10 +60,15 @@ class CameraConfig(Strict):
     source: str | Annotated[int, Field(ge=0)] = Field(
         description="V4L2 index (0) or device (/dev/video0), a video file, an rtsp:// or http(s):// URL, a "
                     "GStreamer pipeline ('gst: ...'), or 'synthetic' / 'synthetic:<label>'")
-    type: Literal["auto", "v4l2", "file", "url", "gstreamer", "synthetic"] = "auto"
-    width: Annotated[int, Field(ge=16, le=8192)] | None = None
-    height: Annotated[int, Field(ge=16, le=8192)] | None = None
-    fps: Annotated[float, Field(gt=0, le=1000)] | None = None
+    type: Literal["auto", "v4l2", "file", "url", "gstreamer", "synthetic"] = Field(
+        "auto", description="auto: told from source (a number or /dev/video*: v4l2; a URL; 'gst: ...'; "
+                            "'synthetic'; else a file)")
+    width: Annotated[int, Field(ge=16, le=8192)] | None = Field(None, description="capture width asked of the "
+                                                                                  "device (default: its own)")
+    height: Annotated[int, Field(ge=16, le=8192)] | None = Field(None, description="capture height asked of "
+                                                                                   "the device (default: its own)")
+    fps: Annotated[float, Field(gt=0, le=1000)] | None = Field(None, description="frame rate asked of the device "
+                                                                                 "(default: its own)")
     fourcc: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ]{4}$")] | None = Field(None, description="e.g. MJPG, YUYV")
     loop: bool = Field(False, description="files: start again at the end")
     realtime: bool = Field(False, description="files: pace at the file's fps (otherwise as fast as possible, "
@@ -73,7 +78,7 @@ class CameraConfig(Strict):
         "auto", description="MJPG cameras and files: decode at 1/N of the size inside the JPEG decoder, much "
                             "cheaper than decoding in full and resizing; auto: the largest N whose frame still covers "
                             "the model's input (and clips.width); 1: full size")
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff between reopen attempts")
     at_start: Literal["retry", "require"] = Field(
         "retry", description="the daemon (run, check) when the device or file is not there at start: retry: the "
                              "other cameras and the sinks run meanwhile, and it is opened with the reconnect backoff "
@@ -88,30 +93,42 @@ class CameraConfig(Strict):
 
 
 # --- events -------------------------------------------------------------------------------------------
+_ENTER = "smoothed score at or above which an event starts (0..1; default 0.6)"
+_EXIT = "smoothed score below which the event ends (0..1, <= enter; default 0.4)"
+_MIN_FRAMES = "decisions in a row at or above enter before an event starts (default 2)"
+_COOLDOWN = "seconds after an event of a label ends before it may start again (default 0.5)"
+
+
 class ClassThresholds(Strict):
-    enter: Prob | None = None
-    exit: Prob | None = None
-    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    cooldown_s: NonNegFloat | None = None
+    enter: Prob | None = Field(None, description=_ENTER.replace("default 0.6", "default: events.enter"))
+    exit: Prob | None = Field(None, description=_EXIT.replace("default 0.4", "default: events.exit"))
+    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description=_MIN_FRAMES.replace("default 2", "default: events.min_frames"))
+    cooldown_s: NonNegFloat | None = Field(None, description=_COOLDOWN.replace("default 0.5",
+                                                                               "default: events.cooldown_s"))
 
 
 class EventsConfig(Strict):
     """Unset values come from the model's decision rate (about 0.6 s of smoothing, see
     :func:`edge.events.default_event_settings`)."""
 
-    window: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    window: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="decisions the scores are smoothed over (default: 0.6 s worth at the model's rate)")
     warmup: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
         None, description="decisions ignored after a start or a capture gap, while the model's temporal states "
                           "fill (default: 0.6 s worth for online bundles, 0 for clip bundles)")
-    smoothing: Literal["mean", "ema"] = "mean"
-    ema_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
-    enter: Prob | None = None
-    exit: Prob | None = None
-    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    cooldown_s: NonNegFloat | None = None
+    smoothing: Literal["mean", "ema"] = Field("mean", description="mean: moving average over window; ema: "
+                                                                  "exponential moving average")
+    ema_alpha: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="smoothing ema: weight of the newest decision (default 2 / (window + 1))")
+    enter: Prob | None = Field(None, description=_ENTER)
+    exit: Prob | None = Field(None, description=_EXIT)
+    min_frames: Annotated[int, Field(ge=1, le=10_000)] | None = Field(None, description=_MIN_FRAMES)
+    cooldown_s: NonNegFloat | None = Field(None, description=_COOLDOWN)
     ignore: list[Label] | None = Field(None, description="labels that never start an event (default: no_motion and "
                                                        "similar background labels of the model)")
-    classes: dict[Label, ClassThresholds] = {}
+    classes: dict[Label, ClassThresholds] = Field({}, description="label -> its own enter, exit, min_frames, "
+                                                                   "cooldown_s (unset: the values above)")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EventsConfig:
@@ -224,7 +241,8 @@ class ClipsConfig(Strict):
                                    "of periods where the top score sits in the uncertain band")
     labels: list[Label] | None = Field(None, description="event trigger: only events of these labels (default: all)")
     cameras: list[str] | None = Field(None, description="only these cameras (default: all)")
-    uncertain: UncertainTrigger = UncertainTrigger()
+    uncertain: UncertainTrigger = Field(UncertainTrigger(), description="when the uncertain trigger keeps a "
+                                                                         "clip (the model unsure for a while)")
     pre_s: Annotated[float, Field(ge=0, le=60)] = Field(2.0, description="seconds kept before the trigger")
     post_s: Annotated[float, Field(ge=0, le=60)] = Field(2.0, description="seconds kept after it ends")
     max_s: Annotated[float, Field(gt=0, le=600)] = Field(20.0, description="longest clip (seconds); a longer "
@@ -240,18 +258,23 @@ class ClipsConfig(Strict):
 
 class Config(Strict):
     model: str = Field("default", description="a bundle name ('default') or folder")
-    engine: EngineConfig = EngineConfig()
-    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=64)]
-    events: EventsConfig = EventsConfig()
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")], max_length=64)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    engine: EngineConfig = Field(EngineConfig(), description="the inference engine and its device")
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=64, description="the video sources "
+                                                                                          "(1 to 64)")]
+    events: EventsConfig = Field(EventsConfig(), description="how scores become start/end events (defaults "
+                                                             "suit the model's decision rate)")
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")], max_length=64,
+                                    description="where events go (default: stdout)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="the log's level "
+                                                                    "(-q / -v on the command line win)")
     status_interval_s: NonNegFloat = Field(300.0, description="log a status line this often (0: never)")
     state_dir: str | None = Field(None, description="where the event journal, the sinks' cursors and status.json "
                                                     "live (default: systemd's StateDirectory, $STATE_DIRECTORY; "
                                                     "outside systemd $XDG_STATE_HOME/edge-tsm, else "
                                                     "~/.local/state/edge-tsm)")
-    journal: JournalConfig = JournalConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    journal: JournalConfig = Field(JournalConfig(), description="the event journal in state_dir (durable "
+                                                                "sinks resume from it)")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="status.json, Prometheus textfile and endpoint")
     clips: ClipsConfig | None = Field(None, description="keep field clips for annotation (off unless given)")
 
     @model_validator(mode="after")

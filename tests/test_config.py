@@ -115,6 +115,29 @@ def test_schema_is_json_and_describes_fields(capsys):
     assert "V4L2 index" in text  # field descriptions travel with the schema
 
 
+def _undescribed(node, where: str = "") -> list[str]:
+    """Every property in a JSON schema (top level, $defs, nested and inline objects) without a description."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, prop in (node.get("properties") or {}).items():
+            if not (isinstance(prop, dict) and prop.get("description", "").strip()):
+                out.append(f"{where}.{key}")
+        for key, sub in node.items():
+            out += _undescribed(sub, f"{where}.{key}" if key != "properties" else where)
+    elif isinstance(node, list):
+        for sub in node:
+            out += _undescribed(sub, where)
+    return out
+
+
+def test_every_key_of_the_schema_has_a_description(capsys):
+    assert main(["config", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"StdoutSinkConfig", "JournalConfig", "ClassThresholds"} <= set(schema["$defs"])  # sinks, nested ones
+    assert _undescribed(schema) == []
+    assert _undescribed({"properties": {"a": {"type": "string"}, "b": {"description": "x"}}}) == [".a"]
+
+
 def test_cli_exit_codes(tmp_path, capsys):
     assert main(["check", "--config", str(tmp_path / "nope.yaml")]) == EX_NOINPUT
     bad = tmp_path / "bad.yaml"
