@@ -49,7 +49,7 @@ DEFAULT_CONFIG_TEXT = """\
 # edge-tsm configuration (edge-tsm config --schema lists every key; edge-tsm check validates this file).
 # Readable by the service through the edge-tsm group (mode 0640 root:edge-tsm); keep it so after editing.
 model: default                  # the embedded model, or a bundle folder
-engine: {type: onnxruntime, device: CPU, threads: 2}
+engine: {type: onnxruntime, device: CPU}   # threads unset: 1 on CPU, the other cores left to the cameras
 cameras:
   - {name: cam0, source: /dev/video0, width: 640, height: 480, fps: 30, fourcc: MJPG}
 sinks:

@@ -106,6 +106,8 @@ def test_install_service_writes_unit_dropins_and_a_valid_config(tmp_path, capsys
     assert (root / "etc/udev/rules.d/99-edge-tsm-gpio.rules").read_text().count('GROUP="gpio"') == 1
     cfg = root / "etc/edge-tsm/config.yaml"
     assert load_config(cfg).cameras[0].source == "/dev/video0"
+    engine = load_config(cfg).engine  # the documented default (1 thread on CPU) applies: no threads written
+    assert engine.threads is None and "threads:" not in cfg.read_text().split("engine:")[1].split("#")[0]
     cfg.write_text(cfg.read_text() + "# edited by the user\n")
     assert main(["install-service", "--root", str(root)]) == 0  # a second run keeps the user's config
     assert cfg.read_text().endswith("# edited by the user\n")
