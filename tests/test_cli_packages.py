@@ -4,6 +4,7 @@ command is train, export, quantize or a configuration's sink; a unix sink ``grou
 is a configuration error (78)."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 
@@ -21,8 +22,10 @@ TORCH_MODULES = ("edge.models.recipe", "edge.models.export", "edge.models.train"
 @pytest.fixture
 def no_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ModuleNotFoundError (name 'torch')
+    package = importlib.import_module("edge.models")
     for name in TORCH_MODULES:  # imported by an earlier test: import them afresh, and fail
         monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.delattr(package, name.rsplit(".", 1)[1], raising=False)  # `from edge.models import x` reads it
 
 
 @pytest.mark.parametrize("argv", [["train", "--recipe", "default", "--out", "x"],
