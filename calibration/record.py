@@ -26,8 +26,11 @@ def quantization_block(report: dict[str, Any], guard: dict[str, Any] | None, def
                              "calibration_agreement": report["calibration_agreement"], "size_mb": report["mb"],
                              "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if guard is not None:
+        from edge.bench import machine
+        m = machine()  # INT8 kernels differ by CPU family (VNNI or not): the guard holds for the one it ran on
         block["guard"] = {"data": guard["data"], "split": guard["split"], "max_drop_points": guard["max_drop_points"],
                           "min_agreement": guard["min_agreement"], "passed": guard["passed"],
+                          "cpu": m["cpu"], "arch": m["arch"], "isa": m["isa"],
                           "engines": {e: {k: r[k] for k in ("n", "agreement", "fp32", "int8", "drop_points")}
                                       for e, r in guard["engines"].items()}}
     block["default"] = default
@@ -73,7 +76,10 @@ def card_section(block: dict[str, Any]) -> str:
              f"the calibration frames {block['calibration_agreement']['top1_agreement']:.4f}."]
     g = block.get("guard")
     if g:
-        lines += ["", f"Held out: `{g['data']}`, clip = argmax of the mean softmax, through the runtime engines.", "",
+        cpu = f" Measured on {g['cpu']} ({g.get('arch', '?')}; {', '.join(g['isa']) or 'no vector ISA listed'})." \
+            if "cpu" in g else ""
+        lines += ["", f"Held out: `{g['data']}`, clip = argmax of the mean softmax, through the runtime engines.{cpu}",
+                  "",
                   "| engine | clips | top-1 agreement | accuracy FP32 | accuracy INT8 | drop (points) | macro-F1 FP32 "
                   "| macro-F1 INT8 |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {e} | {r['n']} | {r['agreement']:.4f} | {r['fp32']['accuracy']:.4f} "
