@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from edge.errors import InputError
-from edge.paths import path_error, show_path
+from edge.paths import default_folder, path_error, show_path
 from edge.util import atomic_write
 
 
@@ -33,18 +33,12 @@ def cache_folder(configured: str | Path | None = None) -> tuple[Path, str]:
     """
     if configured:
         return Path(configured), "engine.cache_dir"
-    env = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
-    if env:
-        return Path(env), "$CACHE_DIRECTORY"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
-        return Path(xdg) / "edge-tsm", "$XDG_CACHE_HOME/edge-tsm"
-    try:
-        home = Path.home()
-    except (KeyError, RuntimeError):
+    found = default_folder("CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache")
+    if found is None:
         raise InputError("cache folder: no engine.cache_dir, no $CACHE_DIRECTORY and no home folder to keep "
-                         "~/.cache/edge-tsm in; set engine.cache_dir") from None
-    return home / ".cache" / "edge-tsm", "~/.cache/edge-tsm"
+                         "~/.cache/edge-tsm in; set engine.cache_dir")
+    folder, kind = found
+    return folder, {"systemd": "$CACHE_DIRECTORY", "xdg": "$XDG_CACHE_HOME/edge-tsm", "home": "~/.cache/edge-tsm"}[kind]
 
 
 def label(folder: str | Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +167,22 @@ def library_path(path: str | Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
+
+
+def default_folder(systemd_env: str, xdg_env: str, home_rel: str) -> tuple[Path, str] | None:
+    """The folder systemd gives (``$<systemd_env>``, its first entry), else ``$<xdg_env>/edge-tsm`` (an absolute
+    value only, as the XDG spec says), else ``~/<home_rel>/edge-tsm``; with which one it was ('systemd', 'xdg',
+    'home'). None when there is no home folder either. The state and the cache folder are both found so."""
+    systemd = os.environ.get(systemd_env, "").split(":")[0]
+    if systemd:
+        return Path(systemd), "systemd"
+    xdg = os.environ.get(xdg_env, "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "edge-tsm", "xdg"
+    home = os.environ.get("HOME", "")
+    if not home:
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            home = ""
+    return (Path(home) / home_rel / "edge-tsm", "home") if home else None

@@ -23,7 +23,6 @@ import errno
 import fcntl
 import logging
 import os
-import pwd
 import stat
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import BusyError, ConfigError, InputError, StateError
-from edge.paths import show_path
+from edge.paths import default_folder, show_path
 
 if TYPE_CHECKING:
     from edge.config import Config
@@ -170,22 +169,14 @@ def locate_state_dir(configured: str | None) -> tuple[Path, str]:
     """
     if configured:
         return Path(configured), "the config's state_dir"
-    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd), "systemd's StateDirectory ($STATE_DIRECTORY)"
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    if os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
-        return Path(xdg) / "edge-tsm", "the per-user default ($XDG_STATE_HOME/edge-tsm)"
-    home = os.environ.get("HOME", "")
-    if not home:
-        try:
-            home = pwd.getpwuid(os.getuid()).pw_dir
-        except KeyError:
-            home = ""
-    if not home:
+    found = default_folder("STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state")
+    if found is None:
         raise ConfigError("state_dir: not set, and neither $STATE_DIRECTORY, $XDG_STATE_HOME nor a home folder "
                           "is there to default to; give state_dir a writable folder")
-    return Path(home) / ".local" / "state" / "edge-tsm", "the per-user default (~/.local/state/edge-tsm)"
+    folder, kind = found
+    return folder, {"systemd": "systemd's StateDirectory ($STATE_DIRECTORY)",
+                    "xdg": "the per-user default ($XDG_STATE_HOME/edge-tsm)",
+                    "home": "the per-user default (~/.local/state/edge-tsm)"}[kind]
 
 
 def state_dir(cfg: Config) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,6 @@ import pytest
 from test_journal import appended, ev, lines
 
 import edge.journal as journal_mod
-import edge.state as state_mod
 from edge.config import Config
 from edge.errors import ConfigError, InputError
 from edge.journal import Journal, MemoryJournal, locate_state_dir, open_journal, state_dir
@@ -232,7 +232,7 @@ def test_state_dir_resolution(env, tmp_path):
 
 def test_state_dir_without_any_home_is_a_config_error(env, monkeypatch):
     env.setenv("HOME", "")
-    monkeypatch.setattr(state_mod.pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
     with pytest.raises(ConfigError, match="state_dir: not set") as e:
         state_dir(cfg())
     assert e.value.exit_code == 78
