@@ -203,12 +203,15 @@ def test_a_non_regular_file_named_like_a_segment_is_moved_aside_unopened(tmp_pat
 
 def test_the_writer_never_writes_through_a_symlink_planted_at_a_segment_name(tmp_path, caplog):
     """A link planted after the open (recover moves those present at open aside) at the next segment's name:
-    the write fails (reported, the events still committed for the sinks), the link's target is untouched."""
+    the write fails (reported, the events still committed for the sinks), the link's target is untouched.
+    Links at both names: the two events may come in one batch (one segment, events-1) or in two (the writer
+    opens a fresh segment named after the next seq, events-2, after a failed one)."""
     outside = tmp_path / "outside"
     outside.write_bytes(b"precious\n")
     folder = tmp_path / "journal"
     j = Journal(folder)
-    os.symlink(outside, folder / "events-000000000001.jsonl")
+    for seq in (1, 2):
+        os.symlink(outside, folder / f"events-{seq:012d}.jsonl")
     assert appended(j, 2) == [1, 2]
     j.close()
     assert outside.read_bytes() == b"precious\n" and j.stats.failed == 2 and "cannot append" in caplog.text
