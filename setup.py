@@ -43,7 +43,9 @@ setup(
         "gpio": ["gpiod>=2.1"],
         "mqtt": ["paho-mqtt>=2.0"],
         # gpiod: the GPIO adapter's tests; paho-mqtt: the MQTT sink's tests (against Debian's mosquitto)
-        "dev": ["pytest>=7.4", "ruff>=0.17,<0.18", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1", "paho-mqtt>=2.0"],
+        "dev": ["pytest>=7.4", "ruff>=0.17,<0.18", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1", "paho-mqtt>=2.0",
+                # the studio's browser tests drive Debian's chromium (never a downloaded browser)
+                "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["edge-tsm = edge.cli:main"]},
     classifiers=[
