@@ -182,6 +182,16 @@ def cmd_classify(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teach(a: argparse.Namespace) -> int:
+    from edge.teach.cli import run
+    return run(a)
+
+
+def cmd_studio(a: argparse.Namespace) -> int:
+    from edge.studio.server import serve
+    return serve(a)
+
+
 def cmd_eval_events(a: argparse.Namespace) -> int:
     from edge.evalevents import evaluate_events, format_report
     model, events, where = a.model, None, "config"

@@ -246,6 +246,37 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--plot", help="write the confusion matrix as a PNG")
     ev.set_defaults(func="cmd_eval")
+
+    so = sub.add_parser("studio", help="the local web app: review field clips, label, teach, evaluate, watch live "
+                                       "(needs [studio])",
+                        description="Serves one page at the printed URL (with its token). Binds 127.0.0.1 unless "
+                                    "--host says otherwise; off loopback every request needs the token.")
+    so.add_argument("--data", help="dataset ROOT/<label>/* (labelled clips are exported here; teach reads it)")
+    so.add_argument("--spool", help="the daemon's field clips (clips.dir): the review queue")
+    so.add_argument("--recordings", help="folder of recordings; segments of X.avi are saved in X.csv beside it")
+    so.add_argument("--model", help="bundle for scores, live and teach's base (default: the config's, else default)")
+    so.add_argument("--config", help="a daemon config: its events: settings (saved back from the live page), "
+                                     "engine, model and cameras")
+    so.add_argument("--work", help="the studio's own files: spool labels CSV, taught bundles (default DATA/.studio)")
+    so.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    so.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one, printed)")
+    so.set_defaults(func="cmd_studio")
+
+    te = sub.add_parser("teach", help="a new bundle from a handful of labelled clips, on the device (no torch)",
+                        description="Exit codes: 65 bad clips or base bundle, 66 missing input, 69 no engine, "
+                                    "73 the output folder exists.")
+    te.add_argument("--base", default="default", help="online bundle whose features are used (default: default)")
+    te.add_argument("--data", required=True, help="clips ROOT/<label>/*.mp4 (ROOT/background/: optional negatives)")
+    te.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
+    te.add_argument("--name", help="bundle name (default: the output folder's name)")
+    te.add_argument("--engine", choices=["onnxruntime", "openvino"], help="default: the first installed")
+    te.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")
+    te.add_argument("--frames", type=int, default=4, help="frames the head sees at once (default 4)")
+    te.add_argument("--augment", type=int, default=1, help="augmented passes per clip (default 1)")
+    te.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster; no figures)")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    te.set_defaults(func="cmd_teach")
     return p
 
 
