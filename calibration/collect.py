@@ -268,7 +268,7 @@ def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: 
         UsageError: ``per_class`` < 1 or a negative seed.
         InputError: the output folder is unusable.
     """
-    from edge.data.synth import CLASSES, GENERATOR_VERSION, render_clip
+    from edge.data.synth import CLASSES, render_clip
     if per_class < 1 or seed < 0 or max_frames < 1:
         raise UsageError(f"--per-class {per_class} / --seed {seed} / --max-frames {max_frames}: expected >= 1, "
                          ">= 0, >= 1")
@@ -290,7 +290,7 @@ def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: 
         nbytes += size
         frames += len(clip)
     summary = _summary(root, bundle, refs, nbytes, {"kind": "synth", "seed": seed, "per_class": per_class,
-                                                    "generator": GENERATOR_VERSION, **SYNTH,
+                                                    "generator": 4, **SYNTH,  # render_clip's default
                                                     "size": list(SYNTH["size"])})
     write_manifest(root, graph_fps(bundle), refs, summary)
     logger.info("calibration set %s: %d rendered clips, %d frames (seed %d)", root, len(refs), frames, seed)

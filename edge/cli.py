@@ -29,10 +29,15 @@ def _setup_logging(verbose: int) -> None:
 
 # --- dataset ---------------------------------------------------------------------------------------
 def cmd_dataset_synth(a: argparse.Namespace) -> int:
-    from edge.data.synth import generate_dataset
+    from edge.data.synth import generate_dataset, resolve_classes
+    from edge.errors import DataError
     size = _parse_size(a.size, "--size")
+    try:
+        classes = resolve_classes(a.classes, generator=a.generator)
+    except DataError as e:
+        raise UsageError(f"dataset synth --classes: {e}") from None
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
-                               progress=not a.quiet)
+                               progress=not a.quiet, classes=classes, generator=a.generator)
     print(json.dumps(summary))
     return 0
 

@@ -21,13 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("dataset", help="make datasets in the ROOT/<label>/*.mp4 layout")
     dsub = ds.add_subparsers(dest="dataset_verb", metavar="KIND")
-    sy = dsub.add_parser("synth", help="procedural motion clips (9 classes told apart only over time)")
+    sy = dsub.add_parser("synth", help="procedural motion clips told apart only over time (the nine classes; "
+                                         "--classes for more)")
     sy.add_argument("--out", required=True, help="dataset folder to write")
     sy.add_argument("--per-class", type=int, default=100, help="clips per class (default 100)")
     sy.add_argument("--seed", type=int, default=0, help="random seed; another seed gives a held-out split")
     sy.add_argument("--size", default="160x120", help="frame size WIDTHxHEIGHT (default 160x120)")
     sy.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     sy.add_argument("--fps", type=float, default=15.0, help="frame rate written to the files (default 15)")
+    sy.add_argument("--classes", help="comma-separated class names and sets: default (the nine), extra (diagonal "
+                                       "swipes, shake, wave, approach_and_leave, tilt_left/right), all; e.g. "
+                                       "no_motion,extra (default: default). See docs/dataset.md")
+    sy.add_argument("--generator", type=int, choices=[4, 5], default=5,
+                    help="5 (default): scenes with photographs, arms, distractors, slow motions, tilts in depth; "
+                         "4: the embedded model's data (its card's held-out set is --generator 4 --seed 1)")
     sy.set_defaults(func="cmd_dataset_synth")
     sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG) and its start,end,label "
                                                  "annotations: to try the field loop without a camera")

@@ -1,4 +1,4 @@
-"""Tests of the procedural motion-clip generator (edge.data.synth).
+"""Tests of the procedural motion-clip generator (edge.data.synth), generator 4 (generator 5: test_synth_v5.py).
 
 The motion checks measure the rendered pixels after undoing the camera shake (a zero-mean
 nuisance the generator reports in its parameters): swipes follow the centroid of what differs from
@@ -193,17 +193,18 @@ def _read(path):
 
 def test_generate_dataset(tmp_path):
     size, frames = (64, 48), 8
-    s1 = generate_dataset(tmp_path / "a", per_class=1, seed=3, size=size, frames=frames, fps=10.0)
+    s1 = generate_dataset(tmp_path / "a", per_class=1, seed=3, size=size, frames=frames, fps=10.0, generator=4)
     assert s1 == {"root": str(tmp_path / "a"), "labels": list(CLASSES), "per_class": 1, "seed": 3,
-                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": GENERATOR_VERSION,
+                  "clips": 9, "frames": 8, "size": [64, 48], "fps": 10.0, "generator": 4,
                   "difficulty": None}
+    assert GENERATOR_VERSION == 5  # the default of generate_dataset; generator 4 stays reproducible
     assert json.loads((tmp_path / "a" / "synth.json").read_text()) == s1
     assert (tmp_path / "a" / "labels.txt").read_text().split() == list(CLASSES)
     for label in CLASSES:
         video = _read(tmp_path / "a" / label / f"{label}_s3_00000.mp4")
         assert video.shape == (frames, 48, 64, 3)
     # Same seed, more clips per class: clip 0 decodes to the same frames (independent of per_class).
-    generate_dataset(tmp_path / "b", per_class=2, seed=3, size=size, frames=frames, fps=10.0)
+    generate_dataset(tmp_path / "b", per_class=2, seed=3, size=size, frames=frames, fps=10.0, generator=4)
     name = "swipe_up/swipe_up_s3_00000.mp4"
     assert np.array_equal(_read(tmp_path / "a" / name), _read(tmp_path / "b" / name))
     assert (tmp_path / "b" / "swipe_up" / "swipe_up_s3_00001.mp4").is_file()

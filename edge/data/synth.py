@@ -24,15 +24,15 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from edge.data.synth_classes import ALL_CLASSES, CLASS_SETS, CLASSES, EXTRA_CLASSES, resolve_classes
 from edge.errors import DataError, InputError
 
 logger = logging.getLogger(__name__)
 
-CLASSES: tuple[str, ...] = (
-    "no_motion", "swipe_left", "swipe_right", "swipe_up", "swipe_down",
-    "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw",
-)
-GENERATOR_VERSION = 4  # bump when the clips a seed gives change
+__all__ = ["ALL_CLASSES", "CLASS_SETS", "CLASSES", "EXTRA_CLASSES", "GENERATORS", "GENERATOR_VERSION",
+           "generate_dataset", "render_clip", "resolve_classes"]
+GENERATOR_VERSION = 5  # the newest (dataset synth's default); bump when the clips a seed gives change
+GENERATORS = (4, 5)    # 4: one object over a procedural background (this module); 5: scenes (synth_scene)
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "polygon", "star", "blob", "hand")
 OBJ_TEXTURES = ("flat", "noise", "stripes", "checker", "gradient")
 BG_TEXTURES = ("noise", "blurred_noise", "gradient", "stripes", "rects", "checker")
@@ -292,8 +292,13 @@ def _blend(frame: np.ndarray, sprite: np.ndarray, m: np.ndarray) -> None:
 
 def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (160, 120),
                 frames: int = 24, *, difficulty: float | None = None,
-                return_params: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
+                return_params: bool = False, generator: int = 4) -> np.ndarray | tuple[np.ndarray, dict]:
     """Render one clip of class ``label``: ``frames x H x W x 3`` uint8 BGR (``size`` is (W, H)).
+
+    ``generator`` 4 (the default here: what the demo, the synthetic camera, the bench and the default
+    model's calibration set render, byte for byte as before generator 5) draws one object over a
+    procedural background and knows the nine ``CLASSES``; 5 (:mod:`edge.data.synth_scene`) draws a
+    scene (photographs, an arm, distractors, tilts in depth, slow motions...) and knows ``ALL_CLASSES``.
 
     With ``return_params`` also return the per-frame parameters: ``cx, cy, size, angle`` of the
     object (centre without shake, diameter in pixels, degrees with positive = counter-clockwise
@@ -302,13 +307,19 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
     sensor noise, JPEG); ``None`` draws it uniformly per clip, so a dataset mixes plain scenes that
     make the motion easy to discover with cluttered ones.
     Raises:
-        DataError: unknown label, fewer than 2 frames or a frame smaller than 16 x 16.
+        DataError: unknown generator or label, fewer than 2 frames or a frame smaller than 16 x 16.
     """
-    if label not in CLASSES:
-        raise DataError(f"unknown synthetic class {label!r} (known: {', '.join(CLASSES)})")
+    if generator not in GENERATORS:
+        raise DataError(f"synthetic generator {generator!r} is unknown (known: {', '.join(map(str, GENERATORS))})")
+    known = CLASSES if generator == 4 else ALL_CLASSES
+    if label not in known:
+        raise DataError(f"unknown synthetic class {label!r} for generator {generator} (known: {', '.join(known)})")
     w, h = int(size[0]), int(size[1])
     if frames < 2 or w < 16 or h < 16:
         raise DataError(f"synthetic clip needs >= 2 frames of >= 16x16 pixels, got {frames} of {w}x{h}")
+    if generator == 5:
+        from edge.data.synth_scene import render_clip_v5
+        return render_clip_v5(label, rng, (w, h), int(frames), difficulty, return_params)
     n = int(frames)
     d = float(rng.uniform(0, 1)) if difficulty is None else float(np.clip(difficulty, 0, 1))
     bg = _background(rng, w, h, d)
@@ -358,31 +369,40 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
 
 def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int, int] = (160, 120),
                      frames: int = 24, fps: float = 15.0, progress: bool = False,
-                     difficulty: float | None = None) -> dict:
+                     difficulty: float | None = None, *, classes: str | list[str] | None = None,
+                     generator: int = GENERATOR_VERSION) -> dict:
     """Write ``per_class`` clips of every class as ``out/<label>/<label>_s<seed>_<i:05d>.mp4``
     (mp4v), plus ``out/labels.txt`` and ``out/synth.json`` (the returned summary).
 
-    Clip ``i`` of class ``k`` is rendered from ``np.random.default_rng([seed, k, i])``: the same
-    seed gives the same clips, whatever ``per_class``. Existing files are overwritten.
+    ``classes``: names and sets as :func:`resolve_classes` takes them (default: the nine ``CLASSES``);
+    ``generator``: 5 (default) or 4 (the embedded model's data: ``generator=4, seed=1`` is its card's
+    held-out set). Clip ``i`` of class ``label`` is rendered from
+    ``np.random.default_rng([seed, ALL_CLASSES.index(label), i])``: the same seed gives the same clips,
+    whatever ``per_class`` and whichever classes are generated with it. Existing files are overwritten.
     Raises:
-        DataError: ``per_class`` < 1 or a negative seed.
+        DataError: ``per_class`` < 1, a negative seed, an unknown generator or class.
         InputError: a folder cannot be created or a video file cannot be opened for writing.
     """
     if per_class < 1:
         raise DataError(f"per_class must be >= 1, got {per_class}")
     if seed < 0:
         raise DataError(f"seed must be >= 0, got {seed}")
+    if generator not in GENERATORS:
+        raise DataError(f"synthetic generator {generator!r} is unknown (known: {', '.join(map(str, GENERATORS))})")
+    labels = resolve_classes(classes, generator=generator)
     root = Path(out)
     w, h = int(size[0]), int(size[1])
     fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-    for k, label in enumerate(CLASSES):
+    for label in labels:
+        k = ALL_CLASSES.index(label)
         folder = root / label
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create {folder}: {e}") from None
         for i in range(per_class):
-            clip = render_clip(label, np.random.default_rng([seed, k, i]), (w, h), frames, difficulty=difficulty)
+            clip = render_clip(label, np.random.default_rng([seed, k, i]), (w, h), frames, difficulty=difficulty,
+                               generator=generator)
             path = folder / f"{label}_s{seed}_{i:05d}.mp4"
             writer = cv2.VideoWriter(str(path), fourcc, float(fps), (w, h))
             if not writer.isOpened():
@@ -394,10 +414,13 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
                 writer.release()
         if progress:
             print(f"synth: {label}: {per_class} clips", file=sys.stderr, flush=True)
-    (root / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
-    summary = {"root": str(root), "labels": list(CLASSES), "per_class": int(per_class), "seed": int(seed),
-               "clips": len(CLASSES) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
-               "generator": GENERATOR_VERSION, "difficulty": difficulty}
+    (root / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
+    summary = {"root": str(root), "labels": list(labels), "per_class": int(per_class), "seed": int(seed),
+               "clips": len(labels) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
+               "generator": int(generator), "difficulty": difficulty}
+    if generator >= 5:
+        from edge.data.textures import photos
+        summary["photos"] = [name for name, _ in photos()]  # empty: procedural textures only (no scikit-image)
     (root / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %d synthetic clips to %s", summary["clips"], root)
     return summary
