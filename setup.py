@@ -35,7 +35,10 @@ setup(
         # must not be replaced by the CPU wheel.
         "onnxruntime": ["onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],
-        "train": ["torch==2.13.0", "onnxscript>=0.1", "tqdm>=4.60"],
+        # scikit-image: the photographs generator 5 textures with (the sample images inside its wheel)
+        "train": ["torch==2.13.0", "onnxscript>=0.1", "tqdm>=4.60", "scikit-image>=0.22"],
+        # edge-tsm dataset synth with photographs, without the PyTorch toolchain
+        "synth": ["scikit-image>=0.22"],
         # edge-tsm calibrate / quantize: onnxruntime.quantization (also on the device; no torch)
         "quantize": ["onnxruntime>=1.17", "tqdm>=4.60", "sympy>=1.12"],
         # libgpiod v2 bindings. On a Jetson the sink can use Jetson.GPIO instead (JetPack's, or
