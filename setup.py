@@ -17,11 +17,12 @@ setup(
     python_requires=">=3.10",
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
     packages=["edge", "edge.backends", "edge.bench", "edge.capture", "edge.data", "edge.sinks", "edge.models",
-              "edge.calibration", "edge.systemd"],
+              "edge.calibration", "edge.systemd", "edge.studio"],
     package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration", "edge.systemd": "systemd"},
     package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",
                                    "presets/*.txt"],
-                  "edge.systemd": ["*.service", "*.conf", "*.rules"]},
+                  "edge.systemd": ["*.service", "*.conf", "*.rules"],
+                  "edge.studio": ["API.md", "static/*.html", "static/*.css", "static/js/*.js"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
@@ -45,10 +46,14 @@ setup(
         # pip install Jetson.GPIO there): not listed, it cannot be installed or imported elsewhere.
         "gpio": ["gpiod>=2.1"],
         "mqtt": ["paho-mqtt>=2.0"],
+        # edge-tsm studio: the local web app (Starlette + uvicorn; the runtime install does not grow)
+        "studio": ["starlette>=0.40", "uvicorn>=0.30"],
         # gpiod: the GPIO adapter's tests; paho-mqtt: the MQTT sink's tests (against Debian's mosquitto)
         "dev": ["pytest>=7.4", "ruff>=0.17,<0.18", "hypothesis>=6.90", "tqdm>=4.60", "gpiod>=2.1", "paho-mqtt>=2.0",
                 # the studio's browser tests drive Debian's chromium (never a downloaded browser)
-                "playwright>=1.40"],
+                "playwright>=1.40",
+                # the studio's API tests (Starlette's TestClient needs httpx)
+                "starlette>=0.40", "uvicorn>=0.30", "httpx>=0.27"],
     },
     entry_points={"console_scripts": ["edge-tsm = edge.cli:main"]},
     classifiers=[
