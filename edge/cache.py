@@ -94,8 +94,9 @@ def read_private(path: Path, limit: int = 1 << 31) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit + 1)
+        with os.fdopen(os.dup(fd), "rb") as f:  # read(n) allocates n bytes first: ask for the size, not the limit
+            data = f.read(st.st_size + 1)
+        return data if len(data) <= limit else None
     except OSError:
         return None
     finally:

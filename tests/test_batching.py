@@ -175,3 +175,21 @@ def test_check_refuses_a_shared_cache_folder_in_one_line(graphs, tmp_path, capsy
     shared.chmod(0o700)
     assert main(["-q", "check", "--config", str(tmp_path / "c.yaml")]) == 0
     assert [p.name.endswith((".onnx", ".sha256")) for p in shared.iterdir()] == [True, True]
+
+
+def test_reading_a_cached_graph_allocates_its_size_not_the_limit(tmp_path):
+    """read_private once asked for limit + 1 bytes (2 GiB) per read: Python allocates that first, which a small
+    device (or strict overcommit) refuses. It now asks for the file's size."""
+    import tracemalloc
+
+    from edge.cache import read_private
+    path = tmp_path / "graph.onnx"
+    path.write_bytes(b"x" * 100_000)
+    tracemalloc.start()
+    try:
+        data = read_private(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data == b"x" * 100_000 and peak < 10_000_000
+    assert read_private(path, limit=99_999) is None  # over the limit: refused, as before
