@@ -23,6 +23,7 @@ import numpy as np
 from edge.backends import create_backend
 from edge.bundle import load_bundle, validate_graph
 from edge.classifier import OnlineClassifier
+from edge.cpu import isa_text, machine
 from edge.data.dataset import load_dataset
 from edge.errors import DataError, InputError
 
@@ -67,6 +68,8 @@ def evaluate(model_ref: str | Path, data_root: str | Path, *, engine: str = "onn
     result.update({"engine": engine, "device": device_used, "precision": prec, "precision_note": note,
                    "model": bundle.name, "bundle": str(bundle.root), "data": str(data_root), "split": split,
                    "frames": frames})
+    m = machine()  # INT8 figures depend on the CPU family (VNNI or not, ARM): a result names the one it ran on
+    result["machine"] = {k: m[k] for k in ("cpu", "arch", "isa")}
     logger.info("eval %s (%s) on %s with %s: accuracy %.4f, macro-F1 %.4f over %d clips", bundle.name, prec,
                 data_root, engine, result["accuracy"], result["macro_f1"], result["n"])
     return result
@@ -165,8 +168,9 @@ def format_report(result: dict[str, Any]) -> str:
     aw = max([len("abbr")] + [len(a) for a in abbr])
     head = (f"model {result.get('model', '?')} ({result.get('precision', '?')}) on {result.get('engine', '?')}"
             f"/{result.get('device', '?')} ({result.get('precision_note', '?')}), {result['n']} clips")
-    lines = [head, f"accuracy  {result['accuracy']:.4f}", f"macro-F1  {result['macro_f1']:.4f}", "",
-             f"{'label':<{lw}}  {'abbr':<{aw}}  precision  recall      f1  support"]
+    lines = [head] + ([f"cpu       {isa_text(result['machine'])}"] if result.get("machine") else [])
+    lines += [f"accuracy  {result['accuracy']:.4f}", f"macro-F1  {result['macro_f1']:.4f}", "",
+              f"{'label':<{lw}}  {'abbr':<{aw}}  precision  recall      f1  support"]
     for lab, a in zip(labels, abbr, strict=False):
         pc = result["per_class"][lab]
         lines.append(f"{lab:<{lw}}  {a:<{aw}}  {pc['precision']:9.4f}  {pc['recall']:6.4f}  {pc['f1']:6.4f}  "

@@ -20,6 +20,7 @@ from edge.bench.kit import DecodeStage, find_streams, rate_copy, write_clip
 from edge.bench.nullsink import NullSink
 from edge.bundle import load_bundle
 from edge.cli import main
+from edge.cpu import isa_text, machine
 from edge.events import Event
 
 NUMBER_KEYS = ("preprocess_ms", "decode_ms", "pipeline_cpu_ms_per_frame", "overhead_ratio")
@@ -90,6 +91,14 @@ def test_tiny_bench_json_figures_hold_together(tmp_path_factory, capsys):
     assert res["decode_scale"] == 8 and _number(res["decode_full_ms"])  # a 16x16 input: 80x60 is plenty
     table = format_table(res)
     assert "whole pipeline" in table and "overhead_ratio" in table and "int8/fp32" in table
+    # the torch row is there, saying why it has no figures (--tiny leaves it out), not silently dropped
+    assert res["torch"]["note"].startswith("skipped: --tiny")
+    torch_row = [ln for ln in table.splitlines() if ln.startswith("PyTorch eager")]
+    assert len(torch_row) == 1 and "skipped: --tiny leaves it out" in torch_row[0]
+    assert res["machine"]["isa"] == machine()["isa"] and isa_text(machine()) in table.splitlines()[0]
+    # a torch that is not installed says so in the same row
+    res["torch"] = {"note": "torch is not installed (torch): pip install 'edge-tsm[train]'"}
+    assert "skipped: torch is not installed" in format_table(res)
 
 
 def test_the_decode_stage_is_the_daemons_file_source(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from tinymodel import LABELS, build_tiny_bundle
 
 from edge.backends import ENGINES, available_engines
+from edge.cpu import machine
 from edge.errors import DataError
 from edge.models.evaluate import abbreviations, evaluate, format_report, metrics_from_confusion, plot_confusion
 
@@ -53,6 +55,12 @@ def test_evaluate_on_real_videos(engine, data, bundle_dir):
     assert r["per_class"]["red"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
     text = format_report(r)
     assert "accuracy  1.0000" in text and "macro-F1  1.0000" in text and "red" in text
+    # the CPU it ran on (INT8 figures differ by ISA), as /proc/cpuinfo lists it, in the JSON and the text
+    m = machine()
+    assert r["machine"] == {"cpu": m["cpu"], "arch": m["arch"], "isa": m["isa"]}
+    assert f"cpu       {m['cpu']} ({m['arch']}; " in text
+    if Path("/proc/cpuinfo").is_file() and " avx2 " in Path("/proc/cpuinfo").read_text():
+        assert "avx2" in r["machine"]["isa"] and "avx2" in text
 
 
 @pytest.mark.skipif(len(available_engines()) < 2, reason="needs two engines")

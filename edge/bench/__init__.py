@@ -25,8 +25,6 @@ the daemon runs it. Not a test: a measurement; nothing here passes or fails.
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -59,6 +57,7 @@ from edge.bench.kit import (
 from edge.bundle import Bundle, load_bundle
 from edge.classifier import BatchStepper, OnlineClassifier
 from edge.config import EngineConfig
+from edge.cpu import isa_text, machine  # machine also as edge.bench.machine (quantize's guard record reads it there)
 from edge.errors import DeviceError, UsageError
 from edge.pipeline import Pipeline
 from edge.preprocess import Preprocessor, frame_need
@@ -84,6 +83,7 @@ class BenchOptions:
     model_rate: bool = False
     int8_from_calib: str | None = None   # 'synth' or a calibration set folder: quantize a copy if no int8
     torch: bool = True
+    torch_skip: str = "--no-torch"       # why the PyTorch-eager row is left out when torch is False
     daemon: bool = True
     daemon_engines: int | None = None    # daemon runs for the first N engines only (None: all)
     clip_seconds: float = 18.0
@@ -94,7 +94,7 @@ class BenchOptions:
 def tiny_options(model: str, **kw: Any) -> BenchOptions:
     """A setting that finishes in seconds (CI): few rounds, short trials, at most 2 streams, one daemon engine."""
     base = dict(model=model, seconds=0.5, rounds=3, steps=4, max_streams=2, clip_seconds=3.0, warmup_s=0.3,
-                torch=False, daemon_engines=1)
+                torch=False, torch_skip="--tiny leaves it out (run without --tiny to measure it)", daemon_engines=1)
     base.update(kw)
     return BenchOptions(**base)
 
@@ -108,23 +108,6 @@ def _ratio(num: list[float], den: list[float]) -> float | None:
     the report shows."""
     d = statistics.median(den)
     return round(float(statistics.median(num) / d), 3) if d > 0 else None
-
-
-def machine() -> dict[str, Any]:
-    """The CPU as /proc/cpuinfo names it, its core count, and the vector/matrix extensions INT8 kernels use."""
-    name, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "?":
-                name = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve") if f in flags]
-    return {"cpu": name, "cores": os.cpu_count(), "arch": platform.machine(), "isa": isa,
-            "python": platform.python_version()}
 
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
@@ -214,7 +197,8 @@ def _phase_rounds(opts: BenchOptions, bundle: Bundle, engines: list[str], precis
                     bv = _batched_variant(bundle, eng, prec, eng_threads, x, opts.batch, clfs)
                     if bv is not None:
                         variants.append(bv)
-        tv, torch_info = torch_variant(bundle, x, opts.threads) if opts.torch else (None, {"note": "skipped"})
+        tv, torch_info = (torch_variant(bundle, x, opts.threads) if opts.torch
+                          else (None, {"note": f"skipped: {opts.torch_skip}"}))
         if tv is not None:
             variants.append(tv)
         cam = [{"name": "file", "source": str(clip), "loop": True}]
@@ -332,7 +316,7 @@ def format_table(r: dict[str, Any]) -> str:
     """The result as a plain-text table (what ``edge-tsm bench`` prints without --json)."""
     h, w = r["input"]
     c = r["clip"]
-    lines = [f"edge-tsm bench: model {r['model']} {h}x{w}, {r['machine']['cpu']} ({r['machine']['cores']} cores), "
+    lines = [f"edge-tsm bench: model {r['model']} {h}x{w}, {isa_text(r['machine'])}, {r['machine']['cores']} cores, "
              f"threads {r['threads']}",
              f"clip {c['size'][0]}x{c['size'][1]} MJPG {c['fps']:g} fps ({c['kb_per_frame']} KB/frame); "
              f"{r['rounds']} interleaved rounds x {r['steps']} items; medians",
@@ -353,6 +337,10 @@ def format_table(r: dict[str, Any]) -> str:
         t = r["torch"]
         lines.append(f"{'PyTorch eager OnlineTSM (' + str(t['threads']) + ' threads)':<44} "
                      f"{r['torch_eager_ms']:8.3f} {t['cpu_ms']:8.3f}")
+    else:  # say so rather than drop the row: a reader compares against it
+        note = str(r.get("torch", {}).get("note", "not measured"))
+        lines.append(f"{'PyTorch eager OnlineTSM':<44} {'-':>8} {'-':>8}  "
+                     f"{note if note.startswith('skipped') else 'skipped: ' + note}")
     lines.append(f"{'whole pipeline (' + r['engines'][0] + ' ' + r['precision'] + ')':<44} "
                  f"{r['pipeline_wall_ms_per_frame']:8.3f} {r['pipeline_cpu_ms_per_frame']:8.3f}")
     ratios = [f"overhead_ratio {r['overhead_ratio']:.2f}"] if r["overhead_ratio"] is not None else []
