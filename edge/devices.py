@@ -71,7 +71,9 @@ def _formats(dev: str) -> dict[str, Any]:
         import cv2
     except ImportError:
         return {"error": "neither v4l2-ctl (apt install v4l-utils) nor OpenCV to read formats"}
-    cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
+    from edge.capture.opencv import opencv_quiet
+    with opencv_quiet():  # a node that is no capture device (a UVC metadata node): our words, not OpenCV's WARN
+        cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
     try:
         if not cap.isOpened():
             return {"error": "cannot open (busy, no permission, or not a capture node)"}

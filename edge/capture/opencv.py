@@ -5,11 +5,13 @@ tests can put a scripted V4L2 device behind the same calls the real driver gets.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,32 @@ def backends() -> dict[str, bool]:
         m = re.search(rf"^\s*{re.escape(name)}:\s*(\S+)", info, re.M)
         out[name] = bool(m) and m.group(1).upper() != "NO"
     return out
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = [0, None]  # open probes under way, OpenCV's log level before the first
+
+
+@contextlib.contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log silenced while a capture opens (a missing device printed ``[ WARN:0@0.4] global
+    cap.cpp:212 open VIDEOIO(V4L2): ...`` before our one line); kept with ``OPENCV_LOG_LEVEL`` set or at -vv.
+    The level is process-wide: concurrent opens share one save/restore."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None or "OPENCV_LOG_LEVEL" in os.environ or logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with _quiet_lock:
+        if _quiet_depth[0] == 0:
+            _quiet_depth[1] = log.setLogLevel(log.LOG_LEVEL_SILENT)
+        _quiet_depth[0] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth[0] -= 1
+            if _quiet_depth[0] == 0:
+                log.setLogLevel(_quiet_depth[1])
 
 
 def fourcc_text(value: float) -> str:
@@ -118,7 +146,8 @@ class OpenCVSource(Source):
     def open(self) -> None:
         self.close()
         try:
-            cap = self._create()
+            with opencv_quiet():  # a failure is our one line below, naming the camera
+                cap = self._create()
         except cv2.error as e:
             raise CaptureError(f"{self.where}: cannot open ({' '.join(str(e).split())})") from None
         if not cap.isOpened():
