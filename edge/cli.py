@@ -240,8 +240,15 @@ def cmd_check(a: argparse.Namespace) -> int:
     from edge.daemon import check
     cfg = load_config(a.config)
     p = check(cfg, f"config {a.config}")
+    selfcheck = ""
+    if a.int8_check:  # FP32 vs INT8 on this CPU; a departure is a WARNING line, not a failure
+        from edge.int8check import for_config
+        res = for_config(cfg, p.bundle)
+        if res is not None:
+            selfcheck = "; INT8 self-check " + ("passed" if res["passed"] else "WARNING (see above)")
     print(f"{a.config}: ok: model {p.bundle.name if p.bundle else cfg.model}, {len(cfg.cameras)} camera(s) "
-          f"({', '.join(c.name for c in cfg.cameras)}), {len(cfg.sinks)} sink(s), ready in {p.ready_s:.2f} s")
+          f"({', '.join(c.name for c in cfg.cameras)}), {len(cfg.sinks)} sink(s), ready in {p.ready_s:.2f} s"
+          f"{selfcheck}")
     return 0
 
 

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="validate the config, load the model, open cameras and sinks; "
                                       "exit 0 only if run would start")
     ck.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ck.add_argument("--no-int8-check", dest="int8_check", action="store_false",
+                    help="skip the INT8 self-check (FP32 vs INT8 on this CPU, a few seconds; run when the engine "
+                         "runs INT8)")
     ck.set_defaults(func="cmd_check")
 
     stt = sub.add_parser("status", help="how the running daemon does: cameras, inference, events, sink backlogs")
