@@ -58,8 +58,21 @@ def cmd_dataset_from_clips(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
-    from edge.demo import make_recording
-    rows = make_recording(a.out, a.annotations, segments=a.segments, seed=a.seed)
+    from edge.data.synth import resolve_classes
+    from edge.errors import DataError
+    try:
+        classes = resolve_classes(a.classes, generator=a.generator)
+    except DataError as e:
+        raise UsageError(f"dataset synth-recording --classes: {e}") from None
+    if a.generator == 4:
+        if a.classes:
+            raise UsageError("dataset synth-recording --generator 4 shows the eight motions of the nine classes: "
+                             "drop --classes")
+        from edge.demo import make_recording
+        rows = make_recording(a.out, a.annotations, segments=a.segments, seed=a.seed)
+    else:
+        from edge.data.synth_recording import make_recording as make_scene_recording
+        rows = make_scene_recording(a.out, a.annotations, segments=a.segments, seed=a.seed, classes=classes)
     print(json.dumps({"video": a.out, "annotations": a.annotations, "rows": len(rows),
                       "seconds": round(rows[-1].end_s, 2) if rows else 0.0}))
     return 0

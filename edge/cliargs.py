@@ -36,12 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="5 (default): scenes with photographs, arms, distractors, slow motions, tilts in depth; "
                          "4: the embedded model's data (its card's held-out set is --generator 4 --seed 1)")
     sy.set_defaults(func="cmd_dataset_synth")
-    sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG) and its start,end,label "
-                                                 "annotations: to try the field loop without a camera")
+    sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG, one continuous scene) and "
+                                                 "its start,end,label annotations: the field loop and eval-events "
+                                                 "without a camera")
     sr.add_argument("--out", required=True, help="the video to write (.avi)")
     sr.add_argument("--annotations", required=True, help="the CSV to write (start,end,label; stills as no_motion)")
     sr.add_argument("--segments", type=int, default=24, help="motions in it (default 24)")
     sr.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
+    sr.add_argument("--classes", help="the motions to show: class names and sets as dataset synth takes them "
+                                       "(default: the nine)")
+    sr.add_argument("--generator", type=int, choices=[4, 5], default=5,
+                    help="5 (default): one continuous scene, no cut; 4: a new generator-4 scene for each motion "
+                         "(the recordings made before generator 5)")
     sr.set_defaults(func="cmd_dataset_synth_recording")
     fc = dsub.add_parser("from-clips", help="reviewed field clips (the daemon's clips spool) -> a dataset")
     fc.add_argument("--spool", required=True, help="the daemon's clips folder (clips.dir)")

@@ -147,6 +147,12 @@ def test_continuous_start_and_no_room():
     assert (t["cx"][0], t["cy"][0], t["size"][0], t["angle"][0]) == (s.cx, s.cy, s.size, s.angle)
     with pytest.raises(NoRoom):
         trajectory("swipe_left", np.random.default_rng(1), W, H, 12, start=s)
+    mid = State(80, 60, 30, 10, 5, -5)
+    for label in ALL_CLASSES:  # from a given state, every motion starts exactly there (no jump)
+        for i in range(4):
+            t = trajectory(label, np.random.default_rng(i), W, H, 12, start=mid)
+            assert tuple(float(t[k][0]) for k in ("cx", "cy", "size", "angle", "yaw", "pitch")) == \
+                pytest.approx(tuple(mid.__dict__.values()), abs=1e-9), label
     with pytest.raises(NoRoom):
         trajectory("tilt_left", np.random.default_rng(1), W, H, 12, start=State(80, 60, 30, 0, 60, 0))
 

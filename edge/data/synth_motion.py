@@ -141,7 +141,7 @@ def trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int,
             present = rng.random() > 0.1
         if rng.random() < 0.6:  # wobble in place (a hand holding still): whole periods, no net change
             ph = 2 * np.pi * rng.integers(1, 4) * np.arange(n) / max(n - 1, 1)
-            wob = [np.sin(ph + rng.uniform(0, 2 * np.pi)) for _ in range(6)]
+            wob = [np.sin(ph + phi) - np.sin(phi) for phi in rng.uniform(0, 2 * np.pi, 6)]  # 0 at both ends
             cx = cx + rng.uniform(0.5, 3) * wob[0]
             cy = cy + rng.uniform(0.5, 3) * wob[1]
             angle = angle + rng.uniform(0, 4) * wob[2]
@@ -187,7 +187,8 @@ def trajectory(label: str, rng: np.random.Generator, w: int, h: int, n: int,
             reach = min(reach, side)
         if label == "shake":
             cx = c0[0] + reach * osc
-            cy = c0[1] + 0.08 * reach * np.sin(2 * np.pi * cycles * q + rng.uniform(0, 2 * np.pi))
+            phi = rng.uniform(0, 2 * np.pi)
+            cy = c0[1] + 0.08 * reach * (np.sin(2 * np.pi * cycles * q + phi) - np.sin(phi))
             angle = ang0 + rng.uniform(0, 4) * osc
         else:
             theta = np.arcsin(np.clip(reach / length, -1, 1)) * osc
