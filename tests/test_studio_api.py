@@ -395,3 +395,48 @@ def test_events_saved_into_the_config_validated_with_a_backup(folders, client):
     # the scores' events now follow the saved settings
     assert ok(client.get("/api/scores", params={"path": "recordings/colours.avi"}))["settings"]["enter"] == 0.7
     cfgp.write_text(before)
+
+
+# --- teach (the real edge.teach on the default model) -------------------------------------------------------
+def test_teach_job_progress_cancel_and_a_bundle_that_loads(tmp_path):
+    pytest.importorskip("edge.teach", reason="edge.teach is not in this tree yet")
+    from edge.bundle import load_bundle
+    from edge.data.synth import render_clip
+    data = tmp_path / "data"
+    for k, label in enumerate(("swipe_left", "swipe_right", "zoom_in")):
+        for i in range(3):
+            clip = render_clip(label, np.random.default_rng([7, k, i]), (112, 112), 12, difficulty=0.0)
+            p = data / label / f"{label}_{i}.avi"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            vw = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 15, (112, 112))
+            for f in clip:
+                vw.write(f)
+            vw.release()
+    work = tmp_path / "work"
+    work.mkdir()
+    s = StudioSettings({"data": data, "work": work}, model="default", cache_dir=tmp_path / "cache", port=PORT)
+    with TestClient(create_app(s), base_url=BASE) as c:
+        c.headers.update({"X-Studio-Token": s.token, "Origin": BASE})
+        assert c.post("/api/jobs", json={"kind": "teach", "name": "../x"}).status_code == 400
+        assert c.post("/api/jobs", json={"kind": "teach", "name": "a", "options": {"epochs": 3}}).status_code == 400
+        first = ok(c.post("/api/jobs", json={"kind": "teach", "name": "cancelled"}), 202)
+        quick = ok(c.post("/api/jobs", json={"kind": "teach", "name": "door-v2",
+                                             "options": {"cross_validate": False, "phases": False, "augment": 0}}), 202)
+        wait_until(lambda: ok(c.get(f"/api/jobs/{first['id']}"))["progress"]["stage"] in ("features", "read"),
+                   timeout=30)
+        assert ok(c.get(f"/api/jobs/{quick['id']}"))["state"] == "queued"
+        ok(c.post(f"/api/jobs/{first['id']}/cancel", json={}))
+        done = wait_until(lambda: (j := ok(c.get(f"/api/jobs/{quick['id']}")))["state"] in ("done", "failed") and j,
+                          timeout=120)
+        assert ok(c.get(f"/api/jobs/{first['id']}"))["state"] == "cancelled"
+        assert not (work / "bundles" / "cancelled").exists()
+        assert done["state"] == "done", done["error"]
+        r = done["result"]
+        assert r["out"] == "work/bundles/door-v2" and r["accuracy"] is None
+        assert {k: v for k, v in r["clips_per_class"].items() if v} == {"swipe_left": 3, "swipe_right": 3, "zoom_in": 3}
+        b = load_bundle(r["folder"])
+        assert b.labels[:3] == ["swipe_left", "swipe_right", "zoom_in"]
+        # the taught bundle is a model the timeline and eval-events can use
+        sc = ok(c.get("/api/scores", params={"path": "data/zoom_in/zoom_in_0.avi", "model": "work/bundles/door-v2"}))
+        assert sc["labels"] == b.labels and len(sc["probs"]) > 0
+        assert c.post("/api/jobs", json={"kind": "teach", "name": "door-v2"}).status_code == 409

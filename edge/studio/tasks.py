@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
 
 from edge.studio.jobs import Cancelled, Job
@@ -22,15 +23,23 @@ def teach_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple
     if out.exists():
         raise StudioError(409, f"work/bundles/{name}: already there; choose another name")
     base = scores.bundle("default")
+    options = _teach_options(body.get("options") or {})
 
     def work(job: Job) -> dict[str, Any]:
         try:
-            from edge.teach import teach
+            from edge.teach import TeachError, teach
         except ImportError as e:
             raise StudioError(503, f"teach is not in this install (edge.teach: {e})") from None
         out.parent.mkdir(parents=True, exist_ok=True)
         engine = s.engine.get("type")
-        report = teach(base.root, data, out, engine=engine, progress=job.progress, cancel=job.cancel)
+        try:
+            from edge.teach.core import TeachOptions
+            report = teach(base.root, data, out, engine=engine, progress=job.progress, cancel=job.cancel,
+                           options=TeachOptions(**options))
+        except TeachError:
+            if job.cancel.is_set():
+                raise Cancelled() from None   # teach leaves nothing behind when cancelled
+            raise
         if job.cancel.is_set():
             raise Cancelled()
         r = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else dict(vars(report))
@@ -43,7 +52,20 @@ def teach_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple
                             {**x, "path": s.api_path(x.get("path", "")) or x.get("path")} for x in r["skipped"]]
         return _plain(r)
 
-    return {"name": name, "base": base.name, "data": "data"}, work
+    return {"name": name, "base": base.name, "data": "data", "options": options}, work
+
+
+_OPTIONS = {"cross_validate": (bool,), "phases": (bool,), "stills": (bool,), "augment": (int,)}
+
+
+def _teach_options(raw: Any) -> dict[str, Any]:
+    """The few teach options the page may set (a quicker teach: no cross-validation, fewer samplings)."""
+    if not isinstance(raw, dict) or set(raw) - set(_OPTIONS):
+        raise StudioError(400, f"options: expected an object with some of {', '.join(_OPTIONS)}")
+    for k, v in raw.items():
+        if type(v) not in _OPTIONS[k] or (k == "augment" and not 0 <= v <= 4):
+            raise StudioError(400, f"options.{k} {v!r}: expected {'0..4' if k == 'augment' else 'true or false'}")
+    return dict(raw)
 
 
 def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -97,6 +119,8 @@ def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[
 def _plain(v: Any) -> Any:
     """JSON-able: paths and numpy values as plain types."""
     import numpy as np
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -105,6 +129,8 @@ def _plain(v: Any) -> Any:
         return v.tolist()
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None   # teach's accuracy is NaN without cross-validation: JSON has no NaN
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
