@@ -286,6 +286,7 @@ def test_the_device_commands(sh):
     out = sh.run("edge-tsm check --config /etc/edge-tsm/config.yaml", "/etc/edge-tsm/config.yaml").stdout
     assert re.match(r"config\.yaml: ok: model default, 1 camera\(s\) \(door\), 1 sink\(s\), ready in [\d.]+ s",
                     out), out
+    assert out.rstrip().endswith("; INT8 self-check passed"), out  # README's INT8 section: the default holds here
     sh.finish()
 
 
