@@ -18,11 +18,12 @@ def test_slope_is_least_squares_per_hour():
     assert slope_per_hour([0.0], [1.0]) is None and slope_per_hour([1.0, 1.0], [1.0, 2.0]) is None
 
 
-def test_summary_splits_the_first_minute_off():
+def test_summary_splits_the_warm_up_off():
     samples = [{"t": float(t), "rss_mb": 100.0 + min(t, 60), "fds": 20, "threads": 9} for t in range(0, 181, 10)]
-    r = summarize(samples, ready_s=1.0, exit_code=0)
-    assert r["rss_mb"]["start"] == 100.0 and r["rss_mb"]["at_1_min"] == 160.0 and r["rss_mb"]["end"] == 160.0
-    assert r["rss_mb"]["slope_per_h"] > 0 and r["rss_mb"]["slope_per_h_after_1_min"] == 0.0
+    r = summarize(samples, ready_s=1.0, exit_code=0, warmup_s=60.0)
+    assert r["rss_mb"]["start"] == 100.0 and r["rss_mb"]["at_warmup"] == 160.0 and r["rss_mb"]["end"] == 160.0
+    assert r["rss_mb"]["slope_per_h"] > 0 and r["rss_mb"]["slope_per_h_after_warmup"] == 0.0
+    assert summarize(samples, ready_s=1.0, exit_code=0)["warmup_s"] == 180.0  # the default: the journal ring
     assert r["fds"]["slope_per_h"] == 0.0
 
 
