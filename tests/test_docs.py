@@ -46,7 +46,12 @@ SKIPPED: dict[str, str] = {
     'pip install -e ".[onnxruntime,openvino,train]"': INSTALL,
     "edge-tsm train --recipe default --out runs/default --ablation":
         "about 6.5 hours of training on a 2-core CPU (tests/test_train.py trains tiny models)",
-    "edge-tsm dataset synth --out data/synth-test-s1 --per-class 60 --seed 1": HELDOUT,
+    "edge-tsm dataset synth --out data/synth-test-s1 --per-class 60 --seed 1 --generator 4": HELDOUT,
+    "edge-tsm dataset synth --out data/synth5-train-s0 --per-class 700 --seed 0":
+        "6300 clips: minutes of rendering (tests/test_synth_v5.py renders every class; the dataset doc's teach set "
+        "runs below)",
+    "python -m edge.data.synthbench": "a benchmark: about a minute on 2 cores (tests/test_synth_v5.py runs it with "
+                                      "--clips 1 --rounds 1)",
     "edge-tsm eval --model default --data data/synth-test-s1": HELDOUT,
     "edge-tsm eval --model ft --data data/synth-test-s1": HELDOUT,
     "edge-tsm train --data field --init default --out runs/field-1 --epochs 4 --batch 8 --optimizer adamw "
@@ -398,6 +403,24 @@ def test_the_field_loop_as_documented(sh):
         sh.same(doc_cmd, *subs)
     sh.run(LOOP[14])  # "deploy: runs, N events"
     assert json_lines((sh.cwd / "deploy-state" / "events.jsonl").read_text())
+    sh.finish()
+
+
+# --- docs/dataset.md: generator 5's teach set, a continuous recording, the photographs' sources ------------------
+DATASET = ("edge-tsm dataset synth --out teach-motions --classes no_motion,extra --per-class 5 --seed 3",
+           "edge-tsm dataset synth-recording --out scene.avi --annotations scene.csv --segments 6 --seed 21",
+           'python -c "from edge.data.textures import sources_markdown; print(sources_markdown())"')
+
+
+@runs(*DATASET)
+def test_the_dataset_doc(sh):
+    from edge.data.synth import EXTRA_CLASSES
+    s = json.loads(sh.run(DATASET[0]).stdout)
+    assert s["labels"] == ["no_motion", *EXTRA_CLASSES] and s["generator"] == 5 and s["clips"] == 50
+    rec = json.loads(sh.run(DATASET[1]).stdout)
+    assert rec["rows"] == 13 and (sh.cwd / "scene.csv").read_text().startswith("start,end,label\n")
+    table = sh.run(DATASET[2]).stdout  # the doc's photo table, as the card gets it
+    assert "| astronaut | skimage/data/astronaut.png | public domain |" in table or "not installed" in table
     sh.finish()
 
 

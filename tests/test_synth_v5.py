@@ -239,3 +239,24 @@ def test_cli_dataset_synth(tmp_path, capsys):
     assert "dataset synth --classes: synthetic class 'jump' is unknown" in capsys.readouterr().err
     assert main(["dataset", "synth", "--out", str(out), "--classes", "shake", "--generator", "4"]) == 64
     assert main(["dataset", "synth", "--out", str(out), "--generator", "3"]) == 64
+
+
+def test_synthbench_side_by_side(capsys):
+    import json
+
+    from edge.data.synthbench import main as bench
+    assert bench(["--clips", "1", "--rounds", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["clips_per_round"] == 9 and r["render_cpu_cost_v5_over_v4"] > 0
+    assert all(r[f"{s}_v{g}"]["cpu_clips_s"] > 0 for s in ("render", "dataset") for g in (4, 5))
+
+
+def test_the_dataset_doc_lists_every_class_and_photo():
+    import re
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "dataset.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| (default|extra) \|", doc, re.M)
+    assert [r[0] for r in rows] == list(ALL_CLASSES)
+    assert [r[0] for r in rows if r[1] == "extra"] == list(EXTRA_CLASSES)
+    for name, (_, licence, origin) in textures.PHOTOS.items():
+        assert f"| {name} | {licence} | {origin} |" in doc
