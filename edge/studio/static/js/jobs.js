@@ -21,6 +21,13 @@ function progressText(j) {
   return `${j.state}${p.stage ? `: ${p.stage}${of}` : ""} · ${(j.seconds || 0).toFixed(1)} s`;
 }
 
+/** The form's choices as teach's TeachOptions (API.md): quick = no extra samplings, no augmentation. */
+function teachOptions() {
+  const o = { cross_validate: $("#teach-cv").checked };
+  if ($("#teach-quick").checked) Object.assign(o, { phases: false, augment: 0 });
+  return o;
+}
+
 export class Teach {
   constructor(viewer, go) {
     this.viewer = viewer; this.go = go; this.job = null;
@@ -41,7 +48,7 @@ export class Teach {
     msg.replaceChildren();
     $("#teach-result").hidden = true;
     let j;
-    try { j = await api.post("/api/jobs", { kind: "teach", name: $("#teach-out").value.trim() }); } catch (e) {
+    try { j = await api.post("/api/jobs", { kind: "teach", name: $("#teach-out").value.trim(), options: teachOptions() }); } catch (e) {
       msg.replaceChildren(el("div", { class: "msg error" }, e.message)); return;
     }
     this.job = j.id;
@@ -65,7 +72,7 @@ export class Teach {
 
   render(r, job) {
     $("#teach-result").hidden = false;
-    $("#teach-accuracy").textContent = pct(r.accuracy);
+    $("#teach-accuracy").textContent = r.accuracy === null ? "not cross-validated" : pct(r.accuracy);
     $("#teach-meta").textContent = `${r.labels.length} classes, ${Object.values(r.clips_per_class).reduce((a, b) => a + b, 0)} clips, ` +
       `${(r.seconds ?? job.seconds).toFixed(1)} s · saved in ${r.folder || r.out} (point the daemon's model: at it)` +
       (r.skipped && r.skipped.length ? ` · ${r.skipped.length} clips skipped` : "");
@@ -111,11 +118,14 @@ export class Evaluate {
     $("#eval-form").addEventListener("submit", (e) => { e.preventDefault(); this.start(); });
   }
 
-  show() {
-    const recs = (state.library && state.library.recordings) || [];
+  async show() {
+    try { state.library = await api.get("/api/library"); } catch (e) {
+      $("#eval-msg").replaceChildren(el("div", { class: "msg error" }, e.message)); return;
+    }
+    const recs = state.library.recordings || [];
     const sel = $("#eval-rec"), was = sel.value;
     sel.replaceChildren(...recs.map((r) => el("option", { value: r.path, disabled: !r.segments },
-      `${r.path.split("/").pop()} (${r.segments} segments)`)));
+      `${r.path.split("/").pop()} (${r.segments ? `${r.segments} segments` : "not annotated"})`)));
     if (was) sel.value = was;
     if (!recs.length) $("#eval-msg").replaceChildren(el("div", { class: "msg info" }, "no recordings (--recordings)"));
   }

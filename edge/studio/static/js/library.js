@@ -7,6 +7,9 @@ import { colourOf } from "./timeline.js";
 
 const QUEUE_PAGE = 50, DATA_PAGE = 100;
 
+/** "2026-11-24T14:03:05.123Z" -> "11-24 14:03:05" (a clip's name in the queue: its camera and when). */
+const clock = (ts) => (ts ? ts.slice(5, 19).replace("T", " ") : "");
+
 export class Library {
   constructor(viewer) {
     this.viewer = viewer;
@@ -20,7 +23,7 @@ export class Library {
     const lib = await api.get("/api/library");
     state.library = lib;
     state.classes = lib.classes;
-    for (const c of lib.classes) colourOf(c);
+    for (const c of [...(lib.model ? lib.model.labels : []), ...lib.classes]) colourOf(c);  // the model's order first
     const roots = Object.entries(lib.roots).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(" · ");
     $("#where").textContent = `model ${lib.model ? lib.model.name : "?"}`;
     $("#where").title = roots;
@@ -54,7 +57,7 @@ export class Library {
       return;
     }
     ul.replaceChildren(...recs.map((r) => this.row(r.path.split("/").pop(),
-      `${r.segments} segment${r.segments === 1 ? "" : "s"}`, null,
+      r.segments ? `${r.segments} segment${r.segments === 1 ? "" : "s"}` : "not annotated", null,
       { kind: "recording", path: r.path }, () => recs.map((x) => ({ kind: "recording", path: x.path })))));
     if (!recs.length) ul.append(el("li", { class: "muted" }, "no videos in the recordings folder"));
     $("#rec-pager").textContent = `${recs.length} in all`;
@@ -73,7 +76,7 @@ export class Library {
 
   renderQueue() {
     const items = this.queue.items;
-    $("#queue").replaceChildren(...items.map((it) => this.row(it.clip,
+    $("#queue").replaceChildren(...items.map((it) => this.row(`${it.camera} ${clock(it.start_ts)}`,
       `${it.predicted ?? "?"} ${it.score === null || it.score === undefined ? "" : it.score.toFixed(2)} · ${it.trigger}`,
       it.label, it, () => this.queue.items)));
     if (!items.length) $("#queue").append(el("li", { class: "muted" }, "the spool has no clips"));
@@ -96,6 +99,12 @@ export class Library {
       el("span", { class: "name" }, name), el("span", { class: "tag" }, tag),
       el("span", { class: "lab", style: label && label !== "skip" ? `color:${colourOf(label)}` : "" }, label ?? ""));
     return li;
+  }
+
+  /** Segments of a recording were saved: its row says how many. */
+  segmentsSaved(path, n) {
+    const r = (state.library.recordings || []).find((x) => x.path === path);
+    if (r) { r.segments = n; this.renderRecordings(); this.select({ path }); }
   }
 
   /** The item the viewer opened changed its label: redraw its row. */

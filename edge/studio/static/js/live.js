@@ -122,10 +122,21 @@ export class Live {
     box.replaceChildren(...SLIDERS.filter(([k]) => s[k] !== undefined).map(([k, name, lo, hi, step]) => {
       const out = el("output", { id: `live-${k}-value` }, String(s[k]));
       const input = el("input", { type: "range", min: lo, max: hi, step, value: s[k], id: `live-${k}`, "aria-label": name,
-        oninput: (e) => { s[k] = Number(e.target.value); out.textContent = e.target.value; this.replaySoon(); } });
+        oninput: (e) => { s[k] = Number(e.target.value); out.textContent = e.target.value; this.couple(k); this.replaySoon(); } });
       return el("label", { for: `live-${k}` }, name, input, out);
     }));
     $("#live-effect").textContent = "";
+  }
+
+  /** exit <= enter (the detector needs it): moving one past the other drags the other along. */
+  couple(k) {
+    const s = this.settings;
+    if (s.enter === undefined || s.exit === undefined || s.exit <= s.enter) return;
+    const other = k === "enter" ? "exit" : k === "exit" ? "enter" : null;
+    if (!other) return;
+    s[other] = s[k];
+    const input = $(`#live-${other}`);
+    if (input) { input.value = String(s[k]); $(`#live-${other}-value`).textContent = String(s[k]); }
   }
 
   replaySoon() { clearTimeout(this.replayTimer); this.replayTimer = setTimeout(() => this.replay(), 150); }
@@ -141,7 +152,7 @@ export class Live {
     const now = this.events.filter((e) => e.start >= (this.t[0] ?? 0)).length;
     $("#live-effect").textContent = `with these settings: ${r.events.length} events in the last ${Math.round(r.seconds)} s` +
       (r.events.length ? ` (${Object.entries(per).map(([k, v]) => `${k} ${v}`).join(", ")})` : "") + `; as running: ${now}`;
-    this.timeline.set({ marks: r.events.map((e) => ({ kind: "matched", start: e.start, end: e.end ?? e.fired, label: e.label })) });
+    this.timeline.set({ marks: r.events.map((e) => ({ kind: "replay", start: e.start, end: e.end, label: e.label })) });
   }
 
   async save() {

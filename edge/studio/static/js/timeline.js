@@ -83,9 +83,9 @@ export class Timeline {
     };
     for (const s of d.segments) bar(0, s.start, s.end, colourOf(s.label) + "99", colourOf(s.label));
     if (this.pending) bar(0, this.pending.start, Math.max(this.pending.start, this.at), "#00000033", "#000");
-    for (const e of d.events) bar(1, e.start, e.end ?? dur, colourOf(e.label));
+    for (const e of d.events) bar(1, e.start, e.end ?? o + dur, colourOf(e.label));
     const markColour = { false: "#b3261e", missed: "#a15c00", matched: "#1b7f3b" };
-    for (const m of d.marks) bar(2, m.start, m.end, markColour[m.kind] || "#555");
+    for (const m of d.marks) bar(2, m.start, m.end ?? dur + o, markColour[m.kind] || colourOf(m.label));
     // cursor
     g.strokeStyle = "#000"; g.lineWidth = 1;
     const cx = Math.round(x(this.at)) + 0.5;

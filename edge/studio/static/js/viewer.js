@@ -11,6 +11,7 @@ export class Viewer {
     this.item = null; this.info = null; this.scores = null;
     this.segments = []; this.segVersion = null; this.pending = null;
     this.undo = [];
+    this.chain = Promise.resolve();   // changes run one after another, in the order the keys came
     this.library = null;    // set by app.js
     this.timeline = new Timeline($("#timeline"), (s) => this.player.seek(s));
     this.player = new Player($("#frame"), (i, t) => this.shown(i, t));
@@ -22,7 +23,18 @@ export class Viewer {
     $("#accept").addEventListener("click", () => this.accept());
     $("#skip").addEventListener("click", () => this.assign("skip"));
     $("#undo").addEventListener("click", () => this.undoLast());
+    for (const name of ["assign", "accept", "undoLast", "mark", "newClass", "removeSegment"]) {
+      const fn = this[name].bind(this);
+      this[name] = (...args) => this.serial(() => fn(...args));
+    }
     $("#new-class-form").addEventListener("submit", (e) => { e.preventDefault(); this.newClass(); });
+  }
+
+  /** Run a change after the ones before it have finished (a fast "x" then "u" undoes the skip, not the one before). */
+  serial(fn) {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => {});
+    return run;
   }
 
   isOpen(item) { return !!this.item && this.item.path === item.path; }
@@ -37,6 +49,7 @@ export class Viewer {
     $("#segments-box").hidden = item.kind !== "recording";
     this.renderKeys();
     this.timeline.pending = null;
+    delete $("#timeline").dataset.ready;
     this.timeline.set({ t: [], probs: [], labels: [], events: [], segments: [], marks: [], duration: 0 });
     let info;
     try { info = await api.get("/api/video/info", { path: item.path }); } catch (e) {
@@ -69,7 +82,7 @@ export class Viewer {
     $("#legend").replaceChildren(...s.labels.map((l) => el("span", { style: `--c:${colourOf(l)}` }, l)),
       el("span", { class: "muted", dataset: { events: String(s.events.length) } },
         `· ${s.events.length} event${s.events.length === 1 ? "" : "s"} with the current settings${s.cached ? "" : " (computed now)"}`));
-    $("#timeline").dataset.ready = "1";
+    $("#timeline").dataset.ready = item.path;
   }
 
   shown(i, t) {
@@ -220,6 +233,7 @@ export class Viewer {
     this.segments = r.segments; this.segVersion = r.version;
     if (record) this.undo.push({ kind: "segments", item: it, before });
     this.renderSegments();
+    this.library.segmentsSaved(it.path, this.segments.length);
     return true;
   }
 
