@@ -31,6 +31,7 @@ from edge.cache import sha256
 from edge.errors import EX_DATAERR, EX_UNAVAILABLE, EdgeError, ModelError
 from edge.paths import show_path
 from edge.teach import features as feat
+from edge.teach.blas import blas_threads
 from edge.teach.graph import HISTORY_IN, HISTORY_OUT, features_model, find_cut, graft
 from edge.teach.head import HeadConfig, fit, forward
 from edge.teach.report import card, cross_validate, needs_more
@@ -181,12 +182,13 @@ def _teach(base: str | Path, data: Path, out: Path, engine: str | None, progress
             fpath.unlink()
         times["features"] = time.perf_counter() - t0 - times["read"]
         t1 = time.perf_counter()
-        cv = cross_validate(clips, views, opts.head, ks=CURVE_KS, seed=opts.seed, progress=progress,
-                            cancel=cancel) if opts.cross_validate else {"folds": 0}
-        times["cross_validation"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
         labels = clips.labels
-        head = fit([v.features for v in views], [labels.index(v.label) for v in views], len(labels), opts.head)
+        with blas_threads(1):  # small matrices: one BLAS thread is faster (edge.teach.blas)
+            cv = cross_validate(clips, views, opts.head, ks=CURVE_KS, seed=opts.seed, progress=progress,
+                                cancel=cancel) if opts.cross_validate else {"folds": 0}
+            times["cross_validation"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            head = fit([v.features for v in views], [labels.index(v.label) for v in views], len(labels), opts.head)
         times["head"] = time.perf_counter() - t1
         if progress is not None:
             progress("head", 1, 1)

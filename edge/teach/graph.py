@@ -158,7 +158,13 @@ def features_model(model: onnx.ModelProto, output: str, cut: Cut) -> onnx.ModelP
     m = onnx.ModelProto()
     m.CopyFrom(model)
     _drop_output(m, output)
-    m.graph.node.append(helper.make_node("Identity", [cut.features], [FEATURES_OUT], name="teach/features"))
+    # the features tensor itself renamed (an Identity would be folded away by OpenVINO, and its output name
+    # with it)
+    for n in m.graph.node:
+        for seq in (n.input, n.output):
+            for i, name in enumerate(seq):
+                if name == cut.features:
+                    seq[i] = FEATURES_OUT
     m.graph.output.insert(0, helper.make_tensor_value_info(FEATURES_OUT, TensorProto.FLOAT, [1, cut.dim]))
     _prune(m)
     return m

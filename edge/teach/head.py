@@ -65,19 +65,17 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pca(x: np.ndarray, d: int, rng: np.random.Generator) -> np.ndarray:
-    """D x d principal axes of the (standardised, centred) rows of ``x`` by a randomised range finder."""
+    """D x d principal axes of the (standardised, centred) rows of ``x``: a randomised range finder on the
+    feature side (every QR and eigen-decomposition is D x 2d or 2d x 2d, whatever the number of rows)."""
     n, dd = x.shape
     d = min(d, n - 1, dd)
-    q = x @ rng.standard_normal((dd, min(dd, 2 * d))).astype(np.float32)
+    q = rng.standard_normal((dd, min(dd, 2 * d))).astype(np.float32)
     for _ in range(2):
-        q, _ = np.linalg.qr(q)
-        q = x @ (x.T @ q)
-    q, _ = np.linalg.qr(q)
-    b = (q.T @ x).astype(np.float64)                   # 2d x D: its right singular vectors are the axes
-    s2, u = np.linalg.eigh(b @ b.T)                    # small (2d x 2d): cheaper than an SVD of b
+        q, _ = np.linalg.qr(x.T @ (x @ q))
+    b = (x @ q).astype(np.float64)                     # N x 2d
+    s2, u = np.linalg.eigh(b.T @ b)                    # 2d x 2d
     top = np.argsort(s2)[::-1][:d]
-    v = b.T @ u[:, top] / np.sqrt(np.maximum(s2[top], 1e-12))
-    return np.ascontiguousarray(v.astype(np.float32))
+    return np.ascontiguousarray((q @ u[:, top]).astype(np.float32))
 
 
 def windows(z: np.ndarray, frames: int) -> np.ndarray:
