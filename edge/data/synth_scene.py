@@ -181,7 +181,7 @@ class Scene:
         self.distractors = []
         if rng.random() < 0.25 + 0.5 * d:
             for _ in range(int(rng.integers(1, 4))):
-                diam = min(rng.uniform(0.06, 0.15) * short, 0.7 * float(np.min(traj["size"])))
+                diam = min(rng.uniform(0.05, 0.12) * short, 0.5 * float(np.min(traj["size"])))  # clearly smaller
                 sp, lk = make_sprite(rng, max(diam, 4.0), self.bg.mean(axis=(0, 1)) / 255, d, photos)
                 self.distractors.append((sp, lk["pivot"], distractor_path(rng, w, h, n)))
         # Camera: zero-mean shake (sometimes smoothed; no drift). Light: a static ramp, flicker, exposure and
