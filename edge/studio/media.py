@@ -42,7 +42,7 @@ def undecodable(path: Path, what: str = "cannot be decoded (not a video OpenCV c
 class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.cap = cv2.VideoCapture(str(path))
+        self.cap: Any = cv2.VideoCapture(str(path))
         if not self.cap.isOpened():
             self.cap.release()
             raise undecodable(path)
@@ -66,6 +66,8 @@ class _Reader:
 
     def read(self, i: int) -> np.ndarray:
         with self.lock:
+            if self.cap is None:   # evicted from the LRU by another request meanwhile: open it again
+                self.cap, self.pos = cv2.VideoCapture(str(self.path)), 0
             if not self.pos <= i <= self.pos + _FORWARD:
                 self.cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                 self.pos = i
@@ -81,7 +83,11 @@ class _Reader:
             return img
 
     def close(self) -> None:
-        self.cap.release()
+        """Release the decoder, never while another thread reads from it (the reader's lock)."""
+        with self.lock:
+            if self.cap is not None:
+                self.cap.release()
+                self.cap = None
 
 
 class Frames:
