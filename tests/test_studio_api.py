@@ -64,6 +64,7 @@ def folders(tmp_path_factory):
     config = tmp / "config.yaml"
     config.write_text(f"# the door camera\nmodel: {bundle}\ncameras:\n"
                       f"  - {{name: door, source: {recs / 'colours.avi'}}}\n"
+                      f"  - {{name: usb, source: {recs / 'broken.avi'}, type: v4l2}}\n"
                       "events:\n  enter: 0.6   # a comment inside\n  exit: 0.4\n\nsinks: []  # none\n",
                       encoding="utf-8")
     return {"tmp": tmp, "bundle": bundle, "data": data, "spool": spool, "recs": recs, "work": tmp / "work",
@@ -368,7 +369,12 @@ def test_live_file_camera_frames_scores_replay_and_stop(client):
 
 def test_a_busy_or_absent_v4l2_device_is_one_line(client):
     r = client.post("/api/live/start", json={"source": "/dev/video97"})
-    assert r.status_code == 503 and "/dev/video97" in r.json()["error"] and "daemon" in r.json()["error"]
+    assert r.status_code == 503 and "/dev/video97" in r.json()["error"] and "no such device" in r.json()["error"]
+    assert "daemon" not in r.json()["error"]
+    # a device node that is there but cannot be opened (held by the daemon): the page says who may hold it
+    r = client.post("/api/live/start", json={"camera": "usb"})
+    err = r.json()["error"]
+    assert r.status_code == 503 and "busy" in err and "systemctl stop edge-tsm" in err and err.count("\n") == 0
 
 
 def test_events_saved_into_the_config_validated_with_a_backup(folders, client):

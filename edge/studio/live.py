@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import os
 import re
 import threading
 import time
@@ -205,10 +206,11 @@ class Live:
             try:
                 sess.open()
             except CaptureError as e:
-                if cam.get("type") == "v4l2" or str(cam.get("source", "")).startswith("/dev/video"):
+                src = str(cam.get("source", ""))
+                if (cam.get("type") == "v4l2" or src.startswith("/dev/video")) and os.path.exists(src):
                     raise StudioError(503, f"{e}; a V4L2 camera has one owner: if the edge-tsm daemon runs with "
                                            "it, stop it first (systemctl stop edge-tsm)") from None
-                raise StudioError(422, str(e)) from None
+                raise StudioError(503, str(e)) from None
             except EdgeError as e:
                 raise StudioError(422, str(e)) from None
             self.session = sess
