@@ -33,6 +33,8 @@ def quantization_block(report: dict[str, Any], guard: dict[str, Any] | None, def
                           "cpu": m["cpu"], "arch": m["arch"], "isa": m["isa"],
                           "engines": {e: {k: r[k] for k in ("n", "agreement", "fp32", "int8", "drop_points")}
                                       for e, r in guard["engines"].items()}}
+        if guard.get("selfcheck"):  # edge.int8check's sample on this machine: what check compares a device with
+            block["guard"]["selfcheck"] = guard["selfcheck"]
     block["default"] = default
     block["note"] = note
     return block

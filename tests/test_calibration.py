@@ -175,6 +175,15 @@ def test_quantize_end_to_end(quantized, tsm_bundle):
     assert bundle.precision == "int8" and bundle.quantization["file"] == "model.int8.onnx"
     assert "## INT8" in (root / "CARD.md").read_text()
     assert not (tsm_bundle / "model.int8.onnx").exists()  # --out: the source bundle is untouched
+    # check's INT8 self-check: the sample's figures on this machine, per engine, and a device is held to them
+    ref = q["guard"]["selfcheck"]
+    assert ref["seed"] == 1 and ref["per_class"] == 4 and set(ref["engines"]) == set(available_engines())
+    from edge.int8check import self_check
+    for engine, figures in ref["engines"].items():
+        assert figures["clips"] == 36 and 0 <= figures["mean_tv"] < 1 and 0 <= figures["frame_agreement"] <= 1
+        here = self_check(bundle, engine)
+        assert here["limits"]["reference_tv"] == figures["mean_tv"] and here["limits"]["max_tv"] is not None
+        assert here["passed"] and here["mean_tv"] <= here["limits"]["max_tv"], here
     assert len(res["debug"]["activations"]) == 3 and "largest quantization errors" in quantized["err"]
 
 

@@ -20,7 +20,7 @@ from tinymodel import TinyWeights, add_int8_graph, build_tiny_bundle, online_gra
 from edge.bundle import load_bundle
 from edge.cli import main
 from edge.cpu import isa_text, machine
-from edge.int8check import FRAME_AGREEMENT, limits, problems, self_check
+from edge.int8check import FRAME_AGREEMENT, TV_RATIO, TV_SLACK, limits, problems, self_check
 
 ENGINES = [pytest.param(e, marks=pytest.mark.skipif(importlib.util.find_spec(e) is None, reason=f"{e} not installed"))
            for e in ("onnxruntime", "openvino")]
@@ -80,7 +80,8 @@ def test_a_broken_int8_graph_warns_in_one_line_and_check_passes(tmp_path, capsys
     assert out.rstrip().endswith("; INT8 self-check WARNING (see above)"), out
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("WARNING edge.int8check: INT8 self-check: model default"), err
-    for part in (isa_text(machine()), "frame top-1 agreement", "precision: fp32", "--reduce-range",
+    for part in (isa_text(machine()), "frame top-1 agreement", "mean FP32-INT8 probability distance", "(the guard's "
+                 "machine: 0.0098)", "precision: fp32", "--reduce-range",
                  "its guard ran on AMD EPYC" if "EPYC" in load_bundle("default").quantization["guard"]["cpu"] else ""):
         assert part in lines[0], (part, lines[0])
 
@@ -109,9 +110,20 @@ def test_limits_come_from_the_guard_and_each_is_enforced():
     lim = limits(b)
     guard = b.quantization["guard"]
     assert lim["min_agreement"] == guard["min_agreement"] and lim["max_drop_points"] == guard["max_drop_points"]
+    assert lim["max_tv"] is None  # no engine named: no reference
     good = {"frame_agreement": 0.99, "clip_agreement": 1.0, "drop_points": 0.0, "fp32_accuracy": 1.0,
-            "int8_accuracy": 1.0}
+            "int8_accuracy": 1.0, "mean_tv": 0.0184}
     assert problems(good, lim) == []
+    # with the guard machine's figures for the engine: the 8-bit graph's 0.0184 under an emulated AVX2-only CPU
+    # (where it lost 0.74 points) is caught, its 0.0104 on AVX-512 VNNI (0.37 points) is not
+    ref = guard["selfcheck"]["engines"]["onnxruntime"]["mean_tv"]
+    lim = limits(b, "onnxruntime")
+    assert lim["reference_tv"] == ref and lim["max_tv"] == pytest.approx(max(TV_RATIO * ref, ref + TV_SLACK), abs=1e-5)
+    assert problems(good, lim) == [f"mean FP32-INT8 probability distance 0.0184 > {lim['max_tv']:.4f} (the guard's "
+                                   f"machine: {ref:.4f})"]
+    good["mean_tv"] = 0.0104
+    assert problems(good, lim) == []
+    assert limits(b, "tensorrt")["max_tv"] is None  # an engine the guard did not measure
     assert problems({**good, "frame_agreement": FRAME_AGREEMENT - 0.01}, lim)[0].startswith("frame top-1")
     assert problems({**good, "clip_agreement": 0.97}, lim)[0].startswith("clip top-1 agreement 0.970")
     assert problems({**good, "drop_points": 2.78, "int8_accuracy": 0.9722}, lim) == [
