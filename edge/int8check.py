@@ -241,3 +241,27 @@ def reference_block(bundle: Bundle, engines: list[str], *, threads: int | None =
         r = paired_run(bundle, engine, threads=threads, per_class=per_class)
         out["engines"][engine] = {k: r[k] for k in ("clips", "frames", "frame_agreement", "clip_agreement", "mean_tv")}
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.int8check --model B [--engine E] [--int8 FILE]``: the self-check's figures as JSON (run it
+    under ``qemu-x86_64 -cpu Haswell`` to see another x86 family, as :mod:`edge.calibration.isa_guard` does)."""
+    import argparse
+    import json
+
+    from edge.bundle import load_bundle
+    ap = argparse.ArgumentParser(prog="python -m edge.int8check",
+                                 description="the INT8 self-check's figures on this CPU, as JSON")
+    ap.add_argument("--model", default="default", help="bundle folder or name (default: default)")
+    ap.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino"])
+    ap.add_argument("--threads", type=int, help="engine threads (default: the engine's)")
+    ap.add_argument("--int8", help="an INT8 graph to check instead of the bundle's")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    res = self_check(load_bundle(a.model), a.engine, threads=a.threads, int8_path=a.int8)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,7 @@ tiny model with the INT8 graph of another model (its weights negated) on both en
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from edge.bundle import load_bundle
 from edge.cli import main
 from edge.cpu import isa_text, machine
 from edge.int8check import FRAME_AGREEMENT, TV_RATIO, TV_SLACK, limits, problems, self_check
+from edge.int8check import main as int8check_main
 
 ENGINES = [pytest.param(e, marks=pytest.mark.skipif(importlib.util.find_spec(e) is None, reason=f"{e} not installed"))
            for e in ("onnxruntime", "openvino")]
@@ -93,6 +95,14 @@ def test_fp32_or_no_int8_check_runs_no_self_check(tmp_path, capsys):
     assert main(["check", "--no-int8-check", "--config", str(_config(tmp_path, _broken_default(tmp_path / "b")))]) == 0
     out, err = capsys.readouterr()
     assert "self-check" not in out + err
+
+
+def test_the_module_prints_the_figures_as_json(tmp_path, capsys):
+    """python -m edge.int8check: what README's figures were measured with (also under qemu -cpu Haswell)."""
+    model = _tiny_with_anothers_int8(tmp_path)
+    assert int8check_main(["--model", str(model), "--int8", str(model / "model.int8.onnx")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["passed"] is False and res["frames"] == 36 * 24 and 0 < res["mean_tv"] < 1
 
 
 @pytest.mark.parametrize("engine", ENGINES)
