@@ -285,8 +285,8 @@ class Pipeline(PipelineStatus):
             except Exception:  # noqa: BLE001 - closing must go on for the others
                 logger.exception("camera %s: error while stopping", s.name)
         now = time.time()
-        for s in self.streams:
-            self.emit(s, s.det.flush(max(now, s.last_ts)))
+        for s in self.streams:  # a file's clock (clock_start) ends open events at its last frame, not at wall time
+            self.emit(s, s.det.flush(s.last_ts if self.clock_start is not None else max(now, s.last_ts)))
         self.close_clips(timeout=max(1.0, drain_s))
         deadline = time.monotonic() + drain_s
         self.journal.flush(timeout=max(1.0, drain_s))  # the sinks get every event of this pipeline

@@ -80,3 +80,16 @@ def test_classify_errors_are_one_line(tmp_path, bundle, capsys):
     assert main(["classify", str(tmp_path / "ok.avi"), "--model", str(bundle), "--precision", "int8"]) == 65
     assert "int8" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "none.yaml")]) == 66  # the daemon needs a config file
+
+
+def test_an_event_open_at_the_end_of_the_file_ends_on_the_files_clock(tmp_path, bundle):
+    """The last colour runs to the last frame: its end comes from close(), on the file's clock (its last
+    frame's time), not at the wall clock's now (eval-events starts the clock at 0, which once put that end
+    56 years after the file's start)."""
+    from edge.classify import classify_video
+    video = tmp_path / "clip.avi"
+    write_video(video, "MJPG")
+    result = classify_video(video, model=str(bundle), start_time=0.0)
+    last = result.events[-1]
+    assert last.kind == "end" and last.label == "blue"
+    assert last.start_ts <= last.ts < 60.0  # the file is 60 frames long
