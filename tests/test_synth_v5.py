@@ -260,3 +260,22 @@ def test_the_dataset_doc_lists_every_class_and_photo():
     assert [r[0] for r in rows if r[1] == "extra"] == list(EXTRA_CLASSES)
     for name, (_, licence, origin) in textures.PHOTOS.items():
         assert f"| {name} | {licence} | {origin} |" in doc
+
+
+def test_nuisances_blur_light_distractors():
+    """Motion blur follows the object's motion; exposure and white balance drift within a clip; distractors
+    move in every class, no_motion included, and are smaller than the object."""
+    seen = {"blur": 0, "drift": 0, "distractors": 0}
+    for i in range(12):
+        rng = np.random.default_rng([31, i])
+        traj = trajectory("no_motion" if i % 2 else "swipe_left", rng, W, H, 24)
+        sc = Scene(rng, W, H, traj, 1.0, photos=())
+        if i % 2 == 0 and sc.blur_exposure > 0:
+            assert np.allclose(sc.blur[:, 1] / sc.blur_exposure, np.gradient(traj["cy"]))
+            seen["blur"] += np.abs(sc.blur[:, 0]).max() > 1.5
+        wb = sc.gain / sc.gain.mean(axis=1, keepdims=True)  # colour balance per frame
+        seen["drift"] += np.ptp(wb, axis=0).max() > 0.01
+        for sp, _, path in sc.distractors:
+            assert sp.shape[0] <= 0.5 * traj["size"].min() + 5
+            seen["distractors"] += np.hypot(np.ptp(path["cx"]), np.ptp(path["cy"])) > 1
+    assert seen["blur"] >= 2 and seen["drift"] >= 6 and seen["distractors"] >= 3, seen

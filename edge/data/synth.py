@@ -1,6 +1,11 @@
 """Procedural motion clips: a synthetic dataset whose classes differ only over time.
 
-Each clip shows one object (random shape, size, texture, colour, contrast, blur) over a random
+The entry points (:func:`render_clip`, :func:`generate_dataset`, the class names) serve both generators;
+this module's drawing code is generator 4, kept byte for byte. Generator 5 (scenes with photographs, an
+arm, distractors, tilts in depth, slow motions; the extra classes) is in :mod:`edge.data.synth_scene`
+and :mod:`edge.data.synth_motion`; docs/dataset.md describes both.
+
+Generator 4: each clip shows one object (random shape, size, texture, colour, contrast, blur) over a random
 textured background and moves it with one of the ``CLASSES`` motions. The object's look, the
 background, lighting and noise are drawn from the same distributions for every class (positions
 differ only as far as the motion needs: a swipe starts on the side it comes from), so a model has
