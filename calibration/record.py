@@ -88,6 +88,12 @@ def card_section(block: dict[str, Any]) -> str:
                   f"| {r['int8']['accuracy']:.4f} | {r['drop_points']:.2f} | {r['fp32']['macro_f1']:.4f} "
                   f"| {r['int8']['macro_f1']:.4f} |"
                   for e, r in g["engines"].items()]
+        sc = g.get("selfcheck")
+        if sc:
+            tv = ", ".join(f"{e} {r['mean_tv']:.4f}" for e, r in sc["engines"].items())
+            lines += ["", "INT8 self-check reference (`edge-tsm check` holds a device to 1.5 times these): mean "
+                      f"FP32-INT8 probability distance per frame on {sc['per_class']} rendered clips per class "
+                      f"(generator {sc['generator']}, seed {sc['seed']}): {tv}."]
     lines += ["", f"Default precision: **{'int8' if block['default'] else 'fp32'}**. {block['note']}", CARD_END]
     return "\n".join(lines) + "\n"
 

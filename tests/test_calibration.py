@@ -177,6 +177,7 @@ def test_quantize_end_to_end(quantized, tsm_bundle):
     assert not (tsm_bundle / "model.int8.onnx").exists()  # --out: the source bundle is untouched
     # check's INT8 self-check: the sample's figures on this machine, per engine, and a device is held to them
     ref = q["guard"]["selfcheck"]
+    assert "INT8 self-check reference" in (root / "CARD.md").read_text()
     assert ref["seed"] == 1 and ref["per_class"] == 4 and set(ref["engines"]) == set(available_engines())
     from edge.int8check import self_check
     for engine, figures in ref["engines"].items():
