@@ -36,8 +36,10 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
         classes = resolve_classes(a.classes, generator=a.generator)
     except DataError as e:
         raise UsageError(f"dataset synth --classes: {e}") from None
+    if a.workers < 1:
+        raise UsageError(f"dataset synth --workers {a.workers}: expected >= 1")
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
-                               progress=not a.quiet, classes=classes, generator=a.generator)
+                               progress=not a.quiet, classes=classes, generator=a.generator, workers=a.workers)
     print(json.dumps(summary))
     return 0
 

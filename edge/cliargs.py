@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--generator", type=int, choices=[4, 5], default=5,
                     help="5 (default): scenes with photographs, arms, distractors, slow motions, tilts in depth; "
                          "4: the embedded model's data (its card's held-out set is --generator 4 --seed 1)")
+    sy.add_argument("--workers", type=int, default=1,
+                    help="processes rendering clips (default 1); the files are the same for any number")
     sy.set_defaults(func="cmd_dataset_synth")
     sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG, one continuous scene) and "
                                                  "its start,end,label annotations: the field loop and eval-events "

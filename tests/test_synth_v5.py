@@ -25,7 +25,7 @@ from edge.data.synth import (
 from edge.data.synth_classes import DEFINITIONS
 from edge.data.synth_motion import MAX_TILT, NoRoom, State, progress, trajectory
 from edge.data.synth_scene import Scene, plane_homographies
-from edge.errors import DataError
+from edge.errors import DataError, InputError
 
 W, H = 160, 120
 # sha256 of generator 4's frames for fixed seeds, computed before generator 5 was written: the embedded
@@ -239,6 +239,7 @@ def test_cli_dataset_synth(tmp_path, capsys):
     assert "dataset synth --classes: synthetic class 'jump' is unknown" in capsys.readouterr().err
     assert main(["dataset", "synth", "--out", str(out), "--classes", "shake", "--generator", "4"]) == 64
     assert main(["dataset", "synth", "--out", str(out), "--generator", "3"]) == 64
+    assert main(["dataset", "synth", "--out", str(out), "--workers", "0"]) == 64
 
 
 def test_synthbench_side_by_side(capsys):
@@ -279,3 +280,17 @@ def test_nuisances_blur_light_distractors():
             assert sp.shape[0] <= 0.5 * traj["size"].min() + 5
             seen["distractors"] += np.hypot(np.ptp(path["cx"]), np.ptp(path["cy"])) > 1
     assert seen["blur"] >= 2 and seen["drift"] >= 6 and seen["distractors"] >= 3, seen
+
+
+def test_workers_write_the_same_files(tmp_path):
+    kw = dict(size=(32, 24), frames=3, classes="shake,swipe_left,tilt_right")
+    generate_dataset(tmp_path / "one", 2, 6, **kw)
+    generate_dataset(tmp_path / "two", 2, 6, workers=2, **kw)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.mp4"))
+    assert len(files) == 6
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+    (tmp_path / "bad" / "shake" / "shake_s6_00001.mp4").mkdir(parents=True)  # blocks one writer in a worker
+    with pytest.raises(InputError, match="shake_s6_00001.mp4"):
+        generate_dataset(tmp_path / "bad", 2, 6, workers=2, **kw)
+    with pytest.raises(DataError, match="workers"):
+        generate_dataset(tmp_path / "bad", 1, 6, workers=0)

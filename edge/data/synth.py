@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from statistics import NormalDist
 
@@ -375,7 +374,7 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
 def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int, int] = (160, 120),
                      frames: int = 24, fps: float = 15.0, progress: bool = False,
                      difficulty: float | None = None, *, classes: str | list[str] | None = None,
-                     generator: int = GENERATOR_VERSION) -> dict:
+                     generator: int = GENERATOR_VERSION, workers: int = 1) -> dict:
     """Write ``per_class`` clips of every class as ``out/<label>/<label>_s<seed>_<i:05d>.mp4``
     (mp4v), plus ``out/labels.txt`` and ``out/synth.json`` (the returned summary).
 
@@ -383,42 +382,34 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
     ``generator``: 5 (default) or 4 (the embedded model's data: ``generator=4, seed=1`` is its card's
     held-out set). Clip ``i`` of class ``label`` is rendered from
     ``np.random.default_rng([seed, ALL_CLASSES.index(label), i])``: the same seed gives the same clips,
-    whatever ``per_class`` and whichever classes are generated with it. Existing files are overwritten.
+    whatever ``per_class``, whichever classes are generated with it and however many ``workers``
+    (processes: :mod:`edge.data.synth_writer`) write them. Existing files are overwritten.
     Raises:
-        DataError: ``per_class`` < 1, a negative seed, an unknown generator or class.
+        DataError: ``per_class`` or ``workers`` < 1, a negative seed, an unknown generator or class.
         InputError: a folder cannot be created or a video file cannot be opened for writing.
     """
     if per_class < 1:
         raise DataError(f"per_class must be >= 1, got {per_class}")
     if seed < 0:
         raise DataError(f"seed must be >= 0, got {seed}")
+    if workers < 1:
+        raise DataError(f"workers must be >= 1, got {workers}")
     if generator not in GENERATORS:
         raise DataError(f"synthetic generator {generator!r} is unknown (known: {', '.join(map(str, GENERATORS))})")
     labels = resolve_classes(classes, generator=generator)
     root = Path(out)
     w, h = int(size[0]), int(size[1])
-    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+    from edge.data.synth_writer import ClipJob, write_clips
+    jobs = []
     for label in labels:
-        k = ALL_CLASSES.index(label)
         folder = root / label
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create {folder}: {e}") from None
-        for i in range(per_class):
-            clip = render_clip(label, np.random.default_rng([seed, k, i]), (w, h), frames, difficulty=difficulty,
-                               generator=generator)
-            path = folder / f"{label}_s{seed}_{i:05d}.mp4"
-            writer = cv2.VideoWriter(str(path), fourcc, float(fps), (w, h))
-            if not writer.isOpened():
-                raise InputError(f"cannot open {path} for writing (OpenCV VideoWriter, codec mp4v)")
-            try:
-                for img in clip:
-                    writer.write(img)
-            finally:
-                writer.release()
-        if progress:
-            print(f"synth: {label}: {per_class} clips", file=sys.stderr, flush=True)
+        jobs += [ClipJob(label, ALL_CLASSES.index(label), int(seed), i, folder / f"{label}_s{seed}_{i:05d}.mp4",
+                         (w, h), int(frames), float(fps), difficulty, int(generator)) for i in range(per_class)]
+    write_clips(jobs, workers, progress)
     (root / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
     summary = {"root": str(root), "labels": list(labels), "per_class": int(per_class), "seed": int(seed),
                "clips": len(labels) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
