@@ -6,6 +6,7 @@ thread each, so N workers keep N cores busy without oversubscribing them.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ def write_clip(job: ClipJob) -> None:
 
 def _worker_init() -> None:
     cv2.setNumThreads(1)
+    # the parent said once whether photographs are there (edge.data.textures): the workers do not repeat it
+    logging.getLogger("edge.data.textures").setLevel(logging.ERROR)
 
 
 def write_clips(jobs: Sequence[ClipJob], workers: int = 1, progress: bool = False) -> None:
@@ -75,6 +78,9 @@ def write_clips(jobs: Sequence[ClipJob], workers: int = 1, progress: bool = Fals
             write_clip(job)
             done(n, job)
         return
+    if any(job.generator >= 5 for job in jobs):
+        from edge.data.textures import photos
+        photos()  # its warning, when scikit-image is missing, once here rather than once per worker
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"),
                              initializer=_worker_init) as ex:
         for n, (job, _) in enumerate(zip(jobs, ex.map(write_clip, jobs, chunksize=4), strict=True)):
