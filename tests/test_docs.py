@@ -407,8 +407,8 @@ def test_the_field_loop_as_documented(sh):
 
 
 # --- docs/dataset.md: generator 5's teach set, a continuous recording, the photographs' sources ------------------
-DATASET = ("edge-tsm dataset synth --out teach-motions --classes no_motion,extra --per-class 5 --seed 3",
-           "edge-tsm dataset synth-recording --out scene.avi --annotations scene.csv --segments 6 --seed 21",
+DATASET = ("edge-tsm dataset synth --out teach-motions --classes no_motion,extra --per-class 2 --seed 3",
+           "edge-tsm dataset synth-recording --out scene.avi --annotations scene.csv --segments 4 --seed 21",
            'python -c "from edge.data.textures import sources_markdown; print(sources_markdown())"')
 
 
@@ -416,9 +416,9 @@ DATASET = ("edge-tsm dataset synth --out teach-motions --classes no_motion,extra
 def test_the_dataset_doc(sh):
     from edge.data.synth import EXTRA_CLASSES
     s = json.loads(sh.run(DATASET[0]).stdout)
-    assert s["labels"] == ["no_motion", *EXTRA_CLASSES] and s["generator"] == 5 and s["clips"] == 50
+    assert s["labels"] == ["no_motion", *EXTRA_CLASSES] and s["generator"] == 5 and s["clips"] == 20
     rec = json.loads(sh.run(DATASET[1]).stdout)
-    assert rec["rows"] == 13 and (sh.cwd / "scene.csv").read_text().startswith("start,end,label\n")
+    assert rec["rows"] == 9 and (sh.cwd / "scene.csv").read_text().startswith("start,end,label\n")
     table = sh.run(DATASET[2]).stdout  # the doc's photo table, as the card gets it
     assert "| astronaut | skimage/data/astronaut.png | public domain |" in table or "not installed" in table
     sh.finish()
