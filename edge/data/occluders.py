@@ -31,7 +31,9 @@ class Arm:
     grip0: np.ndarray    # the grip point on screen at frame 0
     follow: float        # how much of the grip's motion along the edge the shoulder end follows
     width: float         # limb thickness in pixels at the object's first scale
-    colour: np.ndarray   # BGR 0..255
+    colour: np.ndarray   # BGR 0..255: the hand and forearm (skin or a glove)
+    sleeve: np.ndarray | None  # BGR 0..255 of a sleeve over the rest of the arm, or bare
+    sleeve_at: float     # where the sleeve starts, as a fraction of the way from the grip to the shoulder end
     hand: bool           # draw a hand-like blob at the grip
     in_front: bool       # in front of the object (else behind it)
 
@@ -64,13 +66,14 @@ def make_arm(rng: np.random.Generator, w: int, h: int, centre: np.ndarray, angle
     reach = rng.uniform(0.25, 0.45) * sprite_diam
     grip = np.array(pivot, np.float64) + d_sprite * reach
     grip0 = centre + d * reach * size / sprite_diam
-    if rng.random() < 0.6:
+    if rng.random() < 0.85:
         base = np.array(_SKIN[int(rng.integers(len(_SKIN)))], np.float64)
         colour = np.clip(base * rng.uniform(0.85, 1.15, 3), 0, 255)
-    else:
+    else:  # a glove
         colour = rng.uniform(20, 235, 3)
-    return Arm(edge, anchor0, grip, grip0, float(rng.uniform(0.2, 0.8)), float(width), colour,
-               bool(rng.random() < 0.7), bool(rng.random() < 0.6))
+    sleeve = rng.uniform(15, 240, 3) if rng.random() < 0.6 else None
+    return Arm(edge, anchor0, grip, grip0, float(rng.uniform(0.2, 0.8)), float(width), colour, sleeve,
+               float(rng.uniform(0.25, 0.7)), bool(rng.random() < 0.7), bool(rng.random() < 0.6))
 
 
 def draw_arm(frame: np.ndarray, arm: Arm, grip_xy: np.ndarray, scale: float) -> None:
@@ -79,7 +82,7 @@ def draw_arm(frame: np.ndarray, arm: Arm, grip_xy: np.ndarray, scale: float) -> 
     h, w = frame.shape[:2]
     a = arm.anchor(grip_xy)
     thick = max(2.0, arm.width * scale)
-    pad = thick + 3
+    pad = 1.2 * thick + 3
     x0, y0 = np.floor(np.minimum(a, grip_xy) - pad).astype(int)
     x1, y1 = np.ceil(np.maximum(a, grip_xy) + pad).astype(int)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
@@ -94,6 +97,11 @@ def draw_arm(frame: np.ndarray, arm: Arm, grip_xy: np.ndarray, scale: float) -> 
         r = round(0.55 * thick * _SUB)
         cv2.circle(mask, p1, r, 255, -1, cv2.LINE_AA, 4)
     over(frame[y0:y1, x0:x1], mask, arm.colour)
+    if arm.sleeve is not None:  # a sleeve from the shoulder end down to the forearm, a little wider
+        mask[:] = 0
+        q = tuple(np.round(np.array(p1) + arm.sleeve_at * (np.array(p0) - p1)).astype(int))
+        cv2.line(mask, p0, q, 255, max(1, round(thick * 1.2)), cv2.LINE_AA, 4)
+        over(frame[y0:y1, x0:x1], mask, arm.sleeve)
     # a highlight along the limb, so it reads as round rather than flat
     mask[:] = 0
     d = np.array(p1, np.float64) - p0
