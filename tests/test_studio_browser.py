@@ -68,6 +68,11 @@ def folders(tmp_path_factory):
     recs.mkdir()
     rec = recs / "hall.avi"
     make_recording(rec, tmp / "truth.csv", segments=2, seed=11, size=(160, 120))
+    # the same video annotated with its ground truth (the rows from-recording reads), for eval-events
+    (recs / "yard.avi").write_bytes(rec.read_bytes())
+    (recs / "yard.csv").write_text((tmp / "truth.csv").read_text(), encoding="utf-8")
+    # a video that is not one: the page shows one message, the server goes on
+    (recs / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" + bytes(range(256)) * 8)
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump({
         "model": "default", "cameras": [{"name": "hall", "source": str(rec)}],
@@ -163,6 +168,17 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
 
     # 1. a review clip: key 2 gives it the second class; the next clip opens by itself; x skips it, u undoes
     _open(page, queue[0])
+    # playback (space) at the clip's own rate, from the first frame to the last; never faster
+    t0 = page.evaluate("() => performance.now()")
+    page.keyboard.press(" ")
+    played = page.evaluate("""async (t0) => { const p = window.studio.viewer.player;
+        while (p.playing) await new Promise(r => setTimeout(r, 5));
+        return [performance.now() - t0, p.frames, p.fps, Number(document.querySelector('#frame').dataset.frame)]; }""",
+                           t0)
+    ms, frames, fps, last = played
+    assert last == frames - 1 and ms >= 0.95 * 1000 * (frames - 1) / fps, played
+    page.keyboard.press("Home")
+    _frame_is(page, 0)
     page.keyboard.press("ArrowRight")
     _frame_is(page, 1)
     page.keyboard.press("2")
@@ -224,6 +240,13 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
         _frame_is(page, 9)
         page.screenshot(path=os.environ["EDGE_TSM_SCREENSHOT"], full_page=False)
 
+    # a corrupt video: one message in the page, and the server still answers
+    page.click("li[data-path='recordings/broken.avi']")
+    page.wait_for_selector("#player-msg:not([hidden])")
+    assert "broken.avi" in page.inner_text("#player-msg")
+    _open(page, rec)
+    assert server["proc"].poll() is None
+
     # 4. two tabs on one clip: the second tab still shows clip0 as labelled classes[1]; the first changes it;
     # the second's change is refused (conflict shown) and the file keeps the first tab's label
     other = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
@@ -266,6 +289,33 @@ def test_teach_from_the_page_shows_the_accuracy(page, server, folders):
         path = wrong.first.get_attribute("data-path")
         wrong.first.click()
         page.wait_for_function("p => document.querySelector('#frame').dataset.path === p", arg=path)
+
+
+def test_eval_events_from_the_page_marks_the_recordings_timeline(page, server, folders):
+    page.click("nav a[data-page='evaluate']")
+    page.wait_for_selector("#eval-rec option[value='recordings/yard.avi']", state="attached")
+    page.select_option("#eval-rec", "recordings/yard.avi")
+    page.fill("#eval-model", "default")
+    page.click("#eval-form button[type=submit]")
+    page.wait_for_selector("#eval-result:not([hidden])", timeout=60_000)
+    jobs = json.loads(page.evaluate("() => fetch('/api/jobs').then(r => r.text())"))["jobs"]
+    r = next(j for j in jobs if j["kind"] == "eval-events" and j["state"] == "done")["result"]
+    first = page.locator("#eval-table tbody tr").first.locator("td").all_inner_texts()
+    assert first[0].startswith(f"all ({r['tp']} matched, {r['fp']} false, {r['fn']} missed)")
+    assert first[3] == ("–" if r["f1"] is None else f"{100 * r['f1']:.1f} %")
+    wrong = r["false_events"] + r["missed"]
+    assert page.locator("#eval-list li").count() == max(1, len(wrong))
+    # the recording opens with the events marked under its timeline: matched, false and missed
+    if wrong:
+        page.locator("#eval-list li").first.click()
+    else:
+        page.click("nav a[data-page='library']")
+        page.click("li[data-path='recordings/yard.avi']")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.path === 'recordings/yard.avi'")
+    marks = page.evaluate("() => window.studio.viewer.timeline.data.marks")
+    assert len(marks) == len(r["events"]) + len(r["missed"])
+    assert sorted(m["kind"] for m in marks) == sorted(["matched" if e["matched"] else "false" for e in r["events"]]
+                                                      + ["missed"] * len(r["missed"]))
 
 
 def test_live_page_shows_frames_scores_and_saves_thresholds(page, server, folders):

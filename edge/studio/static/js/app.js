@@ -4,7 +4,7 @@ import { Library } from "./library.js";
 import { Viewer } from "./viewer.js";
 import { Teach, Evaluate } from "./jobs.js";
 import { Live } from "./live.js";
-import { $, banner } from "./ui.js";
+import { $, banner, notice } from "./ui.js";
 
 const viewer = new Viewer();
 const library = new Library(viewer);
@@ -18,11 +18,13 @@ function go(page) {
 }
 
 const teach = new Teach(viewer, go), evaluate = new Evaluate(viewer, go), live = new Live();
+window.studio = { viewer, library, teach, evaluate, live };   // for the console (and the browser tests)
 
 function route() {
   const page = pages.includes(location.hash.slice(1)) ? location.hash.slice(1) : "library";
   if (page === current) return;
   if (current === "live") live.hide();
+  if (current) notice("");
   current = page;
   for (const p of pages) {
     $(`#page-${p}`).hidden = p !== page;

@@ -33,6 +33,9 @@ export class Teach {
     this.viewer = viewer; this.go = go; this.job = null;
     $("#teach-form").addEventListener("submit", (e) => { e.preventDefault(); this.start(); });
     $("#teach-cancel").addEventListener("click", () => this.job && api.post(`/api/jobs/${this.job}/cancel`));
+    $("#teach-evaluate").addEventListener("click", () => {
+      $("#eval-model").value = this.bundle; this.go("evaluate");
+    });
   }
 
   show() {
@@ -47,6 +50,7 @@ export class Teach {
     const msg = $("#teach-msg");
     msg.replaceChildren();
     $("#teach-result").hidden = true;
+    $("#teach-evaluate").hidden = true;
     let j;
     try { j = await api.post("/api/jobs", { kind: "teach", name: $("#teach-out").value.trim(), options: teachOptions() }); } catch (e) {
       msg.replaceChildren(el("div", { class: "msg error" }, e.message)); return;
@@ -77,6 +81,8 @@ export class Teach {
       `${(r.seconds ?? job.seconds).toFixed(1)} s · saved in ${r.folder || r.out} (point the daemon's model: at it)` +
       (r.skipped && r.skipped.length ? ` · ${r.skipped.length} clips skipped` : "");
     $("#teach-msg").replaceChildren(el("div", { class: "msg info" }, `bundle saved: ${r.folder || r.out}`));
+    this.bundle = r.out;
+    $("#teach-evaluate").hidden = false;
     $("#teach-recall tbody").replaceChildren(...r.labels.map((l) => el("tr", {},
       el("td", {}, el("span", { style: `color:${colourOf(l)}` }, "■ "), l),
       el("td", { class: "num" }, r.clips_per_class[l] ?? 0),
@@ -123,6 +129,11 @@ export class Evaluate {
       $("#eval-msg").replaceChildren(el("div", { class: "msg error" }, e.message)); return;
     }
     const recs = state.library.recordings || [];
+    try {   // the bundles taught here, for the model field
+      const jobs = (await api.get("/api/jobs")).jobs.filter((j) => j.kind === "teach" && j.state === "done");
+      $("#bundles").replaceChildren(el("option", { value: "default" }),
+        ...jobs.map((j) => el("option", { value: j.result.out }, `taught ${new Date(1000 * j.started).toLocaleString()}`)));
+    } catch { /* the field still takes a name */ }
     const sel = $("#eval-rec"), was = sel.value;
     sel.replaceChildren(...recs.map((r) => el("option", { value: r.path, disabled: !r.segments },
       `${r.path.split("/").pop()} (${r.segments ? `${r.segments} segments` : "not annotated"})`)));

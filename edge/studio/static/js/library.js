@@ -2,7 +2,7 @@
 // recordings and the dataset's clips. Picking an item opens it in the viewer.
 
 import { api } from "./api.js";
-import { $, el, banner, pager, state } from "./ui.js";
+import { $, el, banner, notice, pager, saveState, state } from "./ui.js";
 import { colourOf } from "./timeline.js";
 
 const QUEUE_PAGE = 50, DATA_PAGE = 100;
@@ -17,6 +17,9 @@ export class Library {
     this.data = { offset: 0, items: [], total: 0, label: "" };
     this.list = [];          // the items of the list the viewer's item came from (j/k walk it)
     $("#data-class").addEventListener("change", (e) => { this.data.label = e.target.value; this.loadData(0); });
+    $("#export-clips").addEventListener("click", () => this.export("/api/export/clips", {}, "the labelled clips"));
+    $("#export-recording").addEventListener("click", () => this.viewer.item && this.viewer.item.kind === "recording" &&
+      this.export("/api/export/recording", { path: this.viewer.item.path }, `the segments of ${this.viewer.item.path}`));
   }
 
   async load() {
@@ -77,8 +80,11 @@ export class Library {
   renderQueue() {
     const items = this.queue.items;
     $("#queue").replaceChildren(...items.map((it) => this.row(`${it.camera} ${clock(it.start_ts)}`,
-      `${it.predicted ?? "?"} ${it.score === null || it.score === undefined ? "" : it.score.toFixed(2)} · ${it.trigger}`,
-      it.label, it, () => this.queue.items)));
+      `${it.predicted ?? "?"} ${it.score === null || it.score === undefined ? "" : it.score.toFixed(2).replace(/^0/, "")}`,
+      it.label, it, () => this.queue.items,
+      `${it.path}\n${it.trigger} clip, ${it.duration_s} s; model: ${it.predicted} ${it.score}, then ${it.second} (margin ${it.margin})`)));
+    const sp = state.library.spool || {};
+    $("#queue-count").textContent = sp.clips === undefined ? "" : `${sp.clips} clips, ${sp.labelled} labelled`;
     if (!items.length) $("#queue").append(el("li", { class: "muted" }, "the spool has no clips"));
     pager($("#queue-pager"), this.queue.total, this.queue.offset, QUEUE_PAGE, (o) => this.loadQueue(o));
   }
@@ -92,13 +98,33 @@ export class Library {
     pager($("#data-pager"), r.total, r.offset, DATA_PAGE, (o) => this.loadData(o));
   }
 
-  row(name, tag, label, item, list) {
+  row(name, tag, label, item, list, title) {
     const li = el("li", { role: "option", tabindex: "-1", "aria-selected": String(this.viewer.isOpen(item)),
-      dataset: { path: item.path }, title: item.path,
+      dataset: { path: item.path }, title: title || item.path,
       onclick: () => { this.list = list(); this.viewer.open(item); } },
       el("span", { class: "name" }, name), el("span", { class: "tag" }, tag),
       el("span", { class: "lab", style: label && label !== "skip" ? `color:${colourOf(label)}` : "" }, label ?? ""));
     return li;
+  }
+
+  /** Copy labelled clips / cut a recording's segments into --data, in the command line's way; then recount. */
+  async export(url, body, what) {
+    saveState("saving", `exporting ${what}…`);
+    let r;
+    try { r = await api.post(url, body); } catch (e) { saveState("error", `not exported: ${e.message}`); return; }
+    const per = Object.entries(r.per_label || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    const gone = r.gone ? `; ${r.gone} no longer in the spool` : "";
+    saveState("saved", `exported ${what}`);
+    notice(`${what} → ${r.out}: ${r.clips} clip${r.clips === 1 ? "" : "s"}${per ? ` (${per})` : ""}${gone}`);
+    await this.load();
+  }
+
+  /** A review clip's label went from ``was`` to ``now``: the queue's count of labelled clips follows. */
+  countLabel(was, now) {
+    const sp = state.library.spool;
+    if (!sp || !was === !now) return;
+    sp.labelled += now ? 1 : -1;
+    $("#queue-count").textContent = `${sp.clips} clips, ${sp.labelled} labelled`;
   }
 
   /** Segments of a recording were saved: its row says how many. */

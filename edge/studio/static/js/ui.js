@@ -31,6 +31,13 @@ export function banner(text) {
   b.hidden = !text;
 }
 
+/** One line of news (an export's summary); empty hides it. */
+export function notice(text) {
+  const b = $("#notice");
+  b.textContent = text || "";
+  b.hidden = !text;
+}
+
 export const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`);
 
 export function pager(box, total, offset, limit, go) {

@@ -146,6 +146,7 @@ export class Viewer {
       return;
     }
     if (record) this.undo.push({ kind: "clip", item: it, before: was, after: label ?? null });
+    this.library.countLabel(it.label ?? null, label ?? null);
     it.label = label ?? null;
     this.library.relabel(it);
     this.renderKeys();
