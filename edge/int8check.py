@@ -56,7 +56,8 @@ FRAME_AGREEMENT = 0.95
 # INT8 probabilities of a frame may be at most TV_RATIO times (and TV_SLACK above) what it was there.
 # Measured (seed 1, 4 per class, the embedded model, ONNX Runtime): the 8-bit-weight graph that lost 0.74
 # points on AVX2-only x86 gives 0.0104 on AVX-512 VNNI and 0.0184 under an emulated Haswell (frame top-1
-# agreement 0.979 / 0.976, clips 1.000 / 1.000: top-1 alone does not see it).
+# agreement 0.979 / 0.976, clips 1.000 / 1.000: top-1 alone does not see it); the shipped 7-bit graph 0.0098
+# on both (OpenVINO 0.0095 on VNNI), so a limit of 1.5x passes it on either family and catches the other.
 TV_RATIO = 1.5
 TV_SLACK = 0.002
 DEFAULT_MIN_AGREEMENT = 0.99
