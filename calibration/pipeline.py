@@ -50,8 +50,16 @@ def recipe_inputs(name: str, bundle: Bundle, data_dir: str | Path, progress: boo
         from edge.data.synth import generate_dataset
         logger.info("rendering the held-out set %s (synth seed %d)", data, r["eval"]["seed"])
         generate_dataset(data, r["eval"]["per_class"], r["eval"]["seed"], size=SYNTH["size"], frames=SYNTH["frames"],
-                         fps=SYNTH["fps"], progress=progress)
+                         fps=SYNTH["fps"], progress=progress, generator=trained_generator(bundle))
     return {"calib": calib, "eval": data, **{k: r[k] for k in ("method", "per_channel", "max_drop", "min_agreement")}}
+
+
+def trained_generator(bundle: Bundle) -> int:
+    """The synthetic generator the bundle was trained on (its held-out set must come from the same one):
+    ``provenance.generator`` when the training recorded it, else 4 (every bundle made before generator 5)."""
+    prov = bundle.provenance or {}
+    value = prov.get("generator", (prov.get("synth") or {}).get("generator", 4))
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 4
 
 
 def guard_engines(target: str) -> list[str]:
