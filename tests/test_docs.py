@@ -91,6 +91,10 @@ SKIPPED: dict[str, str] = {
     "edge-tsm bench --model /tmp/d224 --int8-from-calib synth --max-batch 1 --decode-scale 1": BENCH_224,
     "edge-tsm bench --tiny --model DIR": "tests/test_bench.py runs it (with --json) on the tiny bundle with an INT8 "
                                          "graph and checks its figures; here it would take another 15 s",
+    "edge-tsm studio --data field --spool /var/lib/edge-tsm/clips --recordings recordings --config "
+    "/etc/edge-tsm/config.yaml": "a web server that runs until stopped, on the device's folders; "
+                                 "tests/test_studio_browser.py starts it the same way and drives the page in Chromium",
+    "sudo systemctl reload edge-tsm": SYSTEMD + " (tests/test_daemon.py sends the SIGHUP it sends)",
 }
 
 # --- placeholders: a doc's stand-in name -> (what the test puts there, why) ----------------------------------
