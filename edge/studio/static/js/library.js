@@ -23,6 +23,9 @@ export class Library {
   }
 
   async load() {
+    // the queue's first page is asked for at the same time as the library (a 5000-clip spool: both take a while)
+    const queue = api.get("/api/spool", { offset: this.queue.offset, limit: QUEUE_PAGE, order: "uncertain", show: "all" });
+    queue.catch(() => {});
     const lib = await api.get("/api/library");
     state.library = lib;
     state.classes = lib.classes;
@@ -36,7 +39,7 @@ export class Library {
     sel.replaceChildren(el("option", { value: "" }, "all classes"),
       ...(lib.dataset.classes || []).map((c) => el("option", { value: c.name }, `${c.name} (${c.clips})`)));
     sel.value = this.data.label;
-    await Promise.all([this.loadQueue(this.queue.offset), this.loadData(this.data.offset)]);
+    await Promise.all([this.loadQueue(this.queue.offset, queue), this.loadData(this.data.offset)]);
     this.viewer.renderKeys();
   }
 
@@ -66,13 +69,13 @@ export class Library {
     $("#rec-pager").textContent = `${recs.length} in all`;
   }
 
-  async loadQueue(offset) {
+  async loadQueue(offset, asked = null) {
     if (!state.library.roots.spool) {
       $("#queue").replaceChildren(el("li", { class: "muted" }, "no --spool folder"));
       return;
     }
     if (state.library.spool.error) banner(state.library.spool.error);
-    const r = await api.get("/api/spool", { offset, limit: QUEUE_PAGE, order: "uncertain", show: "all" });
+    const r = await (asked || api.get("/api/spool", { offset, limit: QUEUE_PAGE, order: "uncertain", show: "all" }));
     Object.assign(this.queue, { offset: r.offset, items: r.items.map((it) => ({ kind: "spool", ...it })), total: r.total });
     this.renderQueue();
   }
