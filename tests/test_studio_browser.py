@@ -203,6 +203,16 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     page.keyboard.press(wave_key)
     wait_until(lambda: _labels_csv(work).get(clip1) == "wave", timeout=10)
     assert _labels_csv(work) == {clip0: classes[1], clip1: "wave"}
+    expected = {clip0: classes[1], clip1: "wave"}
+    if len(queue) > 2:   # Enter: the model's suggestion (the clip's predicted label) becomes its label
+        spooled = json.loads(page.evaluate("() => fetch('/api/spool?show=all').then(r => r.text())"))["items"]
+        predicted = next(it["predicted"] for it in spooled if it["path"] == queue[2])
+        _open(page, queue[2])
+        page.keyboard.press("Enter")
+        clip2 = queue[2].split("/", 1)[1]
+        wait_until(lambda: _labels_csv(work).get(clip2) == predicted, timeout=10)
+        expected[clip2] = predicted
+    assert _labels_csv(work) == expected
 
     # 3. a segment on the recording: [ at frame 3, ] at frame 8, key 1; the from-recording CSV holds it
     rec = "recordings/hall.avi"
@@ -226,7 +236,7 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     assert cut["clips"] == 1 and cut["frames"] == 6 and cut["per_label"] == {classes[0]: 1}
     from edge.data.fieldclips import from_clips
     made = from_clips(folders["spool"], work / "spool-labels.csv", tmp_path / "ds")
-    assert sorted(p.parent.name for p in (tmp_path / "ds").glob("*/*.avi")) == sorted([classes[1], "wave"]), made
+    assert sorted(p.parent.name for p in (tmp_path / "ds").glob("*/*.avi")) == sorted(expected.values()), made
 
     # the timeline: the model's per-frame scores of the recording and the events, drawn
     page.wait_for_selector(f"#timeline[data-ready='{rec}']", timeout=60_000)
@@ -260,6 +270,23 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     other.wait_for_selector("#save-state[data-state='conflict']")
     assert _labels_csv(work).get(clip0) == classes[2]
     other.context.close()
+
+
+NAMELESS = """() => [...document.querySelectorAll('button, input, select, canvas, img, [role=button], [role=listbox]')]
+    .filter(e => e.offsetParent !== null || e.closest('section:not([hidden])'))
+    .filter(e => !(e.getAttribute('aria-label') || e.getAttribute('alt') || (e.labels && e.labels.length)
+                   || e.textContent.trim() || e.getAttribute('title')))
+    .map(e => e.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_of_every_view_has_an_accessible_name(page):
+    for view in ("library", "teach", "evaluate", "live"):
+        page.click(f"nav a[data-page='{view}']")
+        page.wait_for_selector(f"#page-{view}:not([hidden])")
+        assert page.evaluate(NAMELESS) == [], view
+    # the check finds a control without a name
+    page.evaluate("() => document.querySelector('#page-live').append(document.createElement('button'))")
+    assert page.evaluate(NAMELESS) == ["<button></button>"]
 
 
 def test_teach_from_the_page_shows_the_accuracy(page, server, folders):
