@@ -151,6 +151,19 @@ export class Library {
     }
   }
 
+  /** The review queue's next (+1) or previous (-1) page, loaded; its first (unlabelled) or last clip. */
+  async queuePage(dir, unlabelledOnly) {
+    const q = this.queue;
+    for (let offset = q.offset + dir * QUEUE_PAGE; offset >= 0 && offset < q.total; offset += dir * QUEUE_PAGE) {
+      await this.loadQueue(offset);
+      this.list = q.items;
+      const items = dir > 0 ? q.items : [...q.items].reverse();
+      const hit = items.find((x) => !unlabelledOnly || !x.label);
+      if (hit) return hit;
+    }
+    return null;
+  }
+
   /** The item after (+1) or before (-1) the open one in its list; for a review clip, the next unlabelled. */
   neighbour(item, dir, unlabelledOnly = false) {
     const list = this.list.length ? this.list : this.queue.items;

@@ -32,26 +32,57 @@ export class Timeline {
   }
 
   /** Replace what is drawn: any of t, probs (frames x classes), labels, events, segments, marks, duration. */
-  set(part) { Object.assign(this.data, part); this.draw(); }
+  set(part) { Object.assign(this.data, part); this.dirty = true; this.draw(); }
 
   cursor(seconds) { this.at = seconds; this.draw(); }
 
+  /** The cursor and an open segment over a cached picture of the rest (a long recording's lines are
+   * drawn once per change, not once per frame of playback). */
   draw() {
     const c = this.canvas, d = this.data;
     const dpr = window.devicePixelRatio || 1;
     const w = c.clientWidth, h = c.clientHeight;
     if (!w || !h) return;
     if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
-      c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+      c.width = Math.round(w * dpr); c.height = Math.round(h * dpr); this.dirty = true;
+    }
+    const geo = this.geometry(w, h);
+    if (this.dirty || !this.bg) {
+      this.bg = this.bg || document.createElement("canvas");
+      this.bg.width = c.width; this.bg.height = c.height;
+      const b = this.bg.getContext("2d");
+      b.setTransform(dpr, 0, 0, dpr, 0, 0);
+      this.paint(b, w, h, geo);
+      this.dirty = false;
     }
     const g = c.getContext("2d");
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, c.width, c.height);
+    g.drawImage(this.bg, 0, 0);
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, w, h);
+    const { x, plotH, laneH } = geo;
+    if (this.pending) {
+      const a = this.pending.start, b = this.pending.end ?? Math.max(this.pending.start, this.at);
+      g.fillStyle = "#00000033"; g.fillRect(x(a), plotH + 2, Math.max(2, x(b) - x(a)), laneH - 2);
+      g.strokeStyle = "#000"; g.lineWidth = 1; g.strokeRect(x(a) + .5, plotH + 2.5, Math.max(2, x(b) - x(a)) - 1, laneH - 3);
+    }
+    g.strokeStyle = "#000"; g.lineWidth = 1;
+    const cx = Math.round(x(this.at)) + 0.5;
+    g.beginPath(); g.moveTo(cx, 0); g.lineTo(cx, h); g.stroke();
+  }
+
+  geometry(w, h) {
+    const d = this.data;
     const dur = d.duration || (d.t.length ? d.t[d.t.length - 1] : 0) || 1;
     const o = d.origin || 0;
-    const x = (s) => ((s - o) / dur) * w;
     const lanes = 3;                   // segments, events, eval marks under the plot
-    const laneH = 10, plotH = h - lanes * laneH - 4;
+    const laneH = 10;
+    return { dur, o, laneH, plotH: h - lanes * laneH - 4, x: (s) => ((s - o) / dur) * w };
+  }
+
+  paint(g, w, h, { dur, o, laneH, plotH, x }) {
+    const d = this.data;
+    g.clearRect(0, 0, w, h);
     // grid: 0, 0.5, 1
     g.strokeStyle = "#eee"; g.lineWidth = 1;
     for (const v of [0, 0.5, 1]) {
@@ -82,14 +113,9 @@ export class Timeline {
       if (stroke) { g.strokeStyle = stroke; g.lineWidth = 1; g.strokeRect(x(a) + .5, y + .5, Math.max(2, x(b) - x(a)) - 1, laneH - 3); }
     };
     for (const s of d.segments) bar(0, s.start, s.end, colourOf(s.label) + "99", colourOf(s.label));
-    if (this.pending) bar(0, this.pending.start, Math.max(this.pending.start, this.at), "#00000033", "#000");
     for (const e of d.events) bar(1, e.start, e.end ?? o + dur, colourOf(e.label));
     const markColour = { false: "#b3261e", missed: "#a15c00", matched: "#1b7f3b" };
     for (const m of d.marks) bar(2, m.start, m.end ?? dur + o, markColour[m.kind] || colourOf(m.label));
-    // cursor
-    g.strokeStyle = "#000"; g.lineWidth = 1;
-    const cx = Math.round(x(this.at)) + 0.5;
-    g.beginPath(); g.moveTo(cx, 0); g.lineTo(cx, h); g.stroke();
   }
 }
 

@@ -165,9 +165,10 @@ export class Viewer {
     this.open(it);
   }
 
-  next(dir, unlabelledOnly = false) {
+  async next(dir, unlabelledOnly = false) {
     if (!this.item || !this.library) return;
-    const n = this.library.neighbour(this.item, dir, unlabelledOnly);
+    let n = this.library.neighbour(this.item, dir, unlabelledOnly);
+    if (!n && this.item.kind === "spool") n = await this.library.queuePage(dir, unlabelledOnly);
     if (n) this.open(n);
   }
 
