@@ -361,6 +361,9 @@ def test_live_page_shows_frames_scores_and_saves_thresholds(page, server, folder
     page.wait_for_selector("#live-enter")
     page.eval_on_selector("#live-enter", "e => { e.value = '0.3'; e.dispatchEvent(new Event('input')); }")
     page.wait_for_function("() => document.querySelector('#live-effect').textContent.startsWith('with these')")
+    # one class's own enter threshold (events: classes: LABEL: enter)
+    page.select_option("#live-class", "swipe_left")
+    page.eval_on_selector("#live-class-enter", "e => { e.value = '0.8'; e.dispatchEvent(new Event('input')); }")
     # saved into the config: the events section changed, the rest kept, a backup beside it
     cfg = folders["config"]
     before = yaml.safe_load(cfg.read_text())
@@ -368,5 +371,6 @@ def test_live_page_shows_frames_scores_and_saves_thresholds(page, server, folder
     page.wait_for_selector("#save-state[data-state='saved']")
     after = yaml.safe_load(cfg.read_text())
     assert after["events"]["enter"] == 0.3 and after["cameras"] == before["cameras"]
+    assert after["events"]["classes"]["swipe_left"]["enter"] == 0.8
     assert Path(str(cfg) + ".bak").is_file()
     page.click("#live-stop")

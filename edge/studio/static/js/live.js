@@ -126,6 +126,35 @@ export class Live {
       return el("label", { for: `live-${k}` }, name, input, out);
     }));
     $("#live-effect").textContent = "";
+    const sel = $("#live-class"), ignore = new Set(s.ignore || []);
+    sel.replaceChildren(el("option", { value: "" }, "(all classes alike)"),
+      ...this.labels.filter((l) => !ignore.has(l)).map((l) => el("option", { value: l },
+        `${l}${s.classes && s.classes[l] ? " *" : ""}`)));
+    sel.onchange = () => this.renderClassSlider();
+    this.renderClassSlider();
+  }
+
+  /** enter for one class (events: classes: LABEL: enter), falling back to the global one until moved. */
+  renderClassSlider() {
+    const s = this.settings, label = $("#live-class").value, box = $("#live-class-slider");
+    if (!label) { box.replaceChildren(); return; }
+    s.classes = s.classes || {};
+    const own = s.classes[label] || {};
+    const value = own.enter ?? s.enter;
+    const out = el("output", {}, own.enter === undefined ? `${value} (global)` : String(value));
+    const input = el("input", { type: "range", min: 0, max: 1, step: 0.01, value, id: "live-class-enter",
+      "aria-label": `enter threshold of ${label}`,
+      oninput: (e) => {
+        const v = Number(e.target.value), c = (s.classes[label] = s.classes[label] || {});
+        c.enter = v;
+        if ((c.exit ?? s.exit) > v) c.exit = v;      // exit <= enter for the class too
+        out.textContent = String(v);
+        this.replaySoon();
+      } });
+    const clear = el("button", { type: "button", "aria-label": `use the global thresholds for ${label}`,
+      onclick: () => { delete s.classes[label]; this.renderClassSlider(); this.replaySoon(); } }, "global");
+    box.replaceChildren(el("label", { class: "sliders", for: "live-class-enter" },
+      el("span", {}, `${label} enter`), input, out), clear);
   }
 
   /** exit <= enter (the detector needs it): moving one past the other drags the other along. */
