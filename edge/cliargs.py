@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--name", help="bundle name (default: the output folder's name)")
     te.add_argument("--engine", choices=["onnxruntime", "openvino"], help="default: the first installed")
     te.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")
-    te.add_argument("--frames", type=int, default=4, help="frames the head sees at once (default 4)")
+    te.add_argument("--frames", type=int, default=1, help="frames the head sees at once: 1, the current frame's "
+                                                          "features (default), or a window of N (docs/teach.md)")
     te.add_argument("--augment", type=int, default=1, help="augmented passes per clip (default 1)")
     te.add_argument("--no-cv", action="store_true", help="skip the cross-validation (faster; no figures)")
     te.add_argument("--seed", type=int, default=0)

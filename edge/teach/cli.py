@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from edge.teach.core import TeachOptions, TeachReport, teach
-from edge.teach.head import HeadConfig
+from edge.teach.head import VIEWS, HeadConfig
 
 
 class _Bars:
@@ -68,7 +68,7 @@ def format_report(r: TeachReport) -> str:
 
 
 def run(a: argparse.Namespace) -> int:
-    head = HeadConfig(frames=a.frames)
+    head = HeadConfig(frames=a.frames, views=VIEWS if a.frames > 1 else ("current",))
     opts = TeachOptions(head=head, augment=a.augment, cross_validate=not a.no_cv, threads=a.threads, seed=a.seed)
     bars = _Bars(not a.quiet and not a.json)
     try:

@@ -250,7 +250,8 @@ def _int8_agreement(path: Path, bundle: Bundle, head: Any, clips: feat.ClipSet, 
     """Top-1 agreement of the INT8 taught graph with the FP32 head (numpy, from the cached features) on
     every frame of the clips as the daemon sees them."""
     from edge.classifier import OnlineClassifier
-    taught = bundle.model_copy(update={"states": [*bundle.states, _history_state(head)]})
+    extra = [_history_state(head)] if head.frames > 1 else []
+    taught = bundle.model_copy(update={"states": [*bundle.states, *extra]})
     backend = create_backend(engine, path, threads=opts.threads, precision_hint="f32")
     same = total = 0
     try:
