@@ -2,13 +2,17 @@
 ``edge-tsm studio`` server started as a user starts it, over a real dataset, a spool the real daemon wrote
 and a generated recording.
 
-1. label with the keyboard: a review clip (number key), a skip and its undo, a new class made from the page,
-   a segment on the recording (``[`` ... ``]`` then a number key); the CSVs on disk then hold exactly those
-   labels, in the formats ``dataset from-clips --labels`` and ``dataset from-recording`` read (both run on
-   them); two tabs on one clip: the stale one is told, nothing is overwritten;
-2. teach a bundle from the page and see its accuracy (the numbers the job returned);
-3. the live page shows a file camera's frames and scores; a threshold slider shows its effect on the last
-   minute; the thresholds are saved into the config (backup kept).
+1. label with the keyboard: playback at the clip's rate, frame steps, a review clip (number key), a skip and
+   its undo, a new class made from the page, Enter for the model's suggestion, a segment on the recording
+   (``[`` ... ``]`` then a number key); the CSVs on disk then hold exactly those labels, in the formats
+   ``dataset from-clips --labels`` and ``dataset from-recording`` read (both run on them); the timeline has
+   the model's scores and events; a corrupt video is one message; two tabs on one clip: the stale one is
+   told, nothing is overwritten;
+2. every control of every view has an accessible name;
+3. teach a bundle from the page and see its accuracy (the numbers the job returned);
+4. eval-events from the page: the job's numbers, and matched/false/missed marks on the recording's timeline;
+5. the live page shows a file camera's frames and scores; threshold sliders (global and one class's) show
+   their effect on the last minute; the thresholds are saved into the config (backup kept).
 
 ``EDGE_TSM_SCREENSHOT=docs/img/studio.png`` makes test 1 write the README's screenshot from the real page.
 Skipped, saying why, only when /usr/bin/chromium or the playwright package is absent (CI installs both).
@@ -67,7 +71,7 @@ def folders(tmp_path_factory):
     recs = tmp / "recordings"
     recs.mkdir()
     rec = recs / "hall.avi"
-    make_recording(rec, tmp / "truth.csv", segments=2, seed=11, size=(160, 120))
+    make_recording(rec, tmp / "truth.csv", segments=2, seed=11, size=(320, 240))
     # the same video annotated with its ground truth (the rows from-recording reads), for eval-events
     (recs / "yard.avi").write_bytes(rec.read_bytes())
     (recs / "yard.csv").write_text((tmp / "truth.csv").read_text(), encoding="utf-8")
@@ -203,15 +207,13 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     page.keyboard.press(wave_key)
     wait_until(lambda: _labels_csv(work).get(clip1) == "wave", timeout=10)
     assert _labels_csv(work) == {clip0: classes[1], clip1: "wave"}
-    expected = {clip0: classes[1], clip1: "wave"}
-    if len(queue) > 2:   # Enter: the model's suggestion (the clip's predicted label) becomes its label
-        spooled = json.loads(page.evaluate("() => fetch('/api/spool?show=all').then(r => r.text())"))["items"]
-        predicted = next(it["predicted"] for it in spooled if it["path"] == queue[2])
-        _open(page, queue[2])
-        page.keyboard.press("Enter")
-        clip2 = queue[2].split("/", 1)[1]
-        wait_until(lambda: _labels_csv(work).get(clip2) == predicted, timeout=10)
-        expected[clip2] = predicted
+    # Enter: the model's suggestion (the clip's predicted label) becomes the first clip's label
+    spooled = json.loads(page.evaluate("() => fetch('/api/spool?show=all').then(r => r.text())"))["items"]
+    predicted = next(it["predicted"] for it in spooled if it["path"] == queue[0])
+    _open(page, queue[0])
+    page.keyboard.press("Enter")
+    wait_until(lambda: _labels_csv(work).get(clip0) == predicted, timeout=10)
+    expected = {clip0: predicted, clip1: "wave"}
     assert _labels_csv(work) == expected
 
     # 3. a segment on the recording: [ at frame 3, ] at frame 8, key 1; the from-recording CSV holds it
@@ -257,18 +259,19 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     _open(page, rec)
     assert server["proc"].poll() is None
 
-    # 4. two tabs on one clip: the second tab still shows clip0 as labelled classes[1]; the first changes it;
-    # the second's change is refused (conflict shown) and the file keeps the first tab's label
+    # 4. two tabs on one clip: the second tab shows clip0 as labelled `predicted`; the first changes it; the
+    # second's change is refused (conflict shown) and the file keeps the first tab's label
     other = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
     other.goto(server["url"])
     other.wait_for_selector("body[data-ready='1']")
     _open(other, queue[0])
     _open(page, queue[0])
-    page.keyboard.press("3")
-    wait_until(lambda: _labels_csv(work).get(clip0) == classes[2], timeout=10)
-    other.keyboard.press("1")
+    k = next(k for k in range(3) if classes[k] != predicted)
+    page.keyboard.press(str(k + 1))
+    wait_until(lambda: _labels_csv(work).get(clip0) == classes[k], timeout=10)
+    other.keyboard.press(str((k + 1) % 3 + 1))
     other.wait_for_selector("#save-state[data-state='conflict']")
-    assert _labels_csv(work).get(clip0) == classes[2]
+    assert _labels_csv(work).get(clip0) == classes[k]
     other.context.close()
 
 
