@@ -3,4 +3,5 @@ import sys
 
 from edge.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned or fork-server child imports it (the training loader's workers)
+    sys.exit(main())

@@ -103,10 +103,17 @@ def cmd_train(a: argparse.Namespace) -> int:
     except ImportError as e:
         raise PackageMissing(f"train needs the {e.name} package (the train extra): pip install 'edge-tsm[train]'") \
             from None
+    from edge.models.distributed import world_from_env
+    main_rank = world_from_env().main   # under torchrun: rank 0 alone logs and prints
+    if not main_rank:
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    run = {"device": a.device, "amp": a.amp, "workers": a.workers, "sync_bn": not a.no_sync_bn,
+           "dist_timeout": a.dist_timeout, "float64": a.float64}
     if a.recipe:
         out = recipe.run_recipe(a.recipe, out=a.out, data_dir=a.data_dir, no_shift=a.no_shift,
-                                ablation=a.ablation, threads=a.threads, max_steps=a.max_steps)
-        print(out)
+                                ablation=a.ablation, threads=a.threads, max_steps=a.max_steps, run=run)
+        if main_rank:
+            print(out)
         return 0
     if not a.data:
         raise UsageError("train: give --data DIR (a ROOT/<label>/*.mp4 dataset) or --recipe default")
@@ -114,8 +121,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, val=a.val, split=a.split, size=a.size, width=a.width,
                       frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr, optimizer=a.optimizer,
                       weight_decay=a.weight_decay, shift="none" if a.no_shift else a.shift, seed=a.seed,
-                      threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name)
-    print(train(cfg, progress=not a.quiet))
+                      threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name,
+                      dropout=a.dropout, **run)
+    out = train(cfg, progress=not a.quiet)
+    if main_rank:
+        print(out)
     return 0
 
 

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--frames", type=int, default=8, help="frames per training clip (default 8)")
     tr.add_argument("--stride", type=int, default=3, help="frame stride inside a clip (default 3)")
     tr.add_argument("--epochs", type=int, default=8)
-    tr.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
+    tr.add_argument("--batch", type=int, default=16,
+                    help="clips per step over all processes; under torchrun each takes batch/N (default 16)")
     tr.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
     tr.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                     help="sgd: momentum 0.9, Nesterov (default); adamw")
@@ -91,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     tr.add_argument("--name", help="bundle name (default: the output folder's name)")
+    tr.add_argument("--device", default="auto", help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N")
+    tr.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                    help="mixed precision: fp16 (CUDA, with a gradient scaler), bf16 (CUDA, or a CPU with native "
+                         "bf16), off; auto decides by the device and, on a bf16 CPU, by measurement (default)")
+    tr.add_argument("--workers", type=int, help="loader processes decoding and augmenting clips (0: in the training "
+                                                "process; default: the cores the compute threads leave)")
+    tr.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
+    tr.add_argument("--no-sync-bn", action="store_true",
+                    help="under torchrun: batch norm per process instead of over the global batch")
+    tr.add_argument("--dist-timeout", type=float, default=600.0,
+                    help="under torchrun: seconds to wait for the other processes (default 600)")
+    tr.add_argument("--float64", action="store_true",
+                    help="train in double precision: slow; for exact comparisons of runs (N processes against one)")
     tr.set_defaults(func="cmd_train")
 
     ex = sub.add_parser("export", help="checkpoint (ours or reference TSM) -> online ONNX bundle (needs [train])")

@@ -46,18 +46,25 @@ DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoo
 
 def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> Path:
     """Generate the dataset unless ``root/synth.json`` says it is already exactly that."""
-    from edge.data.synth import GENERATOR_VERSION, generate_dataset
-    meta = root / "synth.json"
-    want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
-            "fps": synth["fps"], "generator": GENERATOR_VERSION}
-    if meta.is_file():
-        have = json.loads(meta.read_text())
-        if all(have.get(k) == v for k, v in want.items()):
-            logger.info("dataset %s already generated", root)
-            return root
+    from edge.data.synth import generate_dataset
+    if _synth_ready(root, seed, per_class, synth):
+        logger.info("dataset %s already generated", root)
+        return root
     logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
     generate_dataset(root, per_class, seed, size=tuple(synth["size"]), frames=synth["frames"], fps=synth["fps"])
     return root
+
+
+def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> bool:
+    """``root/synth.json`` says the dataset is exactly this one (written last, when the set is whole)."""
+    from edge.data.synth import GENERATOR_VERSION
+    want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
+            "fps": synth["fps"], "generator": GENERATOR_VERSION}
+    try:
+        have = json.loads((root / "synth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
 
 
 def count_macs(net: TSMNet, size: int) -> int:
@@ -106,9 +113,9 @@ def _evaluate_all(bundle: Path, test_root: Path) -> dict[str, Any]:
 
 
 def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, threads: int | None,
-               max_steps: int | None, command: str) -> tuple[Path, float]:
+               max_steps: int | None, command: str, run: dict[str, Any] | None = None) -> tuple[Path, float]:
     t = recipe["train"]
-    t = dict(t)
+    t = {**t, **(run or {})}   # where it runs (device, amp, workers, torchrun settings): not the recipe's figures
     if threads:
         t["threads"] = threads
     name = "default" if shift != "none" else "default-noshift"
@@ -172,24 +179,53 @@ def _interrupted(cfg: TrainConfig) -> bool:
 
 
 def run_recipe(name: str, *, out: str, data_dir: str = "data", no_shift: bool = False, ablation: bool = False,
-               threads: int | None = None, max_steps: int | None = None) -> Path:
+               threads: int | None = None, max_steps: int | None = None, run: dict[str, Any] | None = None) -> Path:
+    """The recipe end to end. ``run``: TrainConfig fields saying where it runs (device, amp, workers, sync_bn,
+    dist_timeout). Under torchrun every process calls this: rank 0 generates the data, evaluates and writes the
+    figures, all of them train."""
+    from edge.models import distributed as dist
+    from edge.models.precision import resolve_device
+    world = dist.world_from_env()
+    owned = world.distributed and not dist.initialized()
+    if world.distributed:
+        dev = resolve_device((run or {}).get("device", "auto"), world.local_rank)
+        world = dist.setup(dev.type, float((run or {}).get("dist_timeout", 600.0)))
+    try:
+        return _run_recipe(name, world, out=out, data_dir=data_dir, no_shift=no_shift, ablation=ablation,
+                           threads=threads, max_steps=max_steps, run=run)
+    finally:
+        if owned:
+            dist.teardown()
+
+
+def _run_recipe(name: str, world: Any, *, out: str, data_dir: str, no_shift: bool, ablation: bool,
+                threads: int | None, max_steps: int | None, run: dict[str, Any] | None) -> Path:
+    from edge.models import distributed as dist
     recipe = RECIPES[name]
     data = Path(data_dir)
     s = recipe["synth"]
-    train_root = ensure_synth(data / f"synth-train-s{recipe['train_set']['seed']}", recipe["train_set"]["seed"],
-                              recipe["train_set"]["per_class"], s)
-    test_root = ensure_synth(data / f"synth-test-s{recipe['test_set']['seed']}", recipe["test_set"]["seed"],
-                             recipe["test_set"]["per_class"], s)
+    train_root = data / f"synth-train-s{recipe['train_set']['seed']}"
+    test_root = data / f"synth-test-s{recipe['test_set']['seed']}"
+    sets = [(train_root, recipe["train_set"]), (test_root, recipe["test_set"])]
+    for root, spec in sets:
+        if world.main:
+            ensure_synth(root, spec["seed"], spec["per_class"], s)
+        else:  # rank 0 generates (minutes, longer than a collective may wait): the others watch for its synth.json
+            while not _synth_ready(root, spec["seed"], spec["per_class"], s):
+                time.sleep(2.0)
+    dist.barrier()
     out_path = Path(out)
     command = f"edge-tsm train --recipe {name} --out {out}" + (" --ablation" if ablation else "") + \
         (" --no-shift" if no_shift else "")
     runs = [("causal" if not no_shift else "none", out_path)]
     if ablation and not no_shift:
         runs.append(("none", out_path.parent / f"{out_path.name}-noshift"))
-    results: dict[str, Any] = {}
-    for shift, path in runs:
-        bundle, secs = _train_one(recipe, path, train_root, shift, threads, max_steps, command)
-        results[shift] = {"bundle": str(bundle), "train_seconds": round(secs), "eval": _evaluate_all(bundle, test_root)}
+    trained = [(shift, *_train_one(recipe, path, train_root, shift, threads, max_steps, command, run))
+               for shift, path in runs]
+    if not world.main:
+        return out_path   # rank 0 evaluates: the others are done
+    results: dict[str, Any] = {shift: {"bundle": str(bundle), "train_seconds": round(secs),
+                                       "eval": _evaluate_all(bundle, test_root)} for shift, bundle, secs in trained}
     main_shift = runs[0][0]
     _write_figures(out_path, recipe, results, main_shift, test_root, command)
     return out_path

@@ -1,11 +1,18 @@
 """``edge-tsm train``: train a MobileNetV2-TSM on a ``ROOT/<label>/*.mp4`` dataset and export a bundle.
 
-Recipe: SGD with momentum and weight decay, linear warm-up then cosine decay, label smoothing,
+Recipe: SGD with momentum and weight decay (or AdamW), linear warm-up then cosine decay, label smoothing,
 clips of ``frames`` frames taken at ``stride`` from a random start, one random crop/flip/colour
 jitter per clip (see :class:`edge.data.dataset.ClipAugment`), loss on the mean of the per-frame
 logits (the TSM consensus). The causal shift is the default so the weights run online unchanged;
-``--no-shift`` trains the TSN-style ablation. Deterministic for a given ``--seed`` and thread count.
-A checkpoint (``checkpoint.pt``) is written after every epoch; ``--resume`` continues from it.
+``--no-shift`` trains the TSN-style ablation. A checkpoint (``checkpoint.pt``) is written after every
+epoch; ``--resume`` continues from it.
+
+Where it runs: ``--device`` (CPU or CUDA) and ``--amp`` (:mod:`edge.models.precision`); clips decoded and
+augmented by ``--workers`` loader processes (:mod:`edge.models.loader`); one process, or N under
+``torchrun`` (:mod:`edge.models.distributed`). ``--batch`` is the global batch: N processes take
+``batch / N`` clips each per step, and together compute the loss and gradients one process computes
+for the same seed, so the result does not depend on how many processes trained it. Deterministic on the
+CPU for a given seed and thread count, whatever the number of workers.
 """
 from __future__ import annotations
 
@@ -23,12 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edge.data.dataset import ClipAugment, VideoDataset, center_crop_frames, load_dataset, read_video, video_fps
-from edge.errors import DataError, UsageError
-from edge.models.export import IMAGENET_MEAN, IMAGENET_STD, export_bundle, load_into, net_from_checkpoint
+from edge.data.dataset import ClipAugment, center_crop_frames, load_dataset, video_fps
+from edge.errors import DataError, InputError, UsageError
+from edge.models import distributed as dist
+from edge.models.export import export_bundle, load_into, net_from_checkpoint
+from edge.models.loader import ClipDataset, ClipSource, StepSampler, make_loader, normalize, sample_window
+from edge.models.precision import Amp, default_workers, probe_step, resolve_amp, resolve_device
 from edge.models.tsm import TSMNet
 from edge.util import atomic_write
 
+__all__ = ["TrainConfig", "train", "lr_at", "sample_window", "validate", "checkpoint_meta", "init_labels"]
 logger = logging.getLogger(__name__)
 
 
@@ -43,7 +54,7 @@ class TrainConfig:
     frames: int = 8
     stride: int = 3
     epochs: int = 8
-    batch: int = 16
+    batch: int = 16                 # the global batch: clips per step over all processes
     lr: float = 0.01
     optimizer: str = "sgd"          # sgd (momentum, Nesterov) | adamw
     momentum: float = 0.9
@@ -57,40 +68,21 @@ class TrainConfig:
     init: str | None = None
     resume: bool = False
     max_steps: int | None = None    # stop early (smoke tests)
-    cache_gb: float = 6.0           # keep decoded clips in memory up to this size
+    cache_gb: float = 6.0           # keep decoded clips in memory up to this size (per process)
     name: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    amp: str = "auto"               # auto | bf16 | fp16 | off
+    workers: int | None = None      # loader processes (None: from the cores; 0: decode in this process)
+    sync_bn: bool = True            # batch norm over the global batch under torchrun
+    dist_timeout: float = 600.0     # seconds to wait for the other processes (rendezvous, collectives)
+    channels_last: bool = True      # faster on CPU and GPU
+    float64: bool = False           # double precision: slow; exact comparisons (N processes against one)
 
 
-class ClipSource:
-    """Decoded clips, cached in memory when they fit in ``cache_gb``."""
-
-    def __init__(self, ds: VideoDataset, cache_gb: float) -> None:
-        self.ds = ds
-        first = read_video(ds.clips[0].path)
-        est = first.nbytes * len(ds.clips) / 1e9
-        self.cache: list[np.ndarray] | None = None
-        if est <= cache_gb:
-            self.cache = [first] + [read_video(c.path) for c in ds.clips[1:]]
-
-    def __len__(self) -> int:
-        return len(self.ds.clips)
-
-    def frames(self, i: int) -> np.ndarray:
-        return self.cache[i] if self.cache is not None else read_video(self.ds.clips[i].path)
-
-
-def sample_window(n: int, frames: int, stride: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Indices of ``frames`` frames at ``stride``; random start (``rng``) or centred; clamped at the end."""
-    span = (frames - 1) * stride + 1
-    start = 0 if n <= span else (int(rng.integers(0, n - span + 1)) if rng is not None else (n - span) // 2)
-    return np.minimum(start + np.arange(frames) * stride, n - 1)
-
-
-def to_tensor(rgb: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """T x H x W x 3 uint8 RGB -> T x 3 x H x W float, normalised."""
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return normalize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2))
 
 
 def lr_at(step: int, total: int, base: float, warmup: float) -> float:
@@ -101,31 +93,72 @@ def lr_at(step: int, total: int, base: float, warmup: float) -> float:
 
 
 @torch.no_grad()
-def validate(net: TSMNet, src: ClipSource, size: int, stride: int) -> dict[str, float]:
-    """Clip accuracy of the offline model over whole clips (causal shift: equals the online graph)."""
+def validate(net: TSMNet, src: ClipSource, size: int, stride: int,
+             device: torch.device | None = None) -> dict[str, float]:
+    """Clip accuracy of the offline model over whole clips (causal shift: equals the online graph);
+    clips that cannot be decoded are left out and counted."""
     net.eval()
-    correct = 0
+    correct = n = 0
     for i, clip in enumerate(src.ds.clips):
-        frames = src.frames(i)[::stride]
+        try:
+            frames = src.frames(i)[::stride]
+        except InputError:
+            continue
         x = to_tensor(center_crop_frames(frames, (size, size), resize="stretch"))[None]
-        x = x.contiguous(memory_format=torch.contiguous_format)
-        prob = F.softmax(net(x)[0], dim=-1).mean(0)
+        x = x.to(device or "cpu").contiguous(memory_format=torch.contiguous_format)
+        prob = F.softmax(net(x)[0].float(), dim=-1).mean(0)
         correct += int(prob.argmax()) == clip.label
-    return {"accuracy": correct / max(1, len(src))}
+        n += 1
+    return {"accuracy": correct / max(1, n), "clips": n, "skipped": len(src) - n}
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train, write ``checkpoint.pt`` each epoch and export the bundle into ``cfg.out``; return it."""
+def _check(cfg: TrainConfig) -> None:
     if cfg.shift not in ("causal", "none", "bidirectional"):
         raise UsageError(f"shift {cfg.shift!r}: not one of causal, none, bidirectional")
     for key in ("epochs", "batch", "frames", "stride", "size"):
         if getattr(cfg, key) < 1:
             raise UsageError(f"--{key} {getattr(cfg, key)}: must be >= 1")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UsageError(f"--workers {cfg.workers}: must be >= 0 (0 decodes in the training process)")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise UsageError(f"--optimizer {cfg.optimizer!r}: not one of sgd, adamw")
+    if cfg.float64 and cfg.amp not in ("auto", "off"):
+        raise UsageError(f"--float64 with --amp {cfg.amp}: mixed precision and float64 exclude each other")
+    if not cfg.dist_timeout > 0:
+        raise UsageError(f"--dist-timeout {cfg.dist_timeout:g}: must be > 0 seconds")
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train, write ``checkpoint.pt`` each epoch and export the bundle into ``cfg.out``; return it.
+
+    Under torchrun every process calls this; rank 0 alone logs, checkpoints, evaluates and exports.
+
+    Raises:
+        UsageError: a bad argument (also: a --batch the world size does not divide).
+        DeviceError: no such device, no native bf16 for --amp bf16, or a failed rendezvous.
+        InputError / DataError: the dataset is missing or malformed.
+    """
+    _check(cfg)
+    world = dist.world_from_env()
+    device = resolve_device(cfg.device, world.local_rank)
+    if world.distributed and cfg.batch % world.size:
+        raise UsageError(f"--batch {cfg.batch} over {world.size} processes: the global batch must be a multiple of "
+                         f"the world size (each process takes batch/{world.size} clips); give e.g. --batch "
+                         f"{max(world.size, cfg.batch // world.size * world.size)}")
+    owned = world.distributed and not dist.initialized()
+    world = dist.setup(device.type, cfg.dist_timeout)
+    try:
+        return _train(cfg, world, device, progress)
+    finally:
+        if owned:
+            dist.teardown()
+
+
+def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: bool) -> Path:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(cfg.data, cfg.split)
     if cfg.init and not (Path(cfg.data) / "labels.txt").is_file():
         # Fine-tuning keeps the model's classes (in its order) even where the new data has no clips of
@@ -135,113 +168,229 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         ds = load_dataset(cfg.data, cfg.split, labels=[*have, *new])
         logger.info("--init %s: its %d labels kept%s", cfg.init, len(have),
                     f", {len(new)} new: {', '.join(new)}" if new else "")
+    if world.distributed and len(ds.clips) < cfg.batch:
+        raise UsageError(f"--batch {cfg.batch}: dataset {cfg.data} has only {len(ds.clips)} clips, fewer than one "
+                         f"global batch over {world.size} processes; give a --batch of at most {len(ds.clips)}")
     logger.info("dataset %s: %d clips, %d labels", cfg.data, len(ds.clips), len(ds.labels))
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     src = ClipSource(ds, cfg.cache_gb)
-    logger.info("decoded in %.1f s (cached: %s)", time.perf_counter() - t0, src.cache is not None)
-    fps = video_fps(ds.clips[0].path)
+    logger.info("decoded in %.1f s (cached: %s)", time.perf_counter() - t0, src.cached)
+    if len(src.bad) == len(src):
+        raise DataError(f"dataset {cfg.data}: none of its {len(src)} clips can be decoded")
+    fps = video_fps(next(c.path for i, c in enumerate(ds.clips) if i not in src.bad))
 
     net = TSMNet(len(ds.labels), width=cfg.width, shift=cfg.shift, dropout=cfg.dropout)
     if cfg.init:
         init_from(net, cfg.init, ds.labels)
-    net = net.to(memory_format=torch.channels_last)
+    ckpt_path = out / "checkpoint.pt"
+    ck = _load_resume(cfg, ckpt_path, world, device)
+    if cfg.float64:
+        amp = Amp("off", "--float64")
+    elif ck is not None and cfg.amp == "auto" and ck.get("amp") in ("bf16", "fp16", "off"):
+        amp = Amp(ck["amp"], "the resumed run's")
+    else:
+        amp = resolve_amp(cfg.amp, device, probe=probe_step(net, cfg.frames, cfg.size) if device.type == "cpu"
+                          else None)
+    if world.distributed and dist.all_min(int(amp.mode != "off"), device) == 0 and amp.mode != "off":
+        amp = Amp("off", "another process has no native bf16")   # one precision for all processes
+    if world.distributed and cfg.sync_bn:
+        dist.global_batch_norm(net)
+    net = net.to(device, dtype=torch.float64 if cfg.float64 else None,
+                 memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     else:
-        raise UsageError(f"--optimizer {cfg.optimizer!r}: not one of sgd, adamw")
-    aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
-    steps_per_epoch = max(1, len(src) // cfg.batch)
-    total = steps_per_epoch * cfg.epochs          # the schedule's length
-    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
-    ckpt_path = out / "checkpoint.pt"
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    scaler = amp.scaler(device)
     start_epoch, step, history = 0, 0, []
-    if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ck is not None:
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         start_epoch, step, history = ck["epoch"], ck["step"], ck.get("history", [])
         torch.set_rng_state(ck["torch_rng"])
-        logger.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+        logger.info("resumed from %s at epoch %d, step %d", ckpt_path, start_epoch, step)
+    model: torch.nn.Module = net
+    if world.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-        except ImportError:
-            bar = None
+    workers = cfg.workers if cfg.workers is not None else default_workers(device, world.local_size, cfg.threads)
+    aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
+    sampler = StepSampler(len(src), cfg.batch, cfg.seed, world.rank, world.size)
+    loader = make_loader(ClipDataset(src, aug, cfg.frames, cfg.stride, cfg.seed), sampler, workers,
+                         pin=device.type == "cuda")
+    steps_per_epoch = sampler.steps()
+    total = steps_per_epoch * cfg.epochs          # the schedule's length
+    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
+    run = {"world_size": world.size, "device": str(device), "amp": amp.mode, "amp_reason": amp.reason,
+           "workers": workers, "batch_per_process": cfg.batch // world.size, "global_batch": cfg.batch,
+           "threads": torch.get_num_threads()}
+    if world.main:
+        logger.info("device %s, amp %s (%s), %d process(es) x %d clips, %d loader workers, %d threads", device,
+                    amp.mode, amp.reason, world.size, cfg.batch // world.size, workers, torch.get_num_threads())
+    bar = _bar(stop_at, step) if progress and world.main else None
+    skipped_names: set[str] = set()
     for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.perf_counter()
         if step >= stop_at:
             break
-        net.train()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(src))
-        seen = correct = 0
-        loss_sum = 0.0
-        for b in range(steps_per_epoch):
-            if step >= stop_at:
-                break
-            idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-            clips, targets = [], []
-            for i in idx:
-                frames = src.frames(int(i))
-                sel = frames[sample_window(len(frames), cfg.frames, cfg.stride, rng)]
-                rgb, label = aug(sel, ds.clips[int(i)].label, rng)
-                clips.append(to_tensor(rgb))
-                targets.append(label)
-            x = torch.stack(clips)
-            y = torch.tensor(targets)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
-            logits = net(x).mean(1)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 20.0)
-            opt.step()
-            step += 1
-            seen += len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss.detach()) * len(y)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        t_epoch = time.perf_counter()
+        model.train()
+        sampler.set_epoch(epoch)
+        stats = _run_epoch(model, loader, opt, scaler, amp, device, cfg, world, step, stop_at, total, bar,
+                           skipped_names)
+        step = stats.pop("step")
+        seconds = time.perf_counter() - t_epoch
+        seen, correct, loss_sum, skipped = dist.all_sum(
+            [stats["seen"], stats["correct"], stats["loss_sum"], stats["skipped"]], device)
         history.append({"epoch": epoch + 1, "step": step, "loss": loss_sum / max(1, seen),
-                        "train_acc": correct / max(1, seen), "seconds": round(time.perf_counter() - t_epoch, 1)})
-        logger.info("epoch %d/%d: loss %.4f, train acc %.3f", epoch + 1, cfg.epochs, history[-1]["loss"],
-                    history[-1]["train_acc"])
-        # serialized in memory, then replaced at once: a kill mid-write leaves the previous epoch's checkpoint whole
-        buf = io.BytesIO()
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                    "history": history, "torch_rng": torch.get_rng_state(),
-                    "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, buf)
-        atomic_write(ckpt_path, buf.getvalue(), mode=0o644)
+                        "train_acc": correct / max(1, seen), "seconds": round(seconds, 1),
+                        "clips_per_s": round(seen / max(seconds, 1e-9), 2), "skipped": int(skipped)})
+        if world.main:
+            h = history[-1]
+            line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {h['loss']:.4f}, train acc {h['train_acc']:.3f}, "
+                    f"{h['clips_per_s']:.1f} clips/s, {seconds:.0f} s" + (f", {int(skipped)} clips skipped"
+                                                                         if skipped else ""))
+            if bar is not None:
+                bar.write(line, file=sys.stderr)
+            else:
+                logger.info("%s", line)
+            # serialized in memory, then replaced at once: a kill mid-write leaves the previous epoch's checkpoint
+            buf = io.BytesIO()
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                        "history": history, "torch_rng": torch.get_rng_state(), "amp": amp.mode,
+                        "scaler": scaler.state_dict() if scaler is not None else None, "run": run,
+                        "meta": checkpoint_meta(cfg, ds.labels, fps), "config": asdict(cfg)}, buf)
+            atomic_write(ckpt_path, buf.getvalue(), mode=0o644)
+        dist.barrier()
     if bar is not None:
         bar.close()
-    net = net.to(memory_format=torch.contiguous_format).eval()
+    del loader   # its worker processes end here
+    if not world.main:
+        dist.barrier()   # rank 0 evaluates and exports
+        return out
+    try:
+        _finish(cfg, net, ds.labels, fps, out, history, run, device)
+    finally:
+        dist.barrier()
+    return out
+
+
+def _bar(total: int, initial: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+
+def _load_resume(cfg: TrainConfig, path: Path, world: dist.World, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from (every process reads it), or None."""
+    if not cfg.resume:
+        return None
+    have = int(dist.all_sum([float(path.is_file())], device)[0])
+    if have and have < world.size:
+        raise InputError(f"--resume: {path} is there for {have} of {world.size} processes; under multi-node torchrun "
+                         "put --out on a file system every node shares")
+    if not have:
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _run_epoch(model, loader, opt, scaler, amp: Amp, device: torch.device, cfg: TrainConfig, world: dist.World,
+               step: int, stop_at: int, total: int, bar: Any, skipped_names: set[str]) -> dict[str, Any]:
+    """One epoch's steps (or until ``stop_at``); returns the local sums and the step reached."""
+    seen = correct = skipped = 0
+    loss_sum = 0.0
+    t0 = time.perf_counter()
+    it = iter(loader)
+    while step < stop_at:
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        except RuntimeError as e:   # a worker killed (out of memory, a crashing decoder)
+            if "DataLoader worker" not in str(e):
+                raise
+            raise DataError(f"a loader worker died ({' '.join(str(e).split())[:200]}); run with --workers 0 to see "
+                            "which clip fails (a script that calls train() itself needs the if __name__ == "
+                            "'__main__': guard: workers start from a fork server)") from None
+        for msg in batch.skipped:
+            skipped += 1
+            if msg not in skipped_names:
+                skipped_names.add(msg)
+                logger.warning("skipped: %s", msg)
+        n_local = len(batch.y)
+        n_global = int(dist.all_sum([float(n_local)], device)[0]) if world.distributed else n_local
+        if n_global == 0:
+            step += 1   # every clip of the step failed: the schedule moves on, the weights do not
+            continue
+        x, y = batch.x, batch.y
+        weight = torch.ones(n_local)
+        if n_local == 0:   # this process's clips all failed, the others' did not: join with a zero-weight clip
+            x = torch.zeros(1, cfg.frames, 3, cfg.size, cfg.size, dtype=torch.uint8)
+            y, weight = torch.zeros(1, dtype=torch.long), torch.zeros(1)
+        x = normalize(x.to(device, non_blocking=True))
+        x = x.double() if cfg.float64 else x
+        y, weight = y.to(device, non_blocking=True), weight.to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
+        with amp.autocast(device):
+            logits = model(x).mean(1)
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        ce = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+        # DDP averages gradients over the processes: scaling by size/n_global makes that the global batch mean.
+        loss = (ce * weight).sum() * (world.size / n_global)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 20.0)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        step += 1
+        seen += n_local
+        correct += int(((logits.argmax(1) == y).float() * weight).sum())
+        loss_sum += float((ce.detach() * weight).sum())
+        if bar is not None:
+            bar.update(1)
+            rate = seen * world.size / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"loss {loss_sum / max(1, seen):.3f}, {rate:.1f} clips/s", refresh=False)
+    return {"step": step, "seen": seen, "correct": correct, "loss_sum": loss_sum, "skipped": skipped}
+
+
+def _finish(cfg: TrainConfig, net: TSMNet, labels: list[str], fps: float, out: Path, history: list[dict[str, Any]],
+            run: dict[str, Any], device: torch.device) -> None:
+    """Rank 0: validate, write weights.pt (fp16), export the FP32 bundle and train.json."""
+    net = dist.local_batch_norm(net).float().to(memory_format=torch.contiguous_format).eval()
     metrics: dict[str, Any] = {"train": history[-1] if history else {}}
     if cfg.val:
-        vsrc = ClipSource(load_dataset(cfg.val, labels=ds.labels), cfg.cache_gb)
-        metrics["val"] = validate(net, vsrc, cfg.size, cfg.stride)
+        vsrc = ClipSource(load_dataset(cfg.val, labels=labels), cfg.cache_gb)
+        metrics["val"] = validate(net, vsrc, cfg.size, cfg.stride, device)
         logger.info("validation (%s): accuracy %.4f", cfg.val, metrics["val"]["accuracy"])
-    meta = checkpoint_meta(cfg, ds.labels, fps)
+    net = net.to("cpu")
+    meta = checkpoint_meta(cfg, labels, fps)
     # weights.pt: the torch weights for fine-tuning (--init), in float16 to halve the bundle's size.
     half = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     torch.save({"model": half, "meta": meta}, out / "weights.pt")
     prov = dict(meta["provenance"])
     prov["metrics"] = metrics
-    export_bundle(net, out, ds.labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,
+    export_bundle(net, out, labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,
                   frame_stride=cfg.stride, clip_frames=cfg.frames, resize="stretch", provenance=prov)
-    (out / "train.json").write_text(json.dumps({"config": asdict(cfg), "history": history, "metrics": metrics,
+    (out / "train.json").write_text(json.dumps({"config": asdict(cfg), **run, "history": history, "metrics": metrics,
                                                 "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
                                                indent=1), encoding="utf-8")
-    return out
 
 
 def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str, Any]:

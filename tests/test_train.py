@@ -13,6 +13,13 @@ from edge.cli import main  # noqa: E402
 from edge.models.train import TrainConfig, lr_at, sample_window, train  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """--amp auto keeps its measurement in the cache folder: a test's own, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")

@@ -1,0 +1,212 @@
+"""The training input pipeline: a ``torch.utils.data`` loader whose workers decode and augment clips.
+
+* Every sample's random window and augmentation are drawn from a generator seeded by
+  ``(seed, epoch, index)``, never from a worker's RNG state: 0, 1 or 8 workers, one process or
+  several, give the same clips for a seed.
+* The batch order is one permutation per epoch seeded by ``(seed, epoch)`` over the whole set; a
+  step takes the next ``batch`` (global) indices and process ``rank`` of ``world`` takes its slice
+  of them, so N processes together see exactly the batches one process sees.
+* A small set is decoded once into memory (:class:`ClipSource`, up to ``cache_gb``), in shared memory:
+  the workers read it without copying. A large one streams from disk: each worker
+  decodes the clips it is given, at most ``prefetch`` batches ahead, so memory stays bounded.
+* A clip that cannot be decoded is skipped: the batch comes without it and names it
+  (:attr:`Batch.skipped`); the trainer logs it once and counts it.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from edge.data.dataset import ClipAugment, VideoDataset, read_video
+from edge.errors import InputError
+from edge.models.export import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
+
+
+class ClipSource:
+    """Decoded clips, cached in memory when they fit in ``cache_gb``; a clip that cannot be decoded is
+    named once in the log and raises :class:`InputError` when asked for.
+
+    The cache is one flat uint8 tensor in shared memory (plus each clip's offset and shape): loader
+    workers, started by a fork server (a fork of a process that has run OpenCV's thread pool can
+    deadlock in OpenCV), receive it as one shared-memory handle, without a copy."""
+
+    def __init__(self, ds: VideoDataset, cache_gb: float) -> None:
+        self.ds = ds
+        self.store: torch.Tensor | None = None
+        self.spans: list[tuple[int, tuple[int, ...]] | None] = []
+        self.bad: dict[int, str] = {}
+        first, first_i = None, 0
+        for first_i, clip in enumerate(ds.clips):  # the size estimate needs one clip that decodes
+            try:
+                first = read_video(clip.path)
+                break
+            except InputError as e:
+                self.bad[first_i] = str(e)
+        if first is not None and first.nbytes * len(ds.clips) / 1e9 <= cache_gb:
+            self._fill(first, first_i, int(first.nbytes * len(ds.clips)))
+        for msg in self.bad.values():
+            logger.warning("skipped: %s", msg)
+
+    def _fill(self, first: np.ndarray, first_i: int, estimate: int) -> None:
+        store = torch.empty(max(estimate, first.nbytes), dtype=torch.uint8)
+        spans: list[tuple[int, tuple[int, ...]] | None] = [None] * len(self.ds.clips)
+        used = 0
+        for i in range(first_i, len(self.ds.clips)):
+            try:
+                video = first if i == first_i else read_video(self.ds.clips[i].path)
+            except InputError as e:
+                self.bad[i] = str(e)
+                continue
+            if used + video.nbytes > store.numel():   # clips of other sizes: grow by half
+                bigger = torch.empty(max(used + video.nbytes, store.numel() * 3 // 2), dtype=torch.uint8)
+                bigger[:used] = store[:used]
+                store = bigger
+            store[used:used + video.nbytes] = torch.from_numpy(video.reshape(-1))
+            spans[i] = (used, video.shape)
+            used += video.nbytes
+        self.store, self.spans = store[:used].clone().share_memory_(), spans
+
+    @property
+    def cached(self) -> bool:
+        return self.store is not None
+
+    def __len__(self) -> int:
+        return len(self.ds.clips)
+
+    def frames(self, i: int) -> np.ndarray:
+        """Raises: InputError: the clip cannot be decoded."""
+        if i in self.bad:
+            raise InputError(self.bad[i])
+        if self.store is not None:
+            off, shape = self.spans[i]
+            return self.store[off:off + int(np.prod(shape))].numpy().reshape(shape)
+        return read_video(self.ds.clips[i].path)
+
+
+def sample_window(n: int, frames: int, stride: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Indices of ``frames`` frames at ``stride``; random start (``rng``) or centred; clamped at the end."""
+    span = (frames - 1) * stride + 1
+    start = 0 if n <= span else (int(rng.integers(0, n - span + 1)) if rng is not None else (n - span) // 2)
+    return np.minimum(start + np.arange(frames) * stride, n - 1)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample: the same wherever (which worker, which process) it is drawn."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """``(epoch, index)`` -> ``(index, uint8 T x 3 x H x W RGB tensor, label)``, or ``(index, None, reason)``.
+
+    The epoch travels with the index (not as an attribute) so persistent workers, which hold their own
+    copy of this object, draw the right epoch's augmentation."""
+
+    def __init__(self, src: ClipSource, aug: ClipAugment, frames: int, stride: int, seed: int) -> None:
+        self.src, self.aug, self.frames, self.stride, self.seed = src, aug, frames, stride, seed
+        self.labels = [c.label for c in src.ds.clips]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, torch.Tensor | None, int | str]:
+        epoch, i = key
+        rng = sample_rng(self.seed, epoch, i)
+        try:
+            video = self.src.frames(i)
+        except InputError as e:
+            return i, None, str(e)
+        sel = video[sample_window(len(video), self.frames, self.stride, rng)]
+        rgb, label = self.aug(sel, self.labels[i], rng)
+        return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), label
+
+
+@dataclass
+class Batch:
+    """One process's share of a step: uint8 clips (N x T x 3 x H x W), labels, the dataset indices and the
+    clips skipped (their error lines)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: list[int]
+    skipped: list[str] = field(default_factory=list)
+
+    def pin_memory(self) -> Batch:
+        self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        return self
+
+
+def collate(samples: list[tuple[int, torch.Tensor | None, int | str]]) -> Batch:
+    good = [s for s in samples if s[1] is not None]
+    skipped = [str(s[2]) for s in samples if s[1] is None]
+    if not good:
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), [], skipped)
+    return Batch(torch.stack([s[1] for s in good]), torch.tensor([s[2] for s in good], dtype=torch.long),
+                 [s[0] for s in good], skipped)
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """The batches of one epoch for one process: ``[(epoch, index), ...]`` per step (see the module doc)."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
+        self.local = batch // world
+        self.epoch, self.first_step = 0, 0
+
+    def set_epoch(self, epoch: int, first_step: int = 0) -> None:
+        self.epoch, self.first_step = epoch, first_step
+
+    def steps(self) -> int:
+        return max(1, self.n // self.batch)
+
+    def __len__(self) -> int:
+        return self.steps() - self.first_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = epoch_order(self.n, self.seed, self.epoch)
+        for b in range(self.first_step, self.steps()):
+            glob = order[b * self.batch:(b + 1) * self.batch]
+            mine = glob[self.rank * self.local:(self.rank + 1) * self.local]
+            yield [(self.epoch, int(i)) for i in mine]
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+    torch.set_num_threads(1)   # the training process owns the compute threads
+    cv2.setNumThreads(1)       # safe: a fork server's child, never a fork of a process that ran OpenCV's pool
+
+
+def _context() -> mp.context.BaseContext:
+    """Workers are forked by a fork server that has imported this module (fast start, clean OpenCV state)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["edge.models.loader"])
+    return ctx
+
+
+def make_loader(dataset: ClipDataset, sampler: StepSampler, workers: int, pin: bool,
+                prefetch: int = 2) -> torch.utils.data.DataLoader:
+    """The loader: ``workers`` processes (0: in this process), persistent, ``prefetch`` batches ahead each."""
+    extra = {"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": _worker_init,
+             "multiprocessing_context": _context()} if workers > 0 else {}
+    # Its own generator: the loader draws a base seed at each epoch's iterator, which must not consume the
+    # global torch RNG (dropout's), or a resumed run would drop other units than an uninterrupted one.
+    gen = torch.Generator().manual_seed(dataset.seed)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                                       pin_memory=pin, generator=gen, **extra)
+
+
+def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 ... x 3 x H x W -> float, ImageNet-normalised (on the tensor's device)."""
+    m = torch.tensor(mean, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(3, 1, 1)
+    return (x.float().div_(255.0) - m) / s
