@@ -319,6 +319,23 @@ def test_teach_from_the_page_shows_the_accuracy(page, server, folders):
         path = wrong.first.get_attribute("data-path")
         wrong.first.click()
         page.wait_for_function("p => document.querySelector('#frame').dataset.path === p", arg=path)
+    # the taught bundle's scores and events on the recording's timeline
+    page.click("nav a[data-page='library']")
+    page.wait_for_selector(f"#score-model option[value='{r['out']}']", state="attached")
+    page.select_option("#score-model", r["out"])
+    page.click("li[data-path='recordings/hall.avi']")
+    page.wait_for_selector(f"#timeline[data-ready='recordings/hall.avi'][data-model='{r['out']}']", timeout=60_000)
+    assert page.locator("#legend span").all_inner_texts()[:-1] == r["labels"]
+    # and in the daemon: model: the folder the page printed, on the recording; its events are the taught labels
+    cfg = folders["tmp"] / "taught.yaml"
+    cfg.write_text(yaml.safe_dump({"model": str(folder), "cameras": [{"name": "hall", "source": str(folders["rec"])}],
+                                   "sinks": [{"type": "log", "path": str(folders["tmp"] / "taught-events.jsonl")}],
+                                   "state_dir": str(folders["tmp"] / "taught-state")}), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(x) for x in (folders["tmp"] / "taught-events.jsonl").read_text().splitlines()]
+    assert events and {e["label"] for e in events} <= set(r["labels"]), events
 
 
 def test_eval_events_from_the_page_marks_the_recordings_timeline(page, server, folders):

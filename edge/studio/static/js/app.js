@@ -34,7 +34,7 @@ function route() {
   if (page === "teach") teach.show();
   if (page === "evaluate") evaluate.show();
   if (page === "live") live.show();
-  if (page === "library" && viewer.player.info) viewer.timeline.draw();
+  if (page === "library") { viewer.listModels(); if (viewer.player.info) viewer.timeline.draw(); }
 }
 
 window.addEventListener("hashchange", route);

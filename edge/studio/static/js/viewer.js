@@ -28,6 +28,20 @@ export class Viewer {
       this[name] = (...args) => this.serial(() => fn(...args));
     }
     $("#new-class-form").addEventListener("submit", (e) => { e.preventDefault(); this.newClass(); });
+    $("#score-model").addEventListener("change", () => {
+      if (this.item && this.info) { delete $("#timeline").dataset.ready; this.loadScores(this.item); }
+    });
+  }
+
+  /** The timeline's model choices: the server's model and the bundles taught in this studio. */
+  async listModels() {
+    let jobs;
+    try { jobs = (await api.get("/api/jobs")).jobs; } catch { return; }
+    const sel = $("#score-model"), was = sel.value;
+    const taught = jobs.filter((j) => j.kind === "teach" && j.state === "done").map((j) => j.result.out);
+    sel.replaceChildren(el("option", { value: "default" }, "the server's model"),
+      ...taught.map((out) => el("option", { value: out }, out.split("/").pop())));
+    sel.value = [...sel.options].some((o) => o.value === was) ? was : "default";
   }
 
   /** Run a change after the ones before it have finished (a fast "x" then "u" undoes the skip, not the one before). */
@@ -72,17 +86,19 @@ export class Viewer {
     $("#suggestion").textContent = item.kind === "spool" && item.predicted ? `model: ${item.predicted}` : "";
     $("#legend").replaceChildren(el("span", { class: "muted" }, "computing the model's scores…"));
     let s;
-    try { s = await api.get("/api/scores", { path: item.path }); } catch (e) {
+    const model = $("#score-model").value || "default";
+    try { s = await api.get("/api/scores", { path: item.path, model }); } catch (e) {
       if (this.item === item) { $("#legend").replaceChildren(el("span", { class: "bad" }, e.message)); }
       return;
     }
-    if (this.item !== item) return;
+    if (this.item !== item || ($("#score-model").value || "default") !== model) return;
     this.scores = s;
     this.timeline.set({ t: s.t, probs: s.probs, labels: s.labels, events: s.events });
     $("#legend").replaceChildren(...s.labels.map((l) => el("span", { style: `--c:${colourOf(l)}` }, l)),
       el("span", { class: "muted", dataset: { events: String(s.events.length) } },
         `· ${s.events.length} event${s.events.length === 1 ? "" : "s"} with the current settings${s.cached ? "" : " (computed now)"}`));
     $("#timeline").dataset.ready = item.path;
+    $("#timeline").dataset.model = model;
   }
 
   shown(i, t) {
