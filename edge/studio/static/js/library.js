@@ -16,7 +16,7 @@ export class Library {
     this.queue = { offset: 0, items: [], total: 0 };
     this.data = { offset: 0, items: [], total: 0, label: "" };
     this.list = [];          // the items of the list the viewer's item came from (j/k walk it)
-    $("#data-class").addEventListener("change", (e) => { this.data.label = e.target.value; this.loadData(0); });
+    $("#data-class").addEventListener("change", (e) => { e.target.blur(); this.data.label = e.target.value; this.loadData(0); });
     $("#export-clips").addEventListener("click", () => this.export("/api/export/clips", {}, "the labelled clips"));
     $("#export-recording").addEventListener("click", () => this.viewer.item && this.viewer.item.kind === "recording" &&
       this.export("/api/export/recording", { path: this.viewer.item.path }, `the segments of ${this.viewer.item.path}`));

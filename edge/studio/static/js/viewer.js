@@ -28,7 +28,8 @@ export class Viewer {
       this[name] = (...args) => this.serial(() => fn(...args));
     }
     $("#new-class-form").addEventListener("submit", (e) => { e.preventDefault(); this.newClass(); });
-    $("#score-model").addEventListener("change", () => {
+    $("#score-model").addEventListener("change", (e) => {
+      e.target.blur();   // the keys go back to labelling
       if (this.item && this.info) { delete $("#timeline").dataset.ready; this.loadScores(this.item); }
     });
   }
