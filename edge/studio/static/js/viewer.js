@@ -183,7 +183,12 @@ export class Viewer {
   }
 
   async next(dir, unlabelledOnly = false) {
-    if (!this.item || !this.library) return;
+    if (!this.library) return;
+    if (!this.item) {   // nothing open yet: j starts at the top of the review queue (else the dataset's clips)
+      const first = this.library.queue.items.find((x) => !x.label) || this.library.queue.items[0] || this.library.data.items[0];
+      if (first) { this.library.list = first.kind === "spool" ? this.library.queue.items : this.library.data.items; this.open(first); }
+      return;
+    }
     let n = this.library.neighbour(this.item, dir, unlabelledOnly);
     if (!n && this.item.kind === "spool") n = await this.library.queuePage(dir, unlabelledOnly);
     if (n) this.open(n);
