@@ -102,6 +102,30 @@ PLACEHOLDERS: dict[str, tuple[str, str]] = {
     "/etc/edge-tsm/config.yaml": ("config.yaml", "the device's config: here one with a file camera (there is no "
                                                  "/dev/video0 here) and a log sink, model default"),
     "spool": ("state/clips", "the spool copied off the device: here the loop's own state/clips"),
+# docs/teach.md's measurement and README's teach example (issue 17)
+TEACH = ("the measurement of docs/teach.md: rendering the sets and recordings, teaching and evaluating take minutes on "
+         "2 cores; tests/test_teach.py teaches tiny sets, checks the graphs on both engines and runs a taught bundle "
+         "through the pipeline")
+_TEACH_SET = "--classes swipe_up_left,swipe_up_right,swipe_down_left,swipe_down_right,shake,wave"
+SKIPPED.update({
+    "edge-tsm teach --base default --data clips --out mymotions":
+        "needs a folder of your clips (clips/<label>/*); tests/test_teach.py runs teach the same way on generated ones",
+    f"edge-tsm dataset synth --out teach-10 {_TEACH_SET} --per-class 10 --seed 0 --size 112x112 --frames 22": TEACH,
+    f"edge-tsm dataset synth --out teach-heldout {_TEACH_SET} --per-class 20 --seed 1 --size 112x112 --frames 22":
+        TEACH,
+    "edge-tsm teach --data teach-10 --out taught-10": TEACH,
+    "edge-tsm eval --model taught-10 --data teach-heldout": TEACH,
+    "edge-tsm dataset synth-recording --out other.avi --annotations other.csv --segments 24 --seed 21": TEACH,
+    "python -m edge.teach.measure background other.avi --out other-bg.csv": TEACH,
+    "edge-tsm eval-events other.avi --annotations other-bg.csv --model taught-10": TEACH,
+    "edge-tsm dataset synth-recording --out unseen.avi --annotations unseen.csv --segments 24 --seed 22 --classes "
+    "approach_and_leave,tilt_left,tilt_right": TEACH,
+    "python -m edge.teach.measure background unseen.avi --out unseen-bg.csv": TEACH,
+    "edge-tsm eval-events unseen.avi --annotations unseen-bg.csv --model taught-10": TEACH,
+    "python -m edge.teach.measure still --out still.avi --annotations still.csv --seconds 60": TEACH,
+    "edge-tsm eval-events still.avi --annotations still.csv --model taught-10": TEACH,
+})
+
     "shift-3.mp4": ("rec.avi", "a long annotated recording: the loop's generated rec.avi"),
     "shift-3.csv": ("rec.csv", "its start,end,label rows: the loop's rec.csv"),
     "recordings/": ("rec.avi", "recordings of the deployment camera: the loop's rec.avi"),

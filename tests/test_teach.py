@@ -57,7 +57,8 @@ def taught(tmp_path_factory):
     (data / "left" / "empty.mp4").write_bytes(b"")
     (data / "right" / "broken.avi").write_bytes(b"RIFF not really a video")
     stages = []
-    window = TeachOptions(head=HeadConfig(frames=3, views=VIEWS))  # the windowed head: its state is tested too
+    # the windowed head (its state is tested too); one generated negative clip of each other motion
+    window = TeachOptions(head=HeadConfig(frames=3, views=VIEWS), negatives=1)
     report = teach("default", data, tmp / "taught", progress=lambda s, d, t: stages.append((s, d, t)),
                    options=window)
     return tmp / "taught", report, data, stages
@@ -118,6 +119,8 @@ def test_report_and_bundle(taught):
     assert len(r.confusion) == 4 and sum(map(sum, r.confusion)) == 12
     assert [p["k"] for p in r.curve][:2] == [1, 2]
     assert {s for s, _, _ in stages} >= {"read", "features", "cross-validation", "int8", "write"}
+    made = r.made["background"]  # 12 stills + the generated negatives not left out as look-alikes
+    assert 12 < made <= 12 + 8, made
     b = load_bundle(out)
     assert b.labels == r.labels and b.states[-1].input == HISTORY_IN and set(b.files) == {"fp32", "int8"}
     assert b.provenance["taught"]["base"] == "default" and len(b.provenance["taught"]["base_graph_sha256"]) == 64
@@ -259,5 +262,6 @@ def test_cancel_leaves_nothing(tmp_path):
 
 
 def test_no_cross_validation_with_one_clip_per_class(tmp_path):
-    r = teach("default", make_data(tmp_path / "d", per_class=1, frames=6), tmp_path / "b")
+    r = teach("default", make_data(tmp_path / "d", per_class=1, frames=6), tmp_path / "b",
+              options=TeachOptions(negatives=0))
     assert math.isnan(r.accuracy) and r.curve == [] and r.folds == 0

@@ -44,7 +44,7 @@ class _Bars:
             self.bar = None
 
 
-def format_report(r: TeachReport) -> str:
+def format_report(r: TeachReport, skipped_cv: bool = False) -> str:
     """What ``edge-tsm teach`` prints: where the bundle is, the cross-validated figures, what to do next."""
     lines = [f"taught {r.out} in {r.seconds:.1f} s ({r.engine}; precision {r.precision}"
              + (f", INT8 agreement {r.int8_agreement:.4f}" if r.int8_agreement is not None else "") + ")"]
@@ -55,7 +55,7 @@ def format_report(r: TeachReport) -> str:
                      + ", ".join(f"{s['path']} ({s['why']})" for s in r.skipped[:5]) + (" ..." if len(r.skipped) > 5
                                                                                           else ""))
     if math.isnan(r.accuracy):
-        lines.append("no cross-validation: give at least 2 clips per class")
+        lines.append("no cross-validation: " + ("--no-cv" if skipped_cv else "give at least 2 clips per class"))
     else:
         lines.append(f"cross-validated accuracy {r.accuracy:.3f} ({r.folds}-fold); per class: "
                      + ", ".join(f"{k} {v:.2f}" for k, v in r.per_class_recall.items()))
@@ -80,5 +80,5 @@ def run(a: argparse.Namespace) -> int:
         d["accuracy"] = None if math.isnan(r.accuracy) else r.accuracy
         print(json.dumps(d))
     else:
-        print(format_report(r))
+        print(format_report(r, skipped_cv=a.no_cv))
     return 0

@@ -85,6 +85,7 @@ class TeachOptions:
     phases: bool = True          # also the other every-k-th samplings of each clip
     augment: int = 1             # crop/jitter/flip passes per clip
     stills: bool = True          # still negatives made from each clip
+    negatives: int = 3           # generated clips of each other motion as background (0: none)
     cross_validate: bool = True
     threads: int | None = None   # engine threads (None: the engine's default)
     seed: int = 0
@@ -177,6 +178,16 @@ def _teach(base: str | Path, data: Path, out: Path, engine: str | None, progress
             ex = feat.Extractor(bundle, backend)
             jobs = feat.plan_views(clips, bundle, opts.phases, opts.augment, opts.stills)
             views = feat.extract(clips, bundle, ex, jobs, opts.seed, progress, cancel)
+            negatives, dropped, skip = [], 0, set()
+            if opts.negatives:
+                skip = feat.look_alikes(cut.base_logits, bundle.labels, views) if cut.weight is not None else set()
+                negatives, dropped = feat.motion_negatives(clips, bundle, ex, views, opts.negatives, opts.seed, cancel,
+                                                           skip)
+            views += negatives
+            if dropped or skip:
+                logger.info("teach: generated negatives left out: %s%s%d clip(s) like a taught class",
+                            ", ".join(sorted(skip & set(feat.NEGATIVE_MOTIONS))) or "no motion",
+                            " (the base takes taught clips for them); " if skip else "; ", dropped)
         finally:
             backend.close()
             fpath.unlink()
@@ -210,12 +221,12 @@ def _teach(base: str | Path, data: Path, out: Path, engine: str | None, progress
                            "fp32 (model.int8.onnx is kept)", agreement["agreement"], MIN_INT8_AGREEMENT)
         made = {}
         for v in views:
-            if v.kind == "still":
+            if v.kind in ("still", "motion"):
                 made[v.label] = made.get(v.label, 0) + 1
         counts = clips.counts()
         seconds = time.perf_counter() - t0
         meta = _yaml(bundle, name or out.name, labels, head, files, precision, counts, made, cv, opts, seconds,
-                     agreement, clips, fp32)
+                     agreement, clips, fp32, views)
         (tmp / "model.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         (tmp / "CARD.md").write_text(card(meta["name"], bundle.name, labels, counts, cv, made, seconds,
                                           opts.head.settings(), agreement, clips.skipped), encoding="utf-8")
@@ -279,7 +290,7 @@ def _history_state(head: Any) -> Any:
 
 def _yaml(bundle: Bundle, name: str, labels: list[str], head: Any, files: dict, precision: str,
           counts: dict, made: dict, cv: dict, opts: TeachOptions, seconds: float, agreement: dict | None,
-          clips: feat.ClipSet, fp32: onnx.ModelProto) -> dict:
+          clips: feat.ClipSet, fp32: onnx.ModelProto, views: list[feat.View]) -> dict:
     raw = yaml.safe_load(bundle.yaml_path.read_text(encoding="utf-8"))
     states = list(raw.get("states") or [])
     if head.frames > 1:
@@ -296,7 +307,10 @@ def _yaml(bundle: Bundle, name: str, labels: list[str], head: Any, files: dict, 
                    "base_fp32_file_sha256": sha256(bundle.graph_path("fp32").read_bytes()),
                    "data": str(clips.root), "clips_per_class": counts, "made_by_teach": made,
                    "skipped": len(clips.skipped), "head": opts.head.settings(),
-                   "views": {"phases": opts.phases, "augment": opts.augment, "stills": opts.stills},
+                   "views": {"phases": opts.phases, "augment": opts.augment, "stills": opts.stills,
+                             "negatives": {"per_motion": opts.negatives, "kept": sum(1 for v in views
+                                                                                      if v.kind == "motion"),
+                                           "motions": list(feat.NEGATIVE_MOTIONS) if opts.negatives else []}},
                    "cross_validation": figures, "seconds": round(seconds, 1)}}
     if "int8" in files and agreement is not None:
         meta["quantization"] = {"file": files["int8"], "backbone": f"the INT8 graph of base {bundle.name} "

@@ -14,7 +14,9 @@ the clip's features, so nothing is faked in feature space):
 * ``phase``: the same clip starting at frame 1, 2, ... k-1 (another, equally real, sampling of it);
 * ``aug``: one crop/colour jitter (and flip, with the label swaps ``train`` knows) for the whole clip
   (:class:`edge.data.dataset.ClipAugment`);
-* ``still``: one frame of the clip held for as many steps (a negative: the scene without the motion).
+* ``still``: one frame of the clip held for as many steps (a negative: the scene without the motion);
+* ``motion``: a clip of other motion (:func:`motion_negatives`: the generator's own motions, kept only
+  where they are unlike every clip of the user's classes), a negative.
 """
 from __future__ import annotations
 
@@ -228,3 +230,69 @@ def extract(clips: ClipSet, bundle: Bundle, extractor: Extractor, jobs: list[tup
         if progress is not None:
             progress("features", n + 1, len(jobs))
     return views
+
+
+NEGATIVE_MOTIONS = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
+                    "rotate_ccw")
+
+
+def look_alikes(base_logits: Callable[[np.ndarray], np.ndarray], base_labels: list[str], views: list[View]) -> set[str]:
+    """The base's labels that some taught class looks like: for each class, the base's prediction of each of
+    its clips (mean softmax, as eval scores a clip); a base label predicted for a third of a class's clips."""
+    out: set[str] = set()
+    by_label: dict[str, list[int]] = {}
+    for v in views:
+        if v.kind == "plain" and v.label != BACKGROUND:
+            z = base_logits(v.features)
+            z = np.exp(z - z.max(1, keepdims=True))
+            by_label.setdefault(v.label, []).append(int(np.argmax((z / z.sum(1, keepdims=True)).mean(0))))
+    for preds in by_label.values():
+        for p in set(preds):
+            if preds.count(p) * 3 >= len(preds):
+                out.add(base_labels[p])
+    return out
+
+
+def motion_negatives(clips: ClipSet, bundle: Bundle, extractor: Extractor, views: list[View], per_motion: int,
+                     seed: int = 0, cancel: threading.Event | None = None,
+                     skip: set[str] = frozenset()) -> tuple[list[View], int]:
+    """Background views of other motion: ``per_motion`` clips of each of the generator's motions
+    (:data:`NEGATIVE_MOTIONS`, the newest generator at the model's input size and rate), minus those that
+    look like a user's class: the motions in ``skip`` (:func:`look_alikes`: the base takes a taught class
+    for them), and any candidate whose mean features are as close (cosine) to some user clip as that
+    clip's class's clips are to each other (the median of their nearest same-class neighbours), so a user
+    who teaches a swipe is not told that swipes are background.
+    Returns (kept views, number dropped)."""
+    from edge.data.synth import GENERATOR_VERSION, render_clip
+    gen = GENERATOR_VERSION  # the newest: scenes with photographs, distractors, an arm (5), else procedural (4)
+    h, w = bundle.input.size
+    steps = bundle.temporal.clip_frames
+    k = max(1, bundle.temporal.frame_stride)
+    user = [v for v in views if v.kind == "plain" and v.label != BACKGROUND]
+    if not user:
+        return [], 0
+
+    def unit(f: np.ndarray) -> np.ndarray:
+        m = f[1:].mean(0) if len(f) > 1 else f[0]
+        return m / (np.linalg.norm(m) + 1e-9)
+    mu = np.stack([unit(v.features) for v in user])
+    sim = mu @ mu.T
+    np.fill_diagonal(sim, -np.inf)
+    labs = np.array([v.label for v in user])
+    near = [sim[i, labs == labs[i]].max() for i in range(len(user)) if (labs == labs[i]).sum() > 1]
+    bar = float(np.median(near)) if near else 1.0
+    kept, dropped = [], 0
+    for m, label in enumerate(NEGATIVE_MOTIONS):
+        if label in skip:
+            continue
+        for i in range(per_motion):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            frames = render_clip(label, np.random.default_rng([seed, 7919, m, i]), (w, h), steps * k,
+                                 generator=gen)[::k]
+            f = extractor.run(frames)
+            if float((mu @ unit(f)).max()) >= bar:
+                dropped += 1
+                continue
+            kept.append(View(-1 - len(kept), "motion", BACKGROUND, f))
+    return kept, dropped

@@ -36,6 +36,14 @@ class Cut:
     features: str
     dim: int
     classes: int
+    weight: np.ndarray | None = None   # the base classifier, [D, classes] (None for a MatMul without bias known)
+    bias: np.ndarray | None = None
+
+    def base_logits(self, feats: np.ndarray) -> np.ndarray:
+        """The base classifier's logits for features (T x D), as the cut-away head computed them (float)."""
+        if self.weight is None:
+            raise ModelError("teach: the base classifier's weights are not known")
+        return feats @ self.weight + (0 if self.bias is None else self.bias)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -82,6 +90,7 @@ def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
         return ModelError(f"{where}: teach cannot cut a head from this graph: output {output!r} {why} "
                           "(expected a Gemm or MatMul(+Add) over pooled [1, D] features)")
 
+    add_bias = None
     if output not in prod:
         raise refuse("is not made by any node")
     node = back(output)
@@ -94,6 +103,7 @@ def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
         other = node.input[1] if mm is a else node.input[0]
         if mm is None or weight(other) is None:
             raise refuse(f"is made by {node.op_type} {node.name!r}")
+        add_bias = weight(other)
         node = mm
     if node.op_type not in ("Gemm", "MatMul"):
         raise refuse(f"is made by {node.op_type} {node.name!r}")
@@ -101,15 +111,17 @@ def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
     if w is None or w.ndim != 2:
         raise refuse(f"is made by {node.op_type} {node.name!r} whose weights are not a constant matrix")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    bias = None
     if node.op_type == "Gemm":
         if attrs.get("transA", 0):
             raise refuse(f"is made by Gemm {node.name!r} with transA")
-        dim = w.shape[1] if attrs.get("transB", 0) else w.shape[0]
-        classes = w.shape[0] if attrs.get("transB", 0) else w.shape[1]
+        w = w.T if attrs.get("transB", 0) else w
         if len(node.input) > 2 and node.input[2]:
-            bias_ok = weight(node.input[2]) is not None
-    else:
-        dim, classes = w.shape
+            bias = weight(node.input[2])
+            bias_ok = bias is not None
+    elif add_bias is not None:
+        bias = add_bias
+    dim, classes = w.shape
     if not bias_ok:
         raise refuse(f"is made by Gemm {node.name!r} whose bias is not a constant")
     feat = node.input[0]
@@ -119,7 +131,18 @@ def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
         fnode = prod.get(feat)
     if fnode is None:
         raise refuse("reads a graph input directly, not features computed by the network")
-    return Cut(feat, int(dim), int(classes))
+    scale = _dq_scale(prod, consts, node.input[1])
+    wf = w.astype(np.float32) * scale if scale is not None else w.astype(np.float32)
+    bf = None if bias is None else np.asarray(bias, np.float32).reshape(-1)
+    return Cut(feat, int(dim), int(classes), wf, bf)
+
+
+def _dq_scale(prod: dict[str, onnx.NodeProto], consts: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    """The per-column scale of QDQ weights (DequantizeLinear of an integer constant), laid out like [D, C]."""
+    node = prod.get(name)
+    if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in consts:
+        return None
+    return np.asarray(consts[node.input[1]], np.float32).reshape(1, -1)
 
 
 def _prune(model: onnx.ModelProto) -> None:

@@ -32,8 +32,9 @@ def folds(clips: ClipSet, n: int, seed: int) -> list[int]:
 
 
 def _train(views: list[View], keep: set[int], labels: list[str], cfg: HeadConfig):  # noqa: ANN202
-    seqs = [v.features for v in views if v.clip in keep]
-    ys = [labels.index(v.label) for v in views if v.clip in keep]
+    use = [v for v in views if v.clip in keep or v.clip < 0]  # clip < 0: generated negatives, in every fold
+    seqs = [v.features for v in use]
+    ys = [labels.index(v.label) for v in use]
     return fit(seqs, ys, len(labels), cfg)
 
 
