@@ -57,10 +57,18 @@ def _write(path: Path, text: str) -> str:
 
 
 # --- spool clip labels --------------------------------------------------------------------------------
+_parsed: dict[Path, tuple[bytes | None, dict[str, str]]] = {}   # the last parse of each labels file
+
+
 def spool_labels(s: StudioSettings) -> tuple[dict[str, str], str | None]:
-    """clip (``camera/file.avi``) -> label of every reviewed clip, and the file's version."""
-    data = _read(s.folder("work") / SPOOL_LABELS)
-    return _parse_sheet(data), version_of(data)
+    """clip (``camera/file.avi``) -> label of every reviewed clip, and the file's version (the file is read on
+    every call, parsed only when its bytes changed; do not modify the dict)."""
+    path = s.folder("work") / SPOOL_LABELS
+    data = _read(path)
+    hit = _parsed.get(path)
+    if hit is None or hit[0] != data:
+        hit = _parsed[path] = (data, _parse_sheet(data))
+    return hit[1], version_of(data)
 
 
 def _parse_sheet(data: bytes | None) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +136,28 @@ def recordings(s: StudioSettings) -> list[dict[str, Any]]:
 class SpoolIndex:
     """The spool's clips, each summarised from its sidecar once (re-read when its size or mtime change).
 
+    A camera folder whose mtime has not changed is not listed again: the daemon writes a clip's video and
+    sidecar under hidden names and renames them, and its quota deletes, so every change it makes touches the
+    folder. A folder changed less than ``RACY_S`` before it was listed is listed again next time (a change in
+    the same clock tick would not move its mtime), and every ``VERIFY_S`` each sidecar is stat'ed again (a
+    sidecar edited in place by hand). Sorted orders are kept until the listing changes.
+
     ``store``: a file the summaries are kept in between runs (the work folder's ``.spool-index.json``), so
     a restarted studio does not parse thousands of sidecars again.
     """
 
+    RACY_S = 2.0
+    VERIFY_S = 30.0
+
     def __init__(self, store: Path | None = None) -> None:
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any] | None]] = {}
+        # camera folder -> (its (inode, mtime_ns) when listed and trusted, else None; its clips' summaries;
+        # the keys of every clip with a sidecar there, unreadable ones included)
+        self._cams: dict[str, tuple[tuple[int, int] | None, list[dict[str, Any]], set[str]]] = {}
+        self._root: Path | None = None
+        self._verified = 0.0            # time.monotonic() of the last listing that stat'ed every sidecar
+        self._generation = 0            # bumped whenever the listing may have changed
+        self._sorted: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
         self._store = store
         if store is not None:
@@ -155,47 +172,95 @@ class SpoolIndex:
 
     def clips(self, root: Path) -> list[dict[str, Any]]:
         """Every complete clip (video + sidecar), unordered; unreadable sidecars are logged once and left out."""
-        out, seen, parsed = [], set(), 0
+        with self._lock:
+            self._refresh(root)
+            return [c for cam in self._cams.values() for c in cam[1]]
+
+    def ordered(self, root: Path, order: str) -> list[dict[str, Any]]:
+        """Every clip in one of :data:`ORDERS` (kept until the listing changes; do not modify it)."""
+        key, rev = ORDERS[order]
+        with self._lock:
+            self._refresh(root)
+            hit = self._sorted.get(order)
+            if hit is None or hit[0] != self._generation:
+                hit = (self._generation, sorted((c for cam in self._cams.values() for c in cam[1]),
+                                                key=key, reverse=rev))
+                self._sorted[order] = hit
+            return hit[1]
+
+    def _refresh(self, root: Path) -> None:
+        """Lists the camera folders that changed (under the lock)."""
+        now = time.time_ns()
+        verify = time.monotonic() - self._verified > self.VERIFY_S or root != self._root
+        if root != self._root:
+            self._cams, self._root = {}, root
         try:
-            cams = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+            with os.scandir(root) as it:
+                cams = [e for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
         except OSError as e:
             raise StudioError(422, f"spool {root}: cannot read ({e.strerror or e})") from None
+        changed, parsed = False, 0
+        names = {c.name for c in cams}
+        for gone in set(self._cams) - names:
+            del self._cams[gone]
+            changed = True
         for cam in cams:
             try:
-                with os.scandir(cam.path) as it:
-                    entries = {e.name: e for e in it if not e.name.startswith(".")}
+                st = cam.stat(follow_symlinks=False)
             except OSError:
                 continue
-            for name, e in entries.items():
-                if not name.endswith(".json"):
-                    continue
-                stem = name[:-5]
-                video = next((stem + suf for suf in CLIP_SUFFIXES if stem + suf in entries), None)
-                if video is None:
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                key = f"{cam.name}/{video}"
-                seen.add(key)
-                sig = (st.st_size, st.st_mtime_ns)
-                with self._lock:
-                    hit = self._cache.get(key)
-                if hit is None or hit[0] != sig:
-                    hit = (sig, _summary(e.path, key))
-                    parsed += 1
-                    with self._lock:
-                        self._cache[key] = hit
-                if hit[1] is not None:
-                    out.append(hit[1])
-        with self._lock:
-            gone = set(self._cache) - seen
+            sig = (st.st_ino, st.st_mtime_ns)
+            kept = self._cams.get(cam.name)
+            if kept is not None and kept[0] == sig and not verify:
+                continue
+            items, keys, n = self._list(cam)
+            parsed += n
+            trusted = sig if now - st.st_mtime_ns > self.RACY_S * 1e9 else None
+            if kept is None or kept[2] != keys or n:
+                changed = True
+            self._cams[cam.name] = (trusted, items, keys)
+        if verify:
+            self._verified = time.monotonic()
+        if changed:
+            self._generation += 1
+            seen = set().union(*(cam[2] for cam in self._cams.values()))
+            gone = [k for k in self._cache if k not in seen]
             for k in gone:
                 del self._cache[k]
             if self._store is not None and (parsed or gone):
                 self._save()
-        return out
+
+    def _list(self, cam: os.DirEntry) -> tuple[list[dict[str, Any]], set[str], int]:
+        """The clips of one camera folder (and the keys of all, unreadable ones too): one stat per sidecar,
+        parsed when new or changed."""
+        out, keys, parsed = [], set(), 0
+        try:
+            with os.scandir(cam.path) as it:
+                entries = {e.name: e for e in it if not e.name.startswith(".")}
+        except OSError:
+            return out, keys, 0
+        for name, e in entries.items():
+            if not name.endswith(".json"):
+                continue
+            stem = name[:-5]
+            video = next((stem + suf for suf in CLIP_SUFFIXES if stem + suf in entries), None)
+            if video is None:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = f"{cam.name}/{video}"
+            keys.add(key)
+            sig = (st.st_size, st.st_mtime_ns)
+            hit = self._cache.get(key)
+            if hit is None or hit[0] != sig:
+                hit = (sig, _summary(e.path, key))
+                parsed += 1
+                self._cache[key] = hit
+            if hit[1] is not None:
+                out.append(hit[1])
+        return out, keys, parsed
 
     def _save(self) -> None:
         from edge.util import atomic_write
@@ -254,11 +319,9 @@ def spool_page(index: SpoolIndex, s: StudioSettings, labels: dict[str, str], ord
         raise StudioError(400, f"order {order!r}: expected {', '.join(ORDERS)}")
     if show not in ("unlabelled", "labelled", "all"):
         raise StudioError(400, f"show {show!r}: expected unlabelled, labelled or all")
-    clips = index.clips(s.folder("spool"))
+    clips = index.ordered(s.folder("spool"), order)
     if show != "all":
         want = show == "labelled"
         clips = [c for c in clips if (c["clip"] in labels) == want]
-    key, rev = ORDERS[order]
-    clips.sort(key=key, reverse=rev)
     return {"total": len(clips), "offset": offset,
             "items": [{**c, "label": labels.get(c["clip"])} for c in clips[offset:offset + limit]]}
