@@ -115,6 +115,8 @@ SKIPPED.update({
         TEACH,
     "edge-tsm teach --data teach-10 --out taught-10": TEACH,
     "edge-tsm eval --model taught-10 --data teach-heldout": TEACH,
+    "edge-tsm train --data teach-10 --out scratch-10 --epochs 4 --batch 8 --threads 2": TEACH + " (and torch)",
+    "edge-tsm eval --model scratch-10 --data teach-heldout": TEACH,
     "edge-tsm dataset synth-recording --out other.avi --annotations other.csv --segments 24 --seed 21": TEACH,
     "python -m edge.teach.measure background other.avi --out other-bg.csv": TEACH,
     "edge-tsm eval-events other.avi --annotations other-bg.csv --model taught-10": TEACH,
