@@ -7,6 +7,7 @@ tests/test_studio_api_security.py.
 """
 from __future__ import annotations
 
+import calendar
 import csv
 import json
 import logging
@@ -502,3 +503,35 @@ def test_teach_job_progress_cancel_and_a_bundle_that_loads(tmp_path):
         sc = ok(c.get("/api/scores", params={"path": "data/zoom_in/zoom_in_0.avi", "model": "work/bundles/door-v2"}))
         assert sc["labels"] == b.labels and len(sc["probs"]) > 0
         assert c.post("/api/jobs", json={"kind": "teach", "name": "door-v2"}).status_code == 409
+    # the page's model choosers: the bundle taught is offered, and still after a restart
+    for _ in range(2):
+        with TestClient(create_app(s), base_url=BASE) as c:
+            listed = ok(c.get("/api/bundles"))["bundles"]
+        assert [x["path"] for x in listed] == ["default", "work/bundles/door-v2"]
+        assert listed[1]["labels"] == b.labels and listed[1]["base"] == "default" and listed[1]["error"] is None
+
+
+def test_bundles_the_page_can_choose_from(folders, client):
+    """The server's --model, the built-in bundle, and every folder under work/bundles (one that does not
+    load: its error, one line), each with its labels, precision and when it was made."""
+    work = folders["work"] / "bundles"
+    build_tiny_bundle(work / "b-copy", seed=1)   # the config's events: name these labels
+    (work / "a-broken").mkdir(parents=True, exist_ok=True)
+    (work / "a-broken" / "model.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    (work / ".c-teach-123").mkdir(exist_ok=True)   # teach's folder while it runs: not offered
+    listed = ok(client.get("/api/bundles"))["bundles"]
+    assert [x["path"] for x in listed] == ["default", "builtin", "work/bundles/a-broken", "work/bundles/b-copy"]
+    server, builtin, broken, copy = listed
+    assert server["labels"] == ["red", "green", "blue"] and server["folder"] == str(folders["bundle"].resolve())
+    assert builtin["name"] == "default" and "swipe_left" in builtin["labels"]
+    assert builtin["precision"] in ("fp32", "int8")
+    assert copy["labels"] == ["red", "green", "blue"] and copy["error"] is None and copy["accuracy"] is None
+    assert copy["folder"] == str((work / "b-copy").resolve()) and copy["precision"] == "fp32"
+    made = calendar.timegm(time.strptime(copy["made"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(made - (work / "b-copy" / "model.yaml").stat().st_mtime) < 2
+    assert "model.yaml" in broken["error"] and "labels" not in broken
+    # what it lists is what the timeline and eval-events take
+    sc = ok(client.get("/api/scores", params={"path": "recordings/colours.avi", "model": "work/bundles/b-copy"}))
+    mine = ok(client.get("/api/scores", params={"path": "recordings/colours.avi"}))
+    assert sc["labels"] == mine["labels"] and len(sc["probs"]) == len(mine["probs"]) and sc["probs"] != mine["probs"]
+    assert client.get("/api/scores", params={"path": "recordings/colours.avi", "model": "nope"}).status_code == 404

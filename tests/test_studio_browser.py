@@ -147,11 +147,17 @@ def _labels_csv(work: Path) -> dict[str, str]:
     return {r["clip"]: r["label"] for r in csv.DictReader(path.open(encoding="utf-8"))}
 
 
-def _open(page, path: str) -> None:
-    """Click a list row and wait until its first frame is on the canvas."""
-    page.click(f"li[data-path='{path}']")
-    page.wait_for_function("p => document.querySelector('#frame').dataset.path === p && "
+def _opened(page, path: str) -> None:
+    """Wait until the page has opened ``path``: its first frame drawn, its info and segments loaded (the page
+    clears ``data-opened`` as an open starts, so a second open of the open clip is waited for too)."""
+    page.wait_for_function("p => document.querySelector('#frame').dataset.opened === p && "
                            "document.querySelector('#frame').dataset.frame === '0'", arg=path)
+
+
+def _open(page, path: str) -> None:
+    """Click a list row and wait until it is open."""
+    page.click(f"li[data-path='{path}']")
+    _opened(page, path)
 
 
 def _frame_is(page, i: int) -> None:
@@ -172,7 +178,7 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
 
     # j with nothing open starts at the top of the review queue
     page.keyboard.press("j")
-    page.wait_for_function("p => document.querySelector('#frame').dataset.path === p", arg=queue[0])
+    _opened(page, queue[0])
     # 1. a review clip: key 2 gives it the second class; the next clip opens by itself; x skips it, u undoes
     _open(page, queue[0])
     # playback (space) at the clip's own rate, from the first frame to the last; never faster
@@ -191,7 +197,7 @@ def test_keyboard_labels_land_in_the_clis_csvs(page, server, folders, browser, t
     page.keyboard.press("2")
     clip0 = queue[0].split("/", 1)[1]
     wait_until(lambda: _labels_csv(work).get(clip0) == classes[1], timeout=10)
-    page.wait_for_function("p => document.querySelector('#frame').dataset.path === p", arg=queue[1])
+    _opened(page, queue[1])
     page.keyboard.press("x")
     clip1 = queue[1].split("/", 1)[1]
     wait_until(lambda: _labels_csv(work).get(clip1) == "skip", timeout=10)
@@ -349,6 +355,12 @@ def test_teach_from_the_page_shows_the_accuracy(page, server, folders):
 def test_eval_events_from_the_page_marks_the_recordings_timeline(page, server, folders):
     page.click("nav a[data-page='evaluate']")
     page.wait_for_selector("#eval-rec option[value='recordings/yard.avi']", state="attached")
+    # the model field offers what GET /api/bundles lists: the server's model and every bundle under work/bundles
+    listed = [b["path"] for b in json.loads(page.evaluate("() => fetch('/api/bundles').then(r => r.text())"))["bundles"]
+              if not b["error"]]
+    page.wait_for_selector(f"#bundles[data-listed='{len(listed)}']", state="attached")
+    assert page.evaluate("() => [...document.querySelectorAll('#bundles option')].map(o => o.value)") == listed
+    assert listed[0] == "default"
     page.select_option("#eval-rec", "recordings/yard.avi")
     page.fill("#eval-model", "default")
     page.click("#eval-form button[type=submit]")

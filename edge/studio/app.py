@@ -91,6 +91,9 @@ class Studio:
         lab.add_class(self.s, body.get("name"), lib.classes(self.s, []))
         return {"classes": lib.classes(self.s, list(b.labels))}
 
+    def bundles(self, r: Request) -> dict[str, Any]:
+        return {"bundles": self.scores.bundles()}
+
     # --- player ---------------------------------------------------------------------------------------
     def video_info(self, r: Request) -> dict[str, Any]:
         ref = r.query_params.get("path")
@@ -260,6 +263,7 @@ def create_app(s: StudioSettings) -> Any:
         ("/api/library", st.library, get),
         ("/api/dataset/clips", st.dataset_clips, get),
         ("/api/spool", st.spool, get),
+        ("/api/bundles", st.bundles, get),
         ("/api/classes", st.add_class, post),
         ("/api/video/info", st.video_info, get),
         ("/api/video/frame", st.video_frame, get),

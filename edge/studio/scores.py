@@ -14,6 +14,7 @@ import dataclasses
 import io
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,15 @@ class Scores:
 
     # --- models ---------------------------------------------------------------------------------------
     def bundle(self, ref: str | None = None) -> Bundle:
+        """``default``: the server's ``--model``; ``builtin``: the project's built-in bundle (the same one
+        when ``--model`` was not given); ``work/bundles/NAME``: one taught in this studio."""
         ref = ref or "default"
-        if ref == "default":
-            target: str | Path = self.s.model
+        if ref in ("default", "builtin"):
+            target: str | Path = self.s.model if ref == "default" else "default"
         else:
             folder = self.s.resolve(ref, kind="dir", what="model")
             if self.s.api_path(folder, "work") is None:
-                raise StudioError(404, f"model {ref!r}: expected default or work/bundles/NAME")
+                raise StudioError(404, f"model {ref!r}: expected default, builtin or work/bundles/NAME")
             target = folder
         yaml = Path(target) / "model.yaml"
         sig = (str(target), *(_stat(yaml) if yaml.exists() else ()))
@@ -103,6 +106,33 @@ class Scores:
         with self._lock:
             self._bundles[ref] = (sig, b)
         return b
+
+    def bundles(self) -> list[dict[str, Any]]:
+        """The models the page can choose from: the server's, the built-in one (when ``--model`` is another),
+        then every folder under ``work/bundles/`` by name (one that does not load: its ``error``)."""
+        refs = ["default"] + ([] if self.s.model == "default" else ["builtin"])
+        root = self.s.folder("work") / "bundles"
+        try:
+            refs += [f"work/bundles/{p.name}" for p in sorted(root.iterdir(), key=lambda p: p.name)
+                     if p.is_dir() and not p.name.startswith(".")]
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StudioError(422, f"{root}: cannot read ({e.strerror or e})") from None
+        out = []
+        for ref in refs:
+            try:
+                b = self.bundle(ref)
+                made = _stat(b.root / "model.yaml")[1] / 1e9
+            except StudioError as e:
+                out.append({"path": ref, "name": ref.rsplit("/", 1)[-1], "error": str(e)})
+                continue
+            taught = b.provenance.get("taught") if isinstance(b.provenance.get("taught"), dict) else {}
+            accuracy = (taught.get("cross_validation") or {}).get("accuracy")
+            out.append({"path": ref, "name": b.name, "labels": list(b.labels), "precision": b.precision,
+                        "folder": str(b.root), "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(made)),
+                        "base": taught.get("base"), "accuracy": accuracy, "error": None})
+        return out
 
     def settings(self, b: Bundle, events: EventsConfig | None = None, where: str = "config events") -> EventSettings:
         try:

@@ -1,7 +1,7 @@
 // Teach and evaluate: background jobs on the server (POST /api/jobs, then GET /api/jobs/{id} until done).
 
 import { api } from "./api.js";
-import { $, el, pct, state } from "./ui.js";
+import { $, bundleText, el, pct, state } from "./ui.js";
 import { colourOf } from "./timeline.js";
 
 const POLL_MS = 250;
@@ -129,11 +129,13 @@ export class Evaluate {
       $("#eval-msg").replaceChildren(el("div", { class: "msg error" }, e.message)); return;
     }
     const recs = state.library.recordings || [];
-    try {   // the bundles taught here, for the model field
-      const jobs = (await api.get("/api/jobs")).jobs.filter((j) => j.kind === "teach" && j.state === "done");
-      $("#bundles").replaceChildren(el("option", { value: "default" }),
-        ...jobs.map((j) => el("option", { value: j.result.out }, `taught ${new Date(1000 * j.started).toLocaleString()}`)));
-    } catch { /* the field still takes a name */ }
+    try {   // the models to choose from (GET /api/bundles): the server's, the built-in one, those under work/bundles
+      const bundles = (await api.get("/api/bundles")).bundles.filter((b) => !b.error);
+      $("#bundles").replaceChildren(...bundles.map((b) => el("option", { value: b.path }, bundleText(b))));
+      $("#bundles").dataset.listed = String(bundles.length);
+    } catch (e) {   // the field still takes a path typed by hand
+      $("#eval-msg").replaceChildren(el("div", { class: "msg error" }, `the models to choose from: ${e.message}`));
+    }
     const sel = $("#eval-rec"), was = sel.value;
     sel.replaceChildren(...recs.map((r) => el("option", { value: r.path, disabled: !r.segments },
       `${r.path.split("/").pop()} (${r.segments ? `${r.segments} segments` : "not annotated"})`)));

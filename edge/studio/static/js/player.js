@@ -23,6 +23,7 @@ export class Player {
     this.path = path; this.info = info; this.i = 0; this.cache.clear(); this.token++;
     this.canvas.width = info.width; this.canvas.height = info.height;
     this.canvas.dataset.path = path;
+    delete this.canvas.dataset.frame;   // the previous video's frame number must not pass for this one's
     await this.show(0);
   }
 

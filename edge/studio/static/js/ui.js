@@ -38,6 +38,15 @@ export function notice(text) {
   b.hidden = !text;
 }
 
+/** One line for a model of GET /api/bundles: name, precision, when made, accuracy when teach measured it. */
+export function bundleText(b) {
+  if (b.error) return `${b.path.split("/").pop()}: ${b.error}`;
+  const made = b.made ? ` · ${b.made.slice(0, 16).replace("T", " ")} UTC` : "";
+  const acc = b.accuracy === null || b.accuracy === undefined ? "" : ` · ${(100 * b.accuracy).toFixed(1)} %`;
+  const who = b.path === "default" ? "the server's model: " : b.path === "builtin" ? "built-in: " : "";
+  return `${who}${b.name} (${b.labels.length} classes, ${b.precision}${made}${acc})`;
+}
+
 export const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`);
 
 export function pager(box, total, offset, limit, go) {

@@ -4,7 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { Player } from "./player.js";
 import { Timeline, colourOf, fmt } from "./timeline.js";
-import { $, el, saveState, state } from "./ui.js";
+import { $, banner, bundleText, el, saveState, state } from "./ui.js";
 
 export class Viewer {
   constructor() {
@@ -34,15 +34,18 @@ export class Viewer {
     });
   }
 
-  /** The timeline's model choices: the server's model and the bundles taught in this studio. */
+  /** The timeline's model choices (GET /api/bundles): the server's model, the built-in one, every bundle
+   *  under work/bundles (taught here, in this run or an earlier one). One that does not load is shown, disabled. */
   async listModels() {
-    let jobs;
-    try { jobs = (await api.get("/api/jobs")).jobs; } catch { return; }
-    const sel = $("#score-model"), was = sel.value;
-    const taught = jobs.filter((j) => j.kind === "teach" && j.state === "done").map((j) => j.result.out);
-    sel.replaceChildren(el("option", { value: "default" }, "the server's model"),
-      ...taught.map((out) => el("option", { value: out }, out.split("/").pop())));
-    sel.value = [...sel.options].some((o) => o.value === was) ? was : "default";
+    let bundles;
+    try { bundles = (await api.get("/api/bundles")).bundles; } catch (e) {
+      banner(`the models to choose from: ${e.message}`); return;
+    }
+    const sel = $("#score-model"), was = sel.value;   // read after the wait: a choice made meanwhile is kept
+    sel.replaceChildren(...bundles.map((b) => el("option", { value: b.path, disabled: !!b.error, title: b.folder || b.error },
+      bundleText(b))));
+    sel.value = bundles.some((b) => b.path === was && !b.error) ? was : "default";
+    sel.dataset.listed = String(bundles.length);
   }
 
   /** Run a change after the ones before it have finished (a fast "x" then "u" undoes the skip, not the one before). */
@@ -56,8 +59,11 @@ export class Viewer {
 
   message(text) { const m = $("#player-msg"); m.textContent = text || ""; m.hidden = !text; }
 
+  /** Open an item; ``#frame``'s ``data-opened`` is its path once its frame, info and segments are there
+   *  (cleared at once: a second open of the same item is not mistaken for the first). */
   async open(item, at = 0) {
     this.item = item; this.pending = null; this.scores = null;
+    delete $("#frame").dataset.opened;
     this.library.select(item);
     this.message("");
     $("#now-title").textContent = item.clip || item.path;
@@ -80,6 +86,8 @@ export class Viewer {
     await this.player.open(item.path, info);
     if (at) await this.player.seek(at);
     if (item.kind === "recording") await this.loadSegments();
+    if (this.item !== item) return;
+    $("#frame").dataset.opened = item.path;
     this.loadScores(item);
   }
 
