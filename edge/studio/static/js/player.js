@@ -80,7 +80,8 @@ export class Player {
     this.setPlaying(true);
     const tick = async (now) => {
       if (!this.playing || token !== this.token) return;
-      const want = from + Math.floor(((now - start) / 1000) * this.fps);
+      // the first frame's timestamp may precede ``start`` (it is when the frame began): never before ``from``
+      const want = from + Math.floor((Math.max(0, now - start) / 1000) * this.fps);
       for (let k = want; k < Math.min(this.frames, want + AHEAD); k++) this.load(k);
       if (want >= this.frames) { await this.show(this.frames - 1); this.stop(); return; }
       if (want !== this.i || this.canvas.dataset.frame !== String(want)) await this.show(want);
