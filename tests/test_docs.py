@@ -95,6 +95,11 @@ SKIPPED: dict[str, str] = {
     "/etc/edge-tsm/config.yaml": "a web server that runs until stopped, on the device's folders; "
                                  "tests/test_studio_browser.py starts it the same way and drives the page in Chromium",
     "sudo systemctl reload edge-tsm": SYSTEMD + " (tests/test_daemon.py sends the SIGHUP it sends)",
+    "torchrun --standalone --nproc_per_node 2 -m edge train --data D --out M --batch 16":
+        "two training processes on a real dataset (minutes); tests/test_train_dist.py runs this torchrun form on a "
+        "tiny dataset and checks the bundle, train.json and the weights against one process",
+    "torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 --rdzv-id run1 -m edge "
+    "train --data D --out M --batch 256 --lr 0.08": "needs two machines with 8 GPUs each",
 }
 
 # --- placeholders: a doc's stand-in name -> (what the test puts there, why) ----------------------------------
