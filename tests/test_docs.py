@@ -102,11 +102,6 @@ SKIPPED: dict[str, str] = {
     "train --data D --out M --batch 256 --lr 0.08": "needs two machines with 8 GPUs each",
 }
 
-# --- placeholders: a doc's stand-in name -> (what the test puts there, why) ----------------------------------
-PLACEHOLDERS: dict[str, tuple[str, str]] = {
-    "/etc/edge-tsm/config.yaml": ("config.yaml", "the device's config: here one with a file camera (there is no "
-                                                 "/dev/video0 here) and a log sink, model default"),
-    "spool": ("state/clips", "the spool copied off the device: here the loop's own state/clips"),
 # docs/teach.md's measurement and README's teach example (issue 17)
 TEACH = ("the measurement of docs/teach.md: rendering the sets and recordings, teaching and evaluating take minutes on "
          "2 cores; tests/test_teach.py teaches tiny sets, checks the graphs on both engines and runs a taught bundle "
@@ -133,6 +128,11 @@ SKIPPED.update({
     "edge-tsm eval-events still.avi --annotations still.csv --model taught-10": TEACH,
 })
 
+# --- placeholders: a doc's stand-in name -> (what the test puts there, why) ----------------------------------
+PLACEHOLDERS: dict[str, tuple[str, str]] = {
+    "/etc/edge-tsm/config.yaml": ("config.yaml", "the device's config: here one with a file camera (there is no "
+                                                 "/dev/video0 here) and a log sink, model default"),
+    "spool": ("state/clips", "the spool copied off the device: here the loop's own state/clips"),
     "shift-3.mp4": ("rec.avi", "a long annotated recording: the loop's generated rec.avi"),
     "shift-3.csv": ("rec.csv", "its start,end,label rows: the loop's rec.csv"),
     "recordings/": ("rec.avi", "recordings of the deployment camera: the loop's rec.avi"),
