@@ -84,6 +84,7 @@ def _step_engine(engine: str, path: str, frames: np.ndarray, state_shapes) -> np
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 def test_online_graph_equals_offline_causal_model(tmp_path, engine):
     pytest.importorskip(engine)
+    torch.manual_seed(0)  # the convolutions draw from the global generator; unseeded, the margin below varied
     net = _randomise(TSMNet(9, shift="causal"))
     bundle = export_bundle(net, tmp_path / "b", [f"c{i}" for i in range(9)], size=(64, 64), name="t")
     clip = torch.randn(1, 12, 3, 64, 64, generator=torch.Generator().manual_seed(1))
