@@ -261,8 +261,9 @@ def collect_videos(sources: list[str | Path], out: str | Path, bundle: Bundle, o
 
 
 def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: int = 2, max_frames: int = 600,
-                  progress: bool = False) -> dict[str, Any]:
-    """Render ``per_class`` clips of every synthetic class (seed ``seed``), one segment each.
+                  progress: bool = False, generator: int | None = None) -> dict[str, Any]:
+    """Render ``per_class`` clips of every synthetic class (seed ``seed``), one segment each, by ``generator``
+    (default: the one the bundle was trained on).
 
     Raises:
         UsageError: ``per_class`` < 1 or a negative seed.
@@ -276,6 +277,7 @@ def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: 
         logger.warning("synth seed %d renders %s: calibrating on it leaks those clips (the default is 2)", seed,
                        RESERVED_SEEDS[seed])
     root = _prepare_out(out)
+    gen = bundle.synth_generator if generator is None else int(generator)
     step = frame_step(SYNTH["fps"], bundle)
     refs: list[SegmentRef] = []
     nbytes = frames = 0
@@ -283,14 +285,15 @@ def collect_synth(out: str | Path, bundle: Bundle, *, per_class: int = 8, seed: 
     for k, label, i in bar(jobs, enabled=progress, desc="rendering", unit="clip"):
         if frames >= max_frames:
             break
-        clip = render_clip(label, np.random.default_rng([seed, k, i]), SYNTH["size"], SYNTH["frames"])[::step]
+        clip = render_clip(label, np.random.default_rng([seed, k, i]), SYNTH["size"], SYNTH["frames"],
+                           generator=gen)[::step]
         clip = clip[:max_frames - frames]
         name, size = write_segment(root, len(refs), clip)
         refs.append(SegmentRef(name, len(clip), f"synth:{label}:{seed}:{i}", 0, step, 0.0))
         nbytes += size
         frames += len(clip)
     summary = _summary(root, bundle, refs, nbytes, {"kind": "synth", "seed": seed, "per_class": per_class,
-                                                    "generator": 4, **SYNTH,  # render_clip's default
+                                                    "generator": gen, **SYNTH,
                                                     "size": list(SYNTH["size"])})
     write_manifest(root, graph_fps(bundle), refs, summary)
     logger.info("calibration set %s: %d rendered clips, %d frames (seed %d)", root, len(refs), frames, seed)

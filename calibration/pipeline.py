@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {
         "calib": {"dir": "calib-synth-s2", "seed": 2, "per_class": 8},
-        "eval": {"dir": "synth-test-s1", "seed": 1, "per_class": 60},   # = models/recipe.py's test_set
+        # = models/recipe.py's test sets: the held-out split of the generator the bundle was trained on
+        "eval": {"dir": {4: "synth-test-s1", 5: "synth-g5-test-s1"}, "seed": 1, "per_class": 60},
         "method": "minmax", "per_channel": True, "max_drop": 0.5, "min_agreement": 0.99,
     },
 }
@@ -39,27 +40,26 @@ def recipe_inputs(name: str, bundle: Bundle, data_dir: str | Path, progress: boo
         raise UsageError(f"--recipe {name!r}: not one of {', '.join(RECIPES)}")
     r = RECIPES[name]
     root = Path(data_dir)
-    calib = root / r["calib"]["dir"]
+    gen = bundle.synth_generator
+    calib = root / (r["calib"]["dir"] + ("" if gen == 4 else f"-g{gen}"))
     if not (calib / MANIFEST).is_file():
         from edge.calibration.collect import collect_synth
         logger.info("rendering the calibration set %s (synth seed %d)", calib, r["calib"]["seed"])
-        collect_synth(calib, bundle, per_class=r["calib"]["per_class"], seed=r["calib"]["seed"], progress=progress)
-    data = root / r["eval"]["dir"]
+        collect_synth(calib, bundle, per_class=r["calib"]["per_class"], seed=r["calib"]["seed"], progress=progress,
+                      generator=gen)
+    data = root / r["eval"]["dir"][gen]
     if not (data / "synth.json").is_file():
         from edge.calibration.collect import SYNTH
         from edge.data.synth import generate_dataset
         logger.info("rendering the held-out set %s (synth seed %d)", data, r["eval"]["seed"])
         generate_dataset(data, r["eval"]["per_class"], r["eval"]["seed"], size=SYNTH["size"], frames=SYNTH["frames"],
-                         fps=SYNTH["fps"], progress=progress, generator=trained_generator(bundle))
+                         fps=SYNTH["fps"], progress=progress, generator=gen)
     return {"calib": calib, "eval": data, **{k: r[k] for k in ("method", "per_channel", "max_drop", "min_agreement")}}
 
 
 def trained_generator(bundle: Bundle) -> int:
-    """The synthetic generator the bundle was trained on (its held-out set must come from the same one):
-    ``provenance.generator`` when the training recorded it, else 4 (every bundle made before generator 5)."""
-    prov = bundle.provenance or {}
-    value = prov.get("generator", (prov.get("synth") or {}).get("generator", 4))
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 4
+    """The synthetic generator the bundle was trained on (:attr:`Bundle.synth_generator`)."""
+    return bundle.synth_generator
 
 
 def guard_engines(target: str) -> list[str]:

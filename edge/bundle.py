@@ -211,6 +211,15 @@ class Bundle(Strict):
                              f"(this bundle has: {', '.join(self.files)})")
         return self.root / self.files[precision]
 
+    @property
+    def synth_generator(self) -> int:
+        """The synthetic generator the bundle was trained on (its held-out set, calibration set and INT8 sample
+        come from the same one): ``provenance.generator`` when training recorded it, else 4 (every bundle made
+        before generator 5)."""
+        prov = self.provenance or {}
+        value = prov.get("generator", (prov.get("synth") or {}).get("generator", 4))
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else 4
+
 
 # --- loading ------------------------------------------------------------------------------------------
 def default_root() -> Path | None:

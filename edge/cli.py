@@ -111,7 +111,7 @@ def cmd_train(a: argparse.Namespace) -> int:
            "dist_timeout": a.dist_timeout, "float64": a.float64}
     if a.recipe:
         out = recipe.run_recipe(a.recipe, out=a.out, data_dir=a.data_dir, no_shift=a.no_shift,
-                                ablation=a.ablation, threads=a.threads, max_steps=a.max_steps, run=run)
+                                ablation=a.ablation, threads=a.threads, max_steps=a.max_steps, run=run, init=a.init)
         if main_rank:
             print(out)
         return 0

@@ -5,9 +5,10 @@ VNNI, AVX2 only, ARM), so a bundle can hold its guard there and not here. This r
 through both graphs on the configured engine, device and threads, and says in one warning line when
 INT8 departs from FP32 here more than the guard allows, naming the CPU and what to do.
 
-The sample: clips rendered in memory by :mod:`edge.data.synth` (generator 4) at seed 1, ``PER_CLASS`` of each
-of its nine motions, 160x120 and 24 frames as ``dataset synth --generator 4 --seed 1`` makes them (the embedded
-model's held-out set ``data/synth-test-s1`` starts with exactly these, before its mp4 encoding), stepped
+The sample: clips rendered in memory by :mod:`edge.data.synth` (the generator the bundle was trained on,
+``provenance.generator``; 4 when it says none) at seed 1, ``PER_CLASS`` of each of its nine motions, 160x120
+and 24 frames as ``dataset synth --generator G --seed 1`` makes them (the recipe's held-out set of that
+generator starts with exactly these, before its mp4 encoding), stepped
 as ``edge-tsm eval`` steps a clip (every ``frame_stride``-th frame, states fed back, a clip = argmax of
 its summed softmax). No file is needed on the device and the same frames go in everywhere. A bundle
 with other labels gets the same frames: they are just pictures with motion, and what is checked is
@@ -47,7 +48,6 @@ SEED = 1                # edge-tsm dataset synth --seed 1: the embedded model's 
 PER_CLASS = 4           # 36 clips, 288 frame steps per graph for a stride-3 model: ~3 s with ONNX Runtime here
 CLIP_SIZE = (160, 120)  # as the recipe's datasets
 CLIP_FRAMES = 24
-GENERATOR = 4           # the embedded model's data (generator 5 renders other scenes)
 # Frame top-1 agreement at or above which the kernels are taken to agree. Measured (seed 1, 4 per class,
 # the embedded model): 0.990 (ONNX Runtime) and 0.986 (OpenVINO) on AVX-512 VNNI; 0.858 for an INT8
 # graph of another model with the same inputs.
@@ -64,10 +64,11 @@ DEFAULT_MIN_AGREEMENT = 0.99
 DEFAULT_MAX_DROP = 0.5
 
 
-def sample_clips(per_class: int = PER_CLASS, seed: int = SEED) -> list[tuple[int, np.ndarray]]:
-    """``(class index, frames)`` of the sample, frames BGR uint8 (generator order: class, then clip)."""
+def sample_clips(per_class: int = PER_CLASS, seed: int = SEED, generator: int = 4) -> list[tuple[int, np.ndarray]]:
+    """``(class index, frames)`` of the sample, frames BGR uint8 (generator order: class, then clip), by the
+    synthetic ``generator`` (a bundle's: :attr:`Bundle.synth_generator`)."""
     from edge.data.synth import CLASSES, render_clip
-    return [(k, render_clip(label, np.random.default_rng([seed, k, i]), CLIP_SIZE, CLIP_FRAMES, generator=GENERATOR))
+    return [(k, render_clip(label, np.random.default_rng([seed, k, i]), CLIP_SIZE, CLIP_FRAMES, generator=generator))
             for i in range(per_class) for k, label in enumerate(CLASSES)]
 
 
@@ -95,7 +96,7 @@ def paired_run(bundle: Bundle, engine: str, *, device: str = "CPU", threads: int
         frames = frames_agree = clips_agree = 0
         tv = 0.0  # summed total-variation distance between the two graphs' per-frame probabilities
         right = {"fp32": 0, "int8": 0}
-        clips = sample_clips(per_class, seed)
+        clips = sample_clips(per_class, seed, bundle.synth_generator)
         for k, clip in clips:
             totals = {p: np.zeros(len(bundle.labels), np.float64) for p in clfs}
             for clf in clfs.values():
@@ -237,7 +238,7 @@ def reference_block(bundle: Bundle, engines: list[str], *, threads: int | None =
     Raises:
         whatever :func:`paired_run` raises.
     """
-    out: dict[str, Any] = {"seed": SEED, "per_class": per_class, "generator": GENERATOR, "engines": {}}
+    out: dict[str, Any] = {"seed": SEED, "per_class": per_class, "generator": bundle.synth_generator, "engines": {}}
     for engine in engines:
         r = paired_run(bundle, engine, threads=threads, per_class=per_class)
         out["engines"][engine] = {k: r[k] for k in ("clips", "frames", "frame_agreement", "clip_agreement", "mean_tv")}

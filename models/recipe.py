@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from edge.models.train import TrainConfig, train
 from edge.models.tsm import TSMNet
@@ -23,11 +22,11 @@ from edge.models.tsm import TSMNet
 logger = logging.getLogger(__name__)
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "default": {
-        # generator 4: the embedded default (v1) was trained on it; generator 5's scenes are issue 20's v2
+    # v1: the first embedded default (generator 4 data, from scratch, about 3 h on 2 cores).
+    "v1": {
         "synth": {"size": (160, 120), "frames": 24, "fps": 15.0, "generator": 4},
-        "train_set": {"seed": 0, "per_class": 700},
-        "test_set": {"seed": 1, "per_class": 60},
+        "train_set": {"seed": 0, "per_class": 700, "dir": "synth-train-s0"},
+        "test_set": {"seed": 1, "per_class": 60, "dir": "synth-test-s1"},
         # AdamW: measured here, SGD (lr 0.003-0.05) did not find the temporal signal from scratch within the
         # CPU budget (chance accuracy after 400 steps) where AdamW did.
         "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 3, "epochs": 6, "batch": 16, "lr": 0.001,
@@ -40,20 +39,40 @@ RECIPES: dict[str, dict[str, Any]] = {
         "finetune": [{"epochs": 4, "lr": 0.0003, "seed": 1}, {"epochs": 4, "lr": 0.0003, "seed": 2},
                      {"epochs": 4, "lr": 0.00015, "seed": 3}],
     },
+    # v2 (the embedded default since issue 20): v1's weights, then generator 5's scenes (photographs, arms,
+    # distractors, slow motions, tilts in depth) with a little of generator 4 mixed in so that what v1 does well
+    # stays. ``base``: the recipe whose result it starts from (trained first unless ``--init`` gives its weights).
+    "default": {
+        "base": "v1",
+        "synth": {"size": (160, 120), "frames": 24, "fps": 15.0, "generator": 5},
+        "train_set": {"seed": 0, "per_class": 500, "dir": "synth-v2-train",
+                      "mix": {"generator": 4, "seed": 3, "per_class": 60}},
+        "test_set": {"seed": 1, "per_class": 60, "dir": "synth-g5-test-s1"},
+        "also_test": [{"generator": 4, "seed": 1, "per_class": 60, "dir": "synth-test-s1"}],
+        "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 3, "epochs": 6, "batch": 16, "lr": 0.0005,
+                  "optimizer": "adamw", "weight_decay": 0.01, "seed": 10, "threads": 2},
+        "finetune": [{"epochs": 4, "lr": 0.00015, "seed": 11}],
+    },
 }
 DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
                      "rotate_ccw")
 
 
-def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> Path:
-    """Generate the dataset unless ``root/synth.json`` says it is already exactly that."""
+def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any],
+                 mix: dict[str, Any] | None = None) -> Path:
+    """Generate the dataset unless ``root/synth.json`` says it is already exactly that. ``mix``: clips of
+    another generator and seed (their file names carry the seed) rendered into the same folders first."""
     from edge.data.synth import generate_dataset
-    if _synth_ready(root, seed, per_class, synth):
+    if _synth_ready(root, seed, per_class, synth, mix):
         logger.info("dataset %s already generated", root)
         return root
+    kw = {"size": tuple(synth["size"]), "frames": synth["frames"], "fps": synth["fps"]}
+    if mix:
+        logger.info("generating %s: %d per class of generator %d (seed %d) mixed in", root, mix["per_class"],
+                    mix["generator"], mix["seed"])
+        generate_dataset(root, mix["per_class"], mix["seed"], generator=int(mix["generator"]), **kw)
     logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
-    generate_dataset(root, per_class, seed, size=tuple(synth["size"]), frames=synth["frames"], fps=synth["fps"],
-                     generator=synth_generator(synth))
+    generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw)  # its synth.json: written last
     return root
 
 
@@ -63,15 +82,48 @@ def synth_generator(synth: dict[str, Any]) -> int:
     return int(synth.get("generator", GENERATOR_VERSION))
 
 
-def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any]) -> bool:
-    """``root/synth.json`` says the dataset is exactly this one (written last, when the set is whole)."""
+def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], mix: dict[str, Any] | None = None
+                 ) -> bool:
+    """``root/synth.json`` says the dataset is exactly this one (written last, when the set is whole), and every
+    clip of ``mix`` is there."""
     want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
             "fps": synth["fps"], "generator": synth_generator(synth)}
     try:
         have = json.loads((root / "synth.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
+    if not (isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())):
+        return False
+    return not mix or all(len(list((root / label).glob(f"{label}_s{mix['seed']}_*.mp4"))) >= mix["per_class"]
+                          for label in have.get("labels", []))
+
+
+def _sets(recipe: dict[str, Any], data: Path) -> tuple[Path, list[tuple[Path, dict[str, Any]]]]:
+    """The recipe's training folder and its held-out sets (folder, spec with ``synth`` settings), first = main."""
+    s = recipe["synth"]
+    tr, te = recipe["train_set"], recipe["test_set"]
+    train_root = data / tr.get("dir", f"synth-train-s{tr['seed']}")
+    tests = [(data / te.get("dir", f"synth-test-s{te['seed']}"), {**te, "synth": s})]
+    tests += [(data / t["dir"], {**t, "synth": {**s, "generator": t["generator"]}})
+              for t in recipe.get("also_test", [])]
+    return train_root, tests
+
+
+def _prepare_data(recipe: dict[str, Any], data: Path, world: Any) -> tuple[Path, list[tuple[Path, dict[str, Any]]]]:
+    """Rank 0 generates the recipe's sets (minutes, longer than a collective may wait): the others watch for its
+    synth.json files."""
+    from edge.models import distributed as dist
+    train_root, tests = _sets(recipe, data)
+    todo = [(train_root, recipe["train_set"], recipe["synth"], recipe["train_set"].get("mix"))]
+    todo += [(root, spec, spec["synth"], None) for root, spec in tests]
+    for root, spec, synth, mix in todo:
+        if world.main:
+            ensure_synth(root, spec["seed"], spec["per_class"], synth, mix)
+        else:
+            while not _synth_ready(root, spec["seed"], spec["per_class"], synth, mix):
+                time.sleep(2.0)
+    dist.barrier()
+    return train_root, tests
 
 
 def count_macs(net: TSMNet, size: int) -> int:
@@ -120,18 +172,20 @@ def _evaluate_all(bundle: Path, test_root: Path) -> dict[str, Any]:
 
 
 def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, threads: int | None,
-               max_steps: int | None, command: str, run: dict[str, Any] | None = None) -> tuple[Path, float]:
+               max_steps: int | None, command: str, run: dict[str, Any] | None = None, init: str | None = None,
+               recipe_name: str = "default") -> tuple[Path, float]:
+    """Train the recipe's stages into ``out`` (the first from ``init`` when given); finished stages are kept."""
     t = recipe["train"]
     t = {**t, **(run or {})}   # where it runs (device, amp, workers, torchrun settings): not the recipe's figures
     if threads:
         t["threads"] = threads
     name = "default" if shift != "none" else "default-noshift"
-    prov = {"recipe": "default", "command": command}
+    prov = {"recipe": recipe_name, "command": command}
     finetune = recipe.get("finetune", [])
     # Every stage but the last trains into out/stageN; the last one into out itself (the bundle).
     outs = [out / f"stage{i + 1}" for i in range(len(finetune))] + [out]
     stages = [TrainConfig(data=str(train_root), out=str(outs[0]), shift=shift, max_steps=max_steps, name=name,
-                          provenance=prov, **t)]
+                          provenance=prov, init=init, **t)]
     for i, ft in enumerate(finetune):
         stages.append(TrainConfig(data=str(train_root), out=str(outs[i + 1]), shift=shift, max_steps=max_steps,
                                   name=name, provenance=prov, init=stages[-1].out, **{**t, **ft}))
@@ -186,12 +240,25 @@ def _interrupted(cfg: TrainConfig) -> bool:
 
 
 def run_recipe(name: str, *, out: str, data_dir: str = "data", no_shift: bool = False, ablation: bool = False,
-               threads: int | None = None, max_steps: int | None = None, run: dict[str, Any] | None = None) -> Path:
+               threads: int | None = None, max_steps: int | None = None, run: dict[str, Any] | None = None,
+               init: str | None = None) -> Path:
     """The recipe end to end. ``run``: TrainConfig fields saying where it runs (device, amp, workers, sync_bn,
-    dist_timeout). Under torchrun every process calls this: rank 0 generates the data, evaluates and writes the
-    figures, all of them train."""
+    dist_timeout). ``init``: for a recipe with a ``base``, the base's weights (a bundle folder or weights.pt)
+    instead of training the base first. Under torchrun every process calls this: rank 0 generates the data,
+    evaluates and writes the figures, all of them train.
+
+    Raises:
+        UsageError: an unknown recipe, or ``init`` for a recipe that has no base.
+    """
+    from edge.errors import UsageError
     from edge.models import distributed as dist
     from edge.models.precision import resolve_device
+    if name not in RECIPES:
+        raise UsageError(f"--recipe {name!r}: not one of {', '.join(RECIPES)}")
+    if init and not RECIPES[name].get("base"):
+        built = ", ".join(k for k, r in RECIPES.items() if r.get("base"))
+        raise UsageError(f"train --recipe {name} --init: this recipe trains from scratch; --init gives the starting "
+                         f"weights of a recipe built on another ({built})")
     world = dist.world_from_env()
     owned = world.distributed and not dist.initialized()
     if world.distributed:
@@ -199,130 +266,43 @@ def run_recipe(name: str, *, out: str, data_dir: str = "data", no_shift: bool = 
         world = dist.setup(dev.type, float((run or {}).get("dist_timeout", 600.0)))
     try:
         return _run_recipe(name, world, out=out, data_dir=data_dir, no_shift=no_shift, ablation=ablation,
-                           threads=threads, max_steps=max_steps, run=run)
+                           threads=threads, max_steps=max_steps, run=run, init=init)
     finally:
         if owned:
             dist.teardown()
 
 
 def _run_recipe(name: str, world: Any, *, out: str, data_dir: str, no_shift: bool, ablation: bool,
-                threads: int | None, max_steps: int | None, run: dict[str, Any] | None) -> Path:
-    from edge.models import distributed as dist
+                threads: int | None, max_steps: int | None, run: dict[str, Any] | None, init: str | None) -> Path:
     recipe = RECIPES[name]
     data = Path(data_dir)
-    s = recipe["synth"]
-    train_root = data / f"synth-train-s{recipe['train_set']['seed']}"
-    test_root = data / f"synth-test-s{recipe['test_set']['seed']}"
-    sets = [(train_root, recipe["train_set"]), (test_root, recipe["test_set"])]
-    for root, spec in sets:
-        if world.main:
-            ensure_synth(root, spec["seed"], spec["per_class"], s)
-        else:  # rank 0 generates (minutes, longer than a collective may wait): the others watch for its synth.json
-            while not _synth_ready(root, spec["seed"], spec["per_class"], s):
-                time.sleep(2.0)
-    dist.barrier()
+    train_root, tests = _prepare_data(recipe, data, world)
     out_path = Path(out)
-    command = f"edge-tsm train --recipe {name} --out {out}" + (" --ablation" if ablation else "") + \
-        (" --no-shift" if no_shift else "")
+    command = f"edge-tsm train --recipe {name} --out {out}" + (f" --init {init}" if init else "") + \
+        (" --ablation" if ablation else "") + (" --no-shift" if no_shift else "")
     runs = [("causal" if not no_shift else "none", out_path)]
     if ablation and not no_shift:
         runs.append(("none", out_path.parent / f"{out_path.name}-noshift"))
-    trained = [(shift, *_train_one(recipe, path, train_root, shift, threads, max_steps, command, run))
-               for shift, path in runs]
+    bases: dict[str, str | None] = {shift: init for shift, _ in runs}
+    if recipe.get("base") and not init:   # train the base recipe first (its own data, stages and seeds)
+        base = RECIPES[recipe["base"]]
+        base_root, _ = _prepare_data(base, data, world)
+        for shift, path in runs:
+            bases[shift] = str(_train_one(base, path / "base", base_root, shift, threads, max_steps, command, run,
+                                          recipe_name=recipe["base"])[0])
+    trained = [(shift, *_train_one(recipe, path, train_root, shift, threads, max_steps, command, run,
+                                   init=bases[shift], recipe_name=name)) for shift, path in runs]
     if not world.main:
         return out_path   # rank 0 evaluates: the others are done
-    results: dict[str, Any] = {shift: {"bundle": str(bundle), "train_seconds": round(secs),
-                                       "eval": _evaluate_all(bundle, test_root)} for shift, bundle, secs in trained}
-    main_shift = runs[0][0]
-    _write_figures(out_path, recipe, results, main_shift, test_root, command)
+    results: dict[str, Any] = {}
+    for shift, bundle, secs in trained:
+        evals = {str(root): _evaluate_all(bundle, root) for root, _ in tests}
+        results[shift] = {"bundle": str(bundle), "train_seconds": round(secs), "eval": evals[str(tests[0][0])],
+                          "sets": evals}
+    base_bundle = bases.get(runs[0][0])
+    if recipe.get("base") and base_bundle and (Path(base_bundle) / "model.yaml").is_file():  # base's figures beside
+        results["base"] = {"bundle": base_bundle, "recipe": recipe["base"],
+                           "sets": {str(root): _evaluate_all(Path(base_bundle), root) for root, _ in tests}}
+    from edge.models.card import write_figures
+    write_figures(out_path, name, recipe, results, runs[0][0], tests, command)
     return out_path
-
-
-def _optimizer_text(t: dict[str, Any]) -> str:
-    return "AdamW" if t.get("optimizer") == "adamw" else "SGD with momentum 0.9 (Nesterov)"
-
-
-def _write_figures(bundle: Path, recipe: dict[str, Any], results: dict[str, Any], main_shift: str,
-                   test_root: Path, command: str) -> None:
-    spec = yaml.safe_load((bundle / "model.yaml").read_text())
-    net = TSMNet(len(spec["labels"]), width=spec["width"])
-    macs = count_macs(net, spec["input"]["size"][0])
-    params = sum(p.numel() for p in net.parameters())
-    main = results[main_shift]["eval"]
-    summary = {eng: {"accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4),
-                     "direction_accuracy": round(r["direction_accuracy"], 4), "n": r["n"]}
-               for eng, r in main.items()}
-    spec["provenance"]["heldout"] = {"data": str(test_root), "seed": recipe["test_set"]["seed"], "metrics": summary}
-    spec["provenance"]["train_seconds"] = results[main_shift]["train_seconds"]
-    abl = results.get("none") if main_shift != "none" else None
-    if abl:
-        spec["provenance"]["ablation_noshift"] = {
-            eng: {"accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4),
-                  "direction_accuracy": round(r["direction_accuracy"], 4)} for eng, r in abl["eval"].items()}
-    (bundle / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, width=120), encoding="utf-8")
-    (bundle / "figures.json").write_text(json.dumps({"results": results, "macs": macs, "params": params},
-                                                    indent=1, default=str), encoding="utf-8")
-    onnx_mb = (bundle / "model.onnx").stat().st_size / 1e6
-    first = next(iter(main.values()))
-    lines = [
-        f"# {spec['name']}: procedural motion classifier (MobileNetV2-TSM, online)", "",
-        "The embedded default model of edge-tsm. It tells nine kinds of motion apart, which a single frame "
-        "cannot show: the classes differ only in how an object moves over time.", "",
-        "## Classes", "",
-        "| # | label | meaning (image coordinates, as displayed) |", "|---|---|---|",
-    ]
-    meaning = {"no_motion": "static scene (flicker, noise, shake only)",
-               "swipe_left": "an object moves towards smaller x", "swipe_right": "towards larger x",
-               "swipe_up": "towards smaller y", "swipe_down": "towards larger y", "zoom_in": "the object grows",
-               "zoom_out": "the object shrinks", "rotate_cw": "turns clockwise",
-               "rotate_ccw": "turns counter-clockwise"}
-    lines += [f"| {i} | {lab} | {meaning.get(lab, '')} |" for i, lab in enumerate(spec["labels"])]
-    t = recipe["train"]
-    lines += [
-        "", "## Network", "",
-        f"- MobileNetV2 width {spec['width']:g}, temporal shift of 1/8 of the channels in the 10 residual blocks, "
-        f"**{spec['temporal']['shift']}** (online: 10 state tensors carried between frames).",
-        f"- Input {spec['input']['size'][0]}x{spec['input']['size'][1]} RGB, ImageNet mean/std, "
-        + ("the whole frame resized (stretched) to it." if spec["input"]["resize"] == "stretch"
-           else "short side resized then centre crop.")
-        + f" The graph sees one frame in {spec['temporal']['frame_stride']} at {spec['temporal']['fps']:g} fps.",
-        f"- {params / 1e6:.2f} M parameters, {macs / 1e6:.1f} M multiply-accumulates per frame, "
-        f"model.onnx {onnx_mb:.1f} MB (FP32).", "",
-        "## Training", "",
-        f"- Reproduce: `{command.replace(' --ablation', '')}` (about "
-        f"{results[main_shift]['train_seconds'] / 60:.0f} min of training on a 2-core CPU, plus data generation and "
-        "evaluation)" + ("; with `--ablation` it also trains the no-shift ablation into "
-                         f"`{bundle}-noshift` (as long again)." if abl else "."),
-        f"- Data: `edge-tsm dataset synth --seed {recipe['train_set']['seed']} --per-class "
-        f"{recipe['train_set']['per_class']} --generator {synth_generator(recipe['synth'])}` "
-        f"({recipe['synth']['size'][0]}x{recipe['synth']['size'][1]}, "
-        f"{recipe['synth']['frames']} frames at {recipe['synth']['fps']:g} fps).",
-        f"- {t['epochs']} epochs, batch {t['batch']} clips of {t['frames']} frames taken every {t['stride']} frames, "
-        f"{_optimizer_text(t)}, lr {t['lr']} with warm-up and cosine decay, weight decay {t['weight_decay']}, "
-        "label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap the mirrored labels), "
-        f"seed {t['seed']}, from scratch (no pretrained weights)"
-        + "".join(f"; then {ft['epochs']} more epochs from those weights at lr {ft['lr']} "
-                  f"(seed {ft.get('seed', t['seed'])})"
-                  for ft in recipe.get("finetune", [])) + ".", "",
-        "## Held-out results", "",
-        f"Held-out split: `edge-tsm dataset synth --seed {recipe['test_set']['seed']} --per-class "
-        f"{recipe['test_set']['per_class']} --generator {synth_generator(recipe['synth'])}` ({first['n']} clips), "
-        "run through the exported bundle by the runtime "
-        "engines (`edge-tsm eval`): clip prediction = argmax of the mean softmax over all the clip's frames.", "",
-        "| model | engine | accuracy | macro-F1 | accuracy on the 8 direction classes |", "|---|---|---|---|---|",
-    ]
-    for eng, r in main.items():
-        lines.append(f"| TSM ({main_shift}) | {eng} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-                     f"{r['direction_accuracy']:.4f} |")
-    if abl:
-        for eng, r in abl["eval"].items():
-            lines.append(f"| no shift (TSN-style ablation, same recipe) | {eng} | {r['accuracy']:.4f} | "
-                         f"{r['macro_f1']:.4f} | {r['direction_accuracy']:.4f} |")
-    lines += ["", "Per-class recall (TSM, " + next(iter(main)) + "):", ""]
-    lines += [f"- {lab}: {first['per_class'][lab]['recall']:.3f}" for lab in spec["labels"]]
-    lines += ["", "## Limits", "",
-              "- Trained only on generated clips: it recognises these nine motions of a single object well, "
-              "real scenes with several moving things far less. Fine-tune on clips from your camera "
-              "(docs/field-loop.md: the daemon keeps them, `edge-tsm train --init default`).",
-              f"- Expects about {spec['temporal']['fps']:g} fps; the runtime subsamples faster cameras.", ""]
-    (bundle / "CARD.md").write_text("\n".join(lines), encoding="utf-8")

@@ -402,4 +402,15 @@ def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str
             "frame_stride": cfg.stride,
             "clip_frames": cfg.frames, "name": cfg.name,
             "provenance": {"data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs, "shift": cfg.shift,
-                           **cfg.provenance}}
+                           **_synth_provenance(cfg.data), **cfg.provenance}}
+
+
+def _synth_provenance(data: str) -> dict[str, Any]:
+    """``generator`` (and the synth seed) when the training data was made by ``dataset synth`` (its synth.json):
+    the INT8 check and ``quantize --recipe`` render their clips from the generator a bundle was trained on."""
+    try:
+        have = json.loads((Path(data) / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    gen = have.get("generator") if isinstance(have, dict) else None
+    return {"generator": gen} if isinstance(gen, int) and not isinstance(gen, bool) else {}

@@ -47,6 +47,24 @@ def test_layout_labels_and_splits(tmp_path):
         load_dataset(tmp_path, labels=["a_label", "c"])
 
 
+def test_a_large_index_lists_every_clip_in_order_without_decoding(tmp_path):
+    """20k empty files in 4 label folders (the listing never opens a clip); upper-case extensions count,
+    other files and hidden folders do not; a split line may start with ./"""
+    for k, label in enumerate(("d", "c", "b", "a")):
+        (tmp_path / label).mkdir()
+        for i in range(5000):
+            (tmp_path / label / f"{i:05d}.{'MP4' if i % 7 == 0 else 'mp4'}").touch()
+        (tmp_path / label / "readme.txt").touch()
+    (tmp_path / ".cache").mkdir()
+    ds = load_dataset(tmp_path)
+    assert ds.labels == ["a", "b", "c", "d"] and len(ds.clips) == 20000
+    assert ds.clips[0] == type(ds.clips[0])(tmp_path / "a" / "00000.MP4", 0)
+    assert [c.path.name for c in ds.clips[:3]] == ["00000.MP4", "00001.mp4", "00002.mp4"]
+    (tmp_path / "val.txt").write_text("./b/00003.mp4\nc/00004.mp4\n")
+    assert [(c.path, c.label) for c in load_dataset(tmp_path, split="val").clips] == [
+        (tmp_path / "b" / "00003.mp4", 1), (tmp_path / "c" / "00004.mp4", 2)]
+
+
 def test_bad_datasets_say_what_is_wrong(tmp_path):
     with pytest.raises(InputError, match="not a folder"):
         load_dataset(tmp_path / "missing")

@@ -125,6 +125,45 @@ def test_recipe_runs_its_stages_and_keeps_finished_ones(tmp_path, monkeypatch, c
     assert final["config"]["init"] == str(out / "stage1") and stage1["config"]["init"] is None
     assert spec["provenance"]["heldout"]["metrics"] and "then 1 more epochs" in (out / "CARD.md").read_text()
     assert spec["provenance"]["train_seconds"] == pytest.approx(stage1["seconds"] + final["seconds"], abs=1)
+    assert spec["provenance"]["generator"] == 5   # the recipe names none: the newest
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
     recipe.run_recipe("default", out=str(out), data_dir=str(tmp_path / "data"))
     assert caplog.text.count("already trained with this recipe, kept") == 2
+
+
+def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp_path, monkeypatch, caplog):
+    """v2's shape: a base recipe (generator 4) trained first, then its own stages on generator 5 with generator 4
+    clips mixed in, scored on both held-out sets beside the base; ``init`` skips the base."""
+    import logging
+
+    from edge.errors import UsageError
+    from edge.models import recipe
+    train = {"size": 32, "width": 0.25, "frames": 4, "stride": 1, "epochs": 1, "batch": 6, "lr": 0.001,
+             "optimizer": "adamw", "weight_decay": 0.01, "seed": 0, "threads": 1}
+    synth = {"size": (64, 48), "frames": 10, "fps": 15.0}
+    base = {"synth": {**synth, "generator": 4}, "train_set": {"seed": 5, "per_class": 1, "dir": "b-train"},
+            "test_set": {"seed": 6, "per_class": 1, "dir": "b-test"}, "train": train}
+    top = {"base": "tbase", "synth": {**synth, "generator": 5},
+           "train_set": {"seed": 5, "per_class": 1, "dir": "t-train",
+                         "mix": {"generator": 4, "seed": 7, "per_class": 1}},
+           "test_set": {"seed": 6, "per_class": 1, "dir": "t-test"},
+           "also_test": [{"generator": 4, "seed": 6, "per_class": 1, "dir": "b-test"}],
+           "train": {**train, "seed": 3}}
+    monkeypatch.setitem(recipe.RECIPES, "tbase", base)
+    monkeypatch.setitem(recipe.RECIPES, "ttop", top)
+    data = tmp_path / "data"
+    out = recipe.run_recipe("ttop", out=str(tmp_path / "run"), data_dir=str(data))
+    assert sorted(p.name for p in (data / "t-train" / "swipe_left").iterdir()) == [
+        "swipe_left_s5_00000.mp4", "swipe_left_s7_00000.mp4"]   # generator 5 seed 5 + generator 4 seed 7
+    assert json.loads((out / "train.json").read_text())["config"]["init"] == str(out / "base")
+    prov = yaml.safe_load((out / "model.yaml").read_text())["provenance"]
+    assert prov["generator"] == 5 and prov["recipe"] == "ttop"
+    assert [h["data"] for h in prov["heldout_also"]] == [str(data / "b-test")]
+    assert set(prov["base"]["heldout"]) == {str(data / "t-test"), str(data / "b-test")}
+    card = (out / "CARD.md").read_text()
+    assert "tbase (the base, before this recipe)" in card and "--generator 4` rendered into" in card
+    caplog.set_level(logging.INFO, logger="edge.models.recipe")
+    recipe.run_recipe("ttop", out=str(out), data_dir=str(data), init=str(out / "base"))   # the same start: kept
+    assert "dataset" in caplog.text and "already trained with this recipe, kept" in caplog.text
+    with pytest.raises(UsageError, match="trains from scratch"):
+        recipe.run_recipe("tbase", out=str(tmp_path / "x"), data_dir=str(data), init=str(out / "base"))
