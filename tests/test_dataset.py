@@ -50,7 +50,7 @@ def test_layout_labels_and_splits(tmp_path):
 def test_a_large_index_lists_every_clip_in_order_without_decoding(tmp_path):
     """20k empty files in 4 label folders (the listing never opens a clip); upper-case extensions count,
     other files and hidden folders do not; a split line may start with ./"""
-    for k, label in enumerate(("d", "c", "b", "a")):
+    for label in ("d", "c", "b", "a"):
         (tmp_path / label).mkdir()
         for i in range(5000):
             (tmp_path / label / f"{i:05d}.{'MP4' if i % 7 == 0 else 'mp4'}").touch()
