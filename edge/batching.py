@@ -37,7 +37,8 @@ _PER_SAMPLE = {"Conv", "ConvInteger", "QLinearConv", "Relu", "Clip", "Sigmoid", 
                "Gemm", "LeakyRelu", "PRelu"}
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """The graph's initializers and Constant nodes' values by name (what a rewrite may read as fixed)."""
     out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for n in graph.node:
         if n.op_type == "Constant":
@@ -50,7 +51,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 def _why_not(model: onnx.ModelProto) -> str | None:
     """None when every node keeps the samples of a batch apart; else the first reason it does not."""
     g = model.graph
-    consts = _constants(g)
+    consts = graph_constants(g)
     for v in (*g.input, *g.output):
         dims = v.type.tensor_type.shape.dim
         if not dims or dims[0].dim_value != 1:

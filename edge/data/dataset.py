@@ -100,7 +100,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     """Decode a whole video file into a T x H x W x 3 uint8 array (BGR).
 
     Raises:
-        InputError: the file is missing, cannot be opened or holds no frame.
+        InputError: the file is missing, cannot be opened, holds no frame or its frames change size.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,6 +117,9 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
         cap.release()
     if not frames:
         raise InputError(f"video {path}: cannot be decoded (no frame read)")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise InputError(f"video {path}: its frames change size ({', '.join(str(s) for s in sorted(shapes))})")
     return np.stack(frames)
 
 

@@ -26,12 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge.backends import Backend
 from edge.bundle import Bundle
-from edge.data.dataset import VIDEO_EXTS, ClipAugment
+from edge.data.dataset import VIDEO_EXTS, ClipAugment, read_video, video_fps
 from edge.errors import DataError, InputError
 from edge.events import _BACKGROUND
 from edge.preprocess import Preprocessor
@@ -71,26 +70,12 @@ class ClipSet:
 
 
 def _decode(path: Path) -> tuple[np.ndarray | None, float, str]:
-    """(frames or None, fps, why not)."""
-    cap = cv2.VideoCapture(str(path))
+    """(frames or None, fps (0 when the file does not say), why not)."""
     try:
-        if not cap.isOpened():
-            return None, 0.0, "OpenCV cannot open it"
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
-    if not frames:
-        return None, 0.0, "no frame could be decoded (empty or not a video)"
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        return None, 0.0, f"its frames change size ({', '.join(str(s) for s in sorted(shapes))})"
-    return np.stack(frames), float(fps) if fps and fps > 0 else 0.0, ""
+        frames = read_video(path)
+    except InputError as e:
+        return None, 0.0, str(e).split(": ", 1)[-1]
+    return frames, video_fps(path, default=0.0), ""
 
 
 def read_clips(root: str | Path, progress: Progress | None = None, cancel: threading.Event | None = None) -> ClipSet:

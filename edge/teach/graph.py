@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.batching import graph_constants
 from edge.errors import ModelError
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear", "Identity")
@@ -50,16 +51,6 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output}
 
 
-def _consts(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
-
-
 def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
     """The classifier that makes ``output`` and the features it reads.
 
@@ -68,7 +59,7 @@ def find_cut(model: onnx.ModelProto, output: str, where: str) -> Cut:
     """
     g = model.graph
     prod = _producers(g)
-    consts = _consts(g)
+    consts = graph_constants(g)
 
     def back(name: str) -> onnx.NodeProto | None:
         """The first node up from ``name`` that is not a Q/DQ/Identity."""
