@@ -246,7 +246,9 @@ def test_defaults_and_config_errors():
                           ({"type": "mqtt", "host": "b", "topic_prefix": "a/#"}, "sinks[0].topic_prefix: expected"),
                           ({"type": "mqtt", "host": "b", "password": "x"}, "sinks[0].password: unknown key"),
                           ({"type": "mqtt", "host": "b", "password_file": "/p"}, "password_file needs username"),
-                          ({"type": "mqtt", "host": "b", "qos": 3}, "sinks[0].qos: expected 0, 1 or 2")]:
+                          ({"type": "mqtt", "host": "b", "qos": 3}, "sinks[0].qos: expected 0, 1 or 2"),
+                          ({"type": "mqtt", "host": "a" * 64 + ".lan"}, "sinks[0].host: expected a host name"),
+                          ({"type": "mqtt", "host": "a..b"}, "sinks[0].host: expected a host name")]:
         with pytest.raises(ConfigError) as e:
             config_from_data({**base, "sinks": [sink_cfg]})
         assert msg in str(e.value)

@@ -105,6 +105,16 @@ class MqttSinkConfig(SinkConfigBase):
     reconnect: ReconnectConfig = Field(ReconnectConfig(), description="backoff for reconnecting after a lost "
                                                                       "connection or a missing acknowledgement")
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        """A name the resolver can take (an IPv6 address has colons and no labels to check)."""
+        labels = v.rstrip(".").split(".")
+        if any(c.isspace() for c in v) or (":" not in v and any(not 1 <= len(p) <= 63 for p in labels)):
+            raise ValueError("expected a host name (dot-separated labels of 1 to 63 characters, no spaces) or an "
+                             "IP address")
+        return v
+
     @field_validator("topic_prefix", "ha_prefix")
     @classmethod
     def _topic(cls, v: str | None) -> str | None:
