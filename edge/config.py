@@ -57,9 +57,9 @@ class EngineConfig(Strict):
 # --- cameras ------------------------------------------------------------------------------------------
 class CameraConfig(Strict):
     name: Annotated[str, Field(pattern=NAME, description="used in events and logs")]
-    source: str | Annotated[int, Field(ge=0)] = Field(
-        description="V4L2 index (0) or device (/dev/video0), a video file, an rtsp:// or http(s):// URL, a "
-                    "GStreamer pipeline ('gst: ...'), or 'synthetic' / 'synthetic:<label>'")
+    source: str | int = Field(
+        description="V4L2 index (0 to 255: /dev/videoN) or device (/dev/video0), a video file, an rtsp:// or "
+                    "http(s):// URL, a GStreamer pipeline ('gst: ...'), or 'synthetic' / 'synthetic:<label>'")
     type: Literal["auto", "v4l2", "file", "url", "gstreamer", "synthetic"] = Field(
         "auto", description="auto: told from source (a number or /dev/video*: v4l2; a URL; 'gst: ...'; "
                             "'synthetic'; else a file)")
@@ -89,6 +89,8 @@ class CameraConfig(Strict):
     def _source(cls, v: str | int) -> str | int:
         if isinstance(v, str) and not v.strip():
             raise ValueError("expected a device, file, URL, 'gst: ...' pipeline or 'synthetic'")
+        if isinstance(v, int) and not 0 <= v <= 255:
+            raise ValueError("a V4L2 index is 0 to 255 (/dev/videoN)")
         return v
 
 

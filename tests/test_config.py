@@ -187,7 +187,7 @@ def test_every_model_is_strict_and_every_number_finite_and_bounded():
             huge = 10 ** 30
         if not _errors_at(model, name, huge) or not _errors_at(model, name, -huge):
             unbounded.append(where)
-    assert unbounded == ["CameraConfig.source"], unbounded  # a V4L2 index: OpenCV refuses what it cannot open
+    assert unbounded == [], unbounded   # a V4L2 index too: 0 to 255
 
 
 @pytest.mark.parametrize("text, value", [("1e-9", 1e-9), ("1e3", 1000.0), ("2.5e3", 2500.0), ("-1E+2", -100.0),
