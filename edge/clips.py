@@ -275,11 +275,17 @@ def _scan(folder: Path) -> list[os.DirEntry]:
 
 def _predicted(scores: list[tuple[float, np.ndarray]], labels: list[str],
                label: str | None = None) -> tuple[str | None, float | None]:
-    """The clip's label (argmax of the mean of its per-frame scores, unless an event gave it) and its mean score."""
+    """The clip's label and score: an event's label with that label's peak per-frame score (what the event
+    detector saw; the clip's mean also counts its pre- and post-roll, 0.2-0.35 for events that peaked over 0.9),
+    else the argmax of the mean of its per-frame scores and that mean."""
     if not scores:
         return label, None
-    mean = np.mean([p for _, p in scores], axis=0)
-    i = labels.index(label) if label in labels else int(np.argmax(mean))
+    probs = np.asarray([p for _, p in scores])
+    if label in labels:
+        i = labels.index(label)
+        return label, float(probs[:, i].max())
+    mean = probs.mean(axis=0)
+    i = int(np.argmax(mean))
     return labels[i], float(mean[i])
 
 
