@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 
 logger = logging.getLogger(__name__)
+SEND_TIMEOUT_S = 2.0   # a notification that cannot be sent within this is dropped (warned once)
 
 
 class Notifier:
@@ -47,6 +48,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # A manager that stops reading fills the socket's queue: a send then fails after this
+                    # long instead of blocking the frame loop or the watchdog thread.
+                    self._sock.settimeout(SEND_TIMEOUT_S)
                 self._sock.sendto(msg, addr)
                 return True
             except OSError as e:

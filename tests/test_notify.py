@@ -86,6 +86,27 @@ def test_notifier_off_without_socket_and_for_other_pids(tmp_path, caplog):
     assert sum("cannot send" in r.message for r in caplog.records) == 1
 
 
+def test_a_manager_that_stops_reading_never_blocks_the_sender(tmp_path, monkeypatch, caplog):
+    """The receiver's queue fills (it never reads): a send gives up after SEND_TIMEOUT_S, warned once."""
+    import time
+
+    import edge.notify
+    monkeypatch.setattr(edge.notify, "SEND_TIMEOUT_S", 0.2)
+    lis = Listener(str(tmp_path / "full.sock"))
+    try:
+        n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full.sock")})
+        sent = 0
+        t0 = time.monotonic()
+        while n.status("x" * 200) and time.monotonic() - t0 < 30:
+            sent += 1
+        took = time.monotonic() - t0
+        assert sent > 0 and took < 30, (sent, took)   # it stopped because a send failed, not at the guard
+        assert sum("cannot send" in r.message for r in caplog.records) == 1
+        n.close()
+    finally:
+        lis.close()
+
+
 def test_watchdog_pings_only_while_healthy(tmp_path):
     lis = Listener(str(tmp_path / "n.sock"))
     state = {"ok": True, "refused": 0}
