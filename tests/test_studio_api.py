@@ -363,6 +363,25 @@ def test_eval_events_job_gives_the_clis_numbers_and_the_events(folders, client):
     assert client.get("/api/jobs/j999").status_code == 404
 
 
+def test_a_cancelled_scores_run_stops_the_frame_loop_and_caches_nothing(folders):
+    """The eval-events job hands its cancel to the scores computation (a long recording stops at once)."""
+    import threading
+
+    from edge.studio.jobs import Cancelled
+    from edge.studio.scores import Scores
+    s = StudioSettings({"data": folders["data"], "spool": folders["spool"], "recordings": folders["recs"],
+                        "work": folders["work"]}, model=str(folders["bundle"]), cache_dir=folders["tmp"] / "c2",
+                       port=PORT)
+    sc = Scores(s)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        sc.scores(folders["recs"] / "colours.avi", cancel=cancel)
+    assert not list(sc.folder().glob("*.npz"))
+    whole = sc.scores(folders["recs"] / "colours.avi")
+    assert not whole["cached"] and whole["frames"] == 60
+
+
 def test_jobs_run_in_order_report_progress_and_cancel():
     import threading
 

@@ -159,8 +159,12 @@ class Scores:
         return self._folder
 
     # --- scores ---------------------------------------------------------------------------------------
-    def scores(self, video: Path, ref: str | None = None) -> dict[str, Any]:
-        """``labels, fps, frames, index, t, probs`` (arrays) and ``cached``."""
+    def scores(self, video: Path, ref: str | None = None, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """``labels, fps, frames, index, t, probs`` (arrays) and ``cached``.
+
+        Raises:
+            Cancelled: ``cancel`` was set while the scores were computed (nothing is cached then).
+        """
         from edge.cache import read_private
         b = self.bundle(ref)
         precision = self.s.engine.get("precision") or b.precision
@@ -173,7 +177,7 @@ class Scores:
             with self._run:
                 raw = read_private(path)   # computed meanwhile by another request
                 if raw is None:
-                    raw = self._compute(video, b, precision)
+                    raw = self._compute(video, b, precision, cancel)
                     atomic_write(path, raw, mode=0o600)
                     cached = False
                 else:
@@ -185,7 +189,7 @@ class Scores:
             fps, frames = float(z["fps"]), int(z["frames"])
         return {**out, "labels": list(b.labels), "fps": fps, "frames": frames, "cached": cached, "bundle": b}
 
-    def _compute(self, video: Path, b: Bundle, precision: str) -> bytes:
+    def _compute(self, video: Path, b: Bundle, precision: str, cancel: threading.Event | None = None) -> bytes:
         from edge.journal import MemoryJournal
         from edge.pipeline import Pipeline
         engine = {k: v for k, v in self.s.engine.items() if k in ("type", "device", "threads", "cache_dir",
@@ -206,10 +210,13 @@ class Scores:
         try:
             stream = p.streams[0]
             fps = stream.camera.source.fps or b.temporal.fps
-            p.run(threading.Event())
+            p.run(cancel or threading.Event())   # a set cancel stops the frame loop like a daemon's stop
             n = stream.camera.stats().get("frames_read", 0)
         finally:
             p.close(drain_s=0.0)
+        if cancel is not None and cancel.is_set():
+            from edge.studio.jobs import Cancelled
+            raise Cancelled()
         if not rows:
             raise StudioError(422, f"video {video.name}: no frame could be decoded")
         logger.info("scores: %s, %d frames (%d classified) with %s", video.name, n, len(rows), b.name)

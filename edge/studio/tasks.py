@@ -93,9 +93,7 @@ def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[
                 raise StudioError(422, f"{ann.name}:{n}: label {label!r} is not one of model {b.name}'s labels "
                                        f"({', '.join(b.labels)})")
         job.progress("scores", 0, 1)
-        data = scores.scores(video, model)
-        if job.cancel.is_set():
-            raise Cancelled()
+        data = scores.scores(video, model, cancel=job.cancel)
         job.progress("match", 1, 1)
         settings = scores.settings(b)
         events = replay(data["labels"], settings, data["t"], data["probs"])
