@@ -51,7 +51,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "also_test": [{"generator": 4, "seed": 1, "per_class": 60, "dir": "synth-test-s1"}],
         "train": {"size": 112, "width": 1.0, "frames": 8, "stride": 3, "epochs": 6, "batch": 16, "lr": 0.0005,
                   "optimizer": "adamw", "weight_decay": 0.01, "seed": 10, "threads": 2},
-        "finetune": [{"epochs": 4, "lr": 0.00015, "seed": 11}],
+        "finetune": [{"epochs": 5, "lr": 0.00015, "seed": 11}],
     },
 }
 DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
