@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a MobileNetV2-TSM and export it as a bundle (needs [train])")
     tr.add_argument("--data", help="training dataset ROOT/<label>/*.mp4")
     tr.add_argument("--out", required=True, help="output folder: the bundle plus checkpoint.pt")
-    tr.add_argument("--recipe", choices=["default", "v1"],
-                    help="reproduce the embedded default model end to end (v1: the previous default, which default "
-                         "starts from; give its bundle with --init to skip training it)")
+    tr.add_argument("--recipe", choices=["default", "v2"],
+                    help="default: reproduce the embedded default model end to end; v2: the next default's candidate, "
+                         "from the default's weights (trained first unless --init gives its bundle)")
     tr.add_argument("--data-dir", default="data", help="with --recipe: where the generated datasets go")
     tr.add_argument("--ablation", action="store_true", help="with --recipe: also train the --no-shift ablation")
     tr.add_argument("--val", help="a held-out dataset scored at the end (offline causal model)")
