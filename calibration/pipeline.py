@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {
-        "calib": {"dir": "calib-synth-s2", "seed": 2, "per_class": 8},
+        "calib": {"dir": {4: "calib-synth-s2", 5: "calib-synth-s2-g5"}, "seed": 2, "per_class": 8},
         # = models/recipe.py's test sets: the held-out split of the generator the bundle was trained on
         "eval": {"dir": {4: "synth-test-s1", 5: "synth-g5-test-s1"}, "seed": 1, "per_class": 60},
         "method": "minmax", "per_channel": True, "max_drop": 0.5, "min_agreement": 0.99,
@@ -41,7 +41,7 @@ def recipe_inputs(name: str, bundle: Bundle, data_dir: str | Path, progress: boo
     r = RECIPES[name]
     root = Path(data_dir)
     gen = bundle.synth_generator
-    calib = root / (r["calib"]["dir"] + ("" if gen == 4 else f"-g{gen}"))
+    calib = root / r["calib"]["dir"][gen]
     if not (calib / MANIFEST).is_file():
         from edge.calibration.collect import collect_synth
         logger.info("rendering the calibration set %s (synth seed %d)", calib, r["calib"]["seed"])
@@ -55,11 +55,6 @@ def recipe_inputs(name: str, bundle: Bundle, data_dir: str | Path, progress: boo
         generate_dataset(data, r["eval"]["per_class"], r["eval"]["seed"], size=SYNTH["size"], frames=SYNTH["frames"],
                          fps=SYNTH["fps"], progress=progress, generator=gen)
     return {"calib": calib, "eval": data, **{k: r[k] for k in ("method", "per_channel", "max_drop", "min_agreement")}}
-
-
-def trained_generator(bundle: Bundle) -> int:
-    """The synthetic generator the bundle was trained on (:attr:`Bundle.synth_generator`)."""
-    return bundle.synth_generator
 
 
 def guard_engines(target: str) -> list[str]:
