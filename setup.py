@@ -1,7 +1,7 @@
 """edge-tsm: online TSM video classification for edge devices (runtime + model toolchain)."""
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 about: dict = {}
@@ -16,8 +16,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # One top-level import name: models/ and calibration/ install as edge.models / edge.calibration.
-    packages=["edge", "edge.backends", "edge.bench", "edge.capture", "edge.data", "edge.sinks", "edge.models",
-              "edge.calibration", "edge.systemd", "edge.studio"],
+    # Every package under edge/ is found (a hand-kept list once left edge.teach out of the built wheel).
+    packages=find_packages(include=["edge", "edge.*"]) + ["edge.models", "edge.calibration", "edge.systemd"],
     package_dir={"edge": "edge", "edge.models": "models", "edge.calibration": "calibration", "edge.systemd": "systemd"},
     package_data={"edge.models": ["default/*.yaml", "default/*.onnx", "default/*.md", "default/weights.pt",
                                    "presets/*.txt"],

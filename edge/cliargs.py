@@ -297,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.set_defaults(func="cmd_studio")
 
     te = sub.add_parser("teach", help="a new bundle from a handful of labelled clips, on the device (no torch)",
-                        description="Exit codes: 65 bad clips or base bundle, 66 missing input, 69 no engine, "
-                                    "73 the output folder exists.")
+                        description="Exit codes: 64 an option out of its bounds, 65 bad clips or base bundle (a "
+                                    "taught bundle too), 66 missing input, 69 no engine, 73 the output folder exists.")
     te.add_argument("--base", default="default", help="online bundle whose features are used (default: default)")
     te.add_argument("--data", required=True, help="clips ROOT/<label>/*.mp4 (ROOT/background/: optional negatives)")
     te.add_argument("--out", required=True, help="bundle folder to write (must not exist)")

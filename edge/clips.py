@@ -23,7 +23,6 @@ the triggers, clips are dropped (counted), never the frames of the classifier.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ import numpy as np
 
 from edge.config import ClipsConfig
 from edge.events import Event, iso_ts
-from edge.util import atomic_write
+from edge.util import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,6 @@ VIDEO_SUFFIX = {"mjpg": ".avi", "mp4v": ".mp4"}
 FOURCC = {"mjpg": "MJPG", "mp4v": "mp4v"}
 _QUEUE = 4                 # closed clips waiting for the writer; more are dropped
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

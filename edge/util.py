@@ -5,6 +5,7 @@ copy here means one behaviour to test and to fix.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import random
@@ -35,6 +36,15 @@ def lazy_import(module: str, *, what: str, package: str, install: str,
         detail = "" if e.name in absent else f" (importing it failed: {' '.join(str(e).split())})"
         cls = package_missing(error) if not detail else error  # absent: PackageMissing (exit 69)
         raise cls(f"{what} needs the {package} package: {install}{detail}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:

@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 from test_journal import appended, ev, lines
+from waiting import wait_until
 
 import edge.journal as journal_mod
 from edge.config import Config
 from edge.errors import ConfigError, InputError
 from edge.journal import Journal, MemoryJournal, locate_state_dir, open_journal, state_dir
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Gate:
@@ -172,7 +164,8 @@ def test_close_commits_what_is_queued_and_then_refuses(tmp_path, monkeypatch, fs
 def test_interval_fsync_also_when_idle(tmp_path, fsyncs):
     j = Journal(tmp_path, fsync="interval", fsync_interval_s=0.05)
     appended(j, 1)
-    assert wait_until(lambda: j.stats.fsyncs >= 1)  # no later append needed to get it onto the disk
+    # no later append needed to get it onto the disk
+    wait_until(lambda: j.stats.fsyncs >= 1, timeout=5.0, what="the writer's fsync")
     j.close()
 
 

@@ -244,6 +244,23 @@ def test_an_output_folder_that_exists(tmp_path, capsys):
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
 
 
+def test_a_taught_bundle_as_base(tmp_path, capsys):
+    """The default head (no history state) is a taught bundle too: one line naming its base, nothing written."""
+    data = make_data(tmp_path / "d", per_class=2, frames=6)
+    teach("default", data, tmp_path / "first", options=TeachOptions(cross_validate=False, negatives=0))
+    _fails(["teach", "--base", str(tmp_path / "first"), "--data", str(data), "--out", str(tmp_path / "b")], 65,
+           "is a taught bundle (its graph holds a taught head); teach from its base (default)", capsys,
+           tmp_path / "b")
+
+
+@pytest.mark.parametrize("flag,value", [("--frames", "0"), ("--frames", "65"), ("--augment", "33"),
+                                        ("--threads", "0")])
+def test_options_out_of_bounds(tmp_path, capsys, flag, value):
+    data = make_data(tmp_path / "d", per_class=1, frames=4)
+    _fails(["teach", "--data", str(data), "--out", str(tmp_path / "b"), flag, value], 64,
+           f"teach: {flag} {value}: must be", capsys, tmp_path / "b")
+
+
 def test_missing_data_folder(tmp_path, capsys):
     _fails(["teach", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "b")], 66, "not a folder", capsys,
            tmp_path / "b")

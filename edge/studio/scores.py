@@ -22,12 +22,11 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.bundle import Bundle, load_bundle
-from edge.clips import file_sha256
 from edge.config import EventsConfig, config_from_data
 from edge.errors import EdgeError
 from edge.events import EventDetector, EventSettings, event_settings
 from edge.studio.settings import StudioError, StudioSettings
-from edge.util import atomic_write
+from edge.util import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
 

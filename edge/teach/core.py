@@ -28,7 +28,7 @@ import yaml
 from edge.backends import available_engines, create_backend
 from edge.bundle import Bundle, load_bundle
 from edge.cache import sha256
-from edge.errors import EX_DATAERR, EX_UNAVAILABLE, EdgeError, ModelError
+from edge.errors import EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, EdgeError, ModelError
 from edge.paths import show_path
 from edge.teach import features as feat
 from edge.teach.blas import blas_threads
@@ -149,15 +149,26 @@ def _load_base(base: str | Path) -> tuple[Bundle, onnx.ModelProto, onnx.ModelPro
     fp32 = onnx.load(str(bundle.graph_path("fp32")))
     int8 = onnx.load(str(bundle.graph_path("int8"))) if "int8" in bundle.files else None
     names = {s.input for s in bundle.states} | {s.output for s in bundle.states}
-    if names & {HISTORY_IN, HISTORY_OUT}:
-        raise ModelError(f"{where}: already has a {HISTORY_IN} state (a taught bundle); teach from its base instead")
+    if names & {HISTORY_IN, HISTORY_OUT} or any(n.name.startswith("teach/") for n in fp32.graph.node):
+        raise ModelError(f"{where}: is a taught bundle (its graph holds a taught head); teach from its base "
+                         f"({(bundle.provenance.get('taught') or {}).get('base', 'the bundle it was taught from')}) "
+                         "with all the classes' clips instead")
     return bundle, fp32, int8
+
+
+def _check_options(opts: TeachOptions) -> None:
+    """Bounds of the options a user sets (--frames, --augment, --threads): one line, exit 64."""
+    for key, value, low, high in (("--frames", opts.head.frames, 1, 64), ("--augment", opts.augment, 0, 32),
+                                  ("--threads", opts.threads, 1, 256)):
+        if value is not None and not low <= value <= high:
+            raise TeachError(f"teach: {key} {value}: must be {low} to {high}", EX_USAGE)
 
 
 def _teach(base: str | Path, data: Path, out: Path, engine: str | None, progress: Progress | None,
            cancel: threading.Event | None, opts: TeachOptions, name: str | None) -> TeachReport:
     t0 = time.perf_counter()
     times: dict[str, float] = {}
+    _check_options(opts)
     if out.exists() or out.is_symlink():
         raise TeachError(f"--out {show_path(out)}: already exists (teach writes a new bundle folder; remove it or "
                          "give another name)", EX_CANTCREAT)
