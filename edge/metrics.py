@@ -98,6 +98,10 @@ def prometheus_text(snap: dict[str, Any]) -> str:
                              ("dropped", "counter", "events dropped"), ("errors", "counter", "failed writes")):
         metric(f"sink_{key}" + ("_total" if kind == "counter" else ""), kind, help_,
                [({"sink": s}, v[key]) for s, v in sinks.items()])
+    for key, help_ in (("crashes", "sink threads restarted after an unexpected error"),
+                       ("reopened", "log files reopened after being removed or replaced")):
+        metric(f"sink_{key}_total", "counter", help_,
+               [({"sink": s}, v[key]) for s, v in sinks.items() if _number(v.get(key))])
     clips = snap.get("clips")
     if clips:
         for key, kind, help_ in (("written", "counter", "field clips written"),
@@ -318,6 +322,9 @@ def format_status(snap: dict[str, Any]) -> str:
     lines += ["", f"{'sink':<14}{'state':<14}{'delivered':>10}{'pending':>9}{'dropped':>9}{'errors':>8}"]
     for s, v in snap.get("sinks", {}).items():
         lines.append(f"{s:<14}{v['state']:<14}{v['delivered']:>10}{v['pending']:>9}{v['dropped']:>9}{v['errors']:>8}")
+        extra = [f"{v[k]} {k}" for k in ("reopened", "crashes") if _number(v.get(k)) and v[k]]
+        if extra:
+            lines[-1] += f"  ({', '.join(extra)})"
     c = snap.get("clips")
     if c:
         lines += ["", f"clips: {c['written']} written, {c['dropped']} dropped, {c['failed']} failed, "

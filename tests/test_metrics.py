@@ -41,6 +41,20 @@ def test_prometheus_text_escapes_labels():
     assert "# TYPE edge_tsm_sink_pending gauge" in text and text.endswith("\n")
 
 
+def test_a_reopened_log_and_a_restarted_sink_thread_show_in_status_and_prometheus(tmp_path, capsys):
+    sink = {"state": "ok", "delivered": 5, "pending": 0, "dropped": 0, "errors": 0, "crashes": 1, "reopened": 2}
+    (tmp_path / "status.json").write_text(json.dumps({"cameras": {}, "sinks": {"log": sink, "mqtt": {
+        **sink, "crashes": 0, "reopened": None}}}))
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert next(ln for ln in table if ln.startswith("log")).endswith("(2 reopened, 1 crashes)")
+    assert not next(ln for ln in table if ln.startswith("mqtt")).endswith(")")
+    assert main(["status", "--state-dir", str(tmp_path), "--prometheus"]) == 0
+    text = capsys.readouterr().out
+    assert 'edge_tsm_sink_reopened_total{sink="log"} 2' in text and 'crashes_total{sink="mqtt"} 0' in text
+    assert 'edge_tsm_sink_crashes_total{sink="log"} 1' in text and 'reopened_total{sink="mqtt"}' not in text
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
