@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ class Studio:
         self.jobs = Jobs()
         self.live = Live(s, self.scores, self.config)
         self.scores.bundle("default")   # a bad --model fails at start, not on the first click
+        if "spool" in s.folders:  # the sidecars read while the page loads: a big spool's first open waits less
+            threading.Thread(target=self._warm_index, name="studio-index", daemon=True).start()
+
+    def _warm_index(self) -> None:
+        try:
+            self.index.ordered(self.s.folders["spool"], "uncertain")
+        except Exception as e:  # noqa: BLE001 - the request that needs the listing reports it
+            logger.debug("spool index warm-up: %s", e)
 
     def close(self) -> None:
         self.live.stop()
