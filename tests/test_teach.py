@@ -284,3 +284,11 @@ def test_no_cross_validation_with_one_clip_per_class(tmp_path):
     r = teach("default", make_data(tmp_path / "d", per_class=1, frames=6), tmp_path / "b",
               options=TeachOptions(negatives=0))
     assert math.isnan(r.accuracy) and r.curve == [] and r.folds == 0
+
+
+def test_needs_more_names_the_weakest_class_and_none_when_all_are_recalled():
+    from edge.teach.report import needs_more
+    counts = {"a": 5, "b": 3, "c": 4}
+    assert needs_more({"per_class_recall": {"a": 0.6, "b": 0.9, "c": 0.6}}, counts) == "c"
+    assert needs_more({"per_class_recall": {"a": 1.0, "b": 1.0, "c": 1.0}}, counts) is None
+    assert needs_more({}, counts) == "b"

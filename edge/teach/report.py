@@ -102,10 +102,13 @@ def cross_validate(clips: ClipSet, views: list[View], cfg: HeadConfig, *, ks: tu
 
 
 def needs_more(cv: dict, counts: dict[str, int]) -> str | None:
-    """The class that most needs more clips: lowest cross-validated recall, then fewest clips."""
+    """The class that most needs more clips: lowest cross-validated recall, then fewest clips; None when every
+    class was recalled perfectly (no class to name)."""
     rec = cv.get("per_class_recall") or {}
     if not rec:
         return min(counts, key=lambda k: counts[k]) if counts else None
+    if min(rec.values()) >= 1.0:
+        return None
     return min(rec, key=lambda lab: (rec[lab], counts.get(lab, 0)))
 
 
