@@ -12,7 +12,7 @@ notify socket read as systemd reads it, three ways, one after the other:
 * **latency**: one synthetic camera at 15 fps with the chatty event settings (an event every few frames),
   ``journal: {fsync: always}`` in a state folder on disk and a ``unix`` sink; a client on the socket takes
   each event's arrival time minus its ``ts`` (the classified frame's capture time): capture to a delivered,
-  journaled, fsynced event. p50 and p90 in ms.
+  journaled, fsynced event. p50, p90 and p99 in ms.
 * **ready / RSS**: spawn to READY=1 (s), and VmRSS and VmHWM (MB) at the end of the latency run.
 
 The figures are noisy on a shared machine (docs/performance.md): run both trees in one session, side by
@@ -67,11 +67,12 @@ class _Events(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(str(self.path))
                 break
-            except OSError:
+            except OSError:  # the daemon has not bound it yet
+                s.close()
                 time.sleep(0.02)
         else:
             return
