@@ -235,7 +235,9 @@ def _page(r: Request) -> tuple[int, int]:
 
 
 def _error(r: Request, status: int, message: str, **extra: Any) -> JSONResponse:
-    logger.warning("%s %s: %s", r.method, r.url.path, message)
+    # a 404 is the page asking for what this server was not given (its first load asks for the review queue
+    # before it knows whether --spool was): info, not a warning on every load
+    logger.log(logging.INFO if status == 404 else logging.WARNING, "%s %s: %s", r.method, r.url.path, message)
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
