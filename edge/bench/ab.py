@@ -38,15 +38,10 @@ import numpy as np
 import yaml
 
 from edge.bench.kit import CHATTY_EVENTS
+from edge.bench.kit import _proc_cpu_s as _cpu_s
 from edge.bench.soak import _NotifyReader
 
 CAMERAS_IDLE = (1, 2, 4)
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/PID/stat; the name field may hold spaces)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mem_mb(pid: int) -> dict[str, float]:
