@@ -36,12 +36,17 @@ def _set_command(spec: dict[str, Any]) -> str:
 
 def _stages_text(recipe: dict[str, Any], start: str) -> str:
     t = recipe["train"]
-    return (f"{t['epochs']} epochs, batch {t['batch']} clips of {t['frames']} frames taken every {t['stride']} "
+    stages = [t, *recipe.get("finetune", [])]
+    sizes = [ft.get("size", t["size"]) for ft in stages]
+
+    def at(i: int) -> str:  # the input size, said where the stages do not all train at one
+        return f" at {sizes[i]}x{sizes[i]}" if len(set(sizes)) > 1 else ""
+    return (f"{t['epochs']} epochs{at(0)}, batch {t['batch']} clips of {t['frames']} frames taken every {t['stride']} "
             f"frames, {_optimizer_text(t)}, lr {t['lr']} with warm-up and cosine decay, weight decay "
             f"{t['weight_decay']}, label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap "
             f"the mirrored labels), seed {t['seed']}, {start}"
-            + "".join(f"; then {ft['epochs']} more epochs from those weights at lr {ft['lr']} "
-                      f"(seed {ft.get('seed', t['seed'])})" for ft in recipe.get("finetune", [])) + ".")
+            + "".join(f"; then {ft['epochs']} more epochs{at(i)} from those weights at lr {ft['lr']} "
+                      f"(seed {ft.get('seed', t['seed'])})" for i, ft in enumerate(stages[1:], 1)) + ".")
 
 
 def _data_text(recipe: dict[str, Any]) -> str:
