@@ -46,7 +46,18 @@ def _stages_text(recipe: dict[str, Any], start: str) -> str:
             f"{t['weight_decay']}, label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap "
             f"the mirrored labels), seed {t['seed']}, {start}"
             + "".join(f"; then {ft['epochs']} more epochs{at(i)} from those weights at lr {ft['lr']} "
-                      f"(seed {ft.get('seed', t['seed'])})" for i, ft in enumerate(stages[1:], 1)) + ".")
+                      f"(seed {ft.get('seed', t['seed'])}){_fresh_text(ft)}" for i, ft in enumerate(stages[1:], 1))
+            + ".")
+
+
+def _fresh_text(stage: dict[str, Any]) -> str:
+    """A stage trained on its own clips: which (the recipe's generator, another seed)."""
+    ts = stage.get("train_set")
+    if not ts:
+        return ""
+    mix = ts.get("mix")
+    more = f" + `--seed {mix['seed']} --per-class {mix['per_class']} --generator {mix['generator']}`" if mix else ""
+    return f" on fresh clips (`--seed {ts['seed']} --per-class {ts['per_class']}`{more})"
 
 
 def _data_text(recipe: dict[str, Any]) -> str:

@@ -149,7 +149,10 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
            "test_set": {"seed": 6, "per_class": 1, "dir": "t-test"},
            "also_test": [{"generator": 4, "seed": 6, "per_class": 1, "dir": "b-test"}],
            "train": {**train, "seed": 3, "size": 24},   # progressive: the first stage smaller than the bundle
-           "finetune": [{"size": 32, "epochs": 1, "lr": 0.0005, "seed": 4}]}
+           "finetune": [{"size": 32, "epochs": 1, "lr": 0.0005, "seed": 4},
+                        {"size": 32, "epochs": 1, "lr": 0.0002, "seed": 5,   # on fresh clips of its own
+                         "train_set": {"seed": 8, "per_class": 1, "dir": "t-fresh",
+                                       "mix": {"generator": 4, "seed": 9, "per_class": 1}}}]}
     monkeypatch.setitem(recipe.RECIPES, "tbase", base)
     monkeypatch.setitem(recipe.RECIPES, "ttop", top)
     data = tmp_path / "data"
@@ -157,6 +160,11 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert sorted(p.name for p in (data / "t-train" / "swipe_left").iterdir()) == [
         "swipe_left_s5_00000.mp4", "swipe_left_s7_00000.mp4"]   # generator 5 seed 5 + generator 4 seed 7
     assert json.loads((out / "stage1" / "train.json").read_text())["config"]["init"] == str(out / "base")
+    assert json.loads((out / "stage2" / "train.json").read_text())["config"]["data"] == str(data / "t-train")
+    last = json.loads((out / "train.json").read_text())["config"]
+    assert last["data"] == str(data / "t-fresh") and last["init"] == str(out / "stage2")
+    assert sorted(p.name for p in (data / "t-fresh" / "swipe_left").iterdir()) == [
+        "swipe_left_s8_00000.mp4", "swipe_left_s9_00000.mp4"]
     spec = yaml.safe_load((out / "model.yaml").read_text())
     assert spec["input"]["size"] == [32, 32]   # the last stage's size is the bundle's
     prov = yaml.safe_load((out / "model.yaml").read_text())["provenance"]
@@ -166,6 +174,7 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     card = (out / "CARD.md").read_text()
     assert "tbase (the base, before this recipe)" in card and "--generator 4` rendered into" in card
     assert "1 epochs at 24x24, batch" in card and "then 1 more epochs at 32x32 from those weights" in card
+    assert "(seed 5) on fresh clips (`--seed 8 --per-class 1` + `--seed 9 --per-class 1 --generator 4`)" in card
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
     recipe.run_recipe("ttop", out=str(out), data_dir=str(data), init=str(out / "base"))   # the same start: kept
     assert "dataset" in caplog.text and "already trained with this recipe, kept" in caplog.text
