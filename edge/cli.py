@@ -38,8 +38,14 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
         raise UsageError(f"dataset synth --classes: {e}") from None
     if a.workers < 1:
         raise UsageError(f"dataset synth --workers {a.workers}: expected >= 1")
+    if a.recordings < 0 or a.recording_segments < 1:
+        raise UsageError(f"dataset synth --recordings {a.recordings} --recording-segments {a.recording_segments}: "
+                         "expected >= 0 recordings of >= 1 motions")
+    if a.recordings and a.generator != 5:
+        raise UsageError("dataset synth --recordings: recordings are generator-5 scenes; drop --generator 4")
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
-                               progress=not a.quiet, classes=classes, generator=a.generator, workers=a.workers)
+                               progress=not a.quiet, classes=classes, generator=a.generator, workers=a.workers,
+                               recordings=a.recordings, recording_segments=a.recording_segments)
     print(json.dumps(summary))
     return 0
 

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "4: the embedded model's data (its card's held-out set is --generator 4 --seed 1)")
     sy.add_argument("--workers", type=int, default=1,
                     help="processes rendering clips (default 1); the files are the same for any number")
+    sy.add_argument("--recordings", type=int, default=0,
+                    help="also this many continuous annotated recordings in OUT/recordings (generator 5): training "
+                         "takes windows of them labelled frame by frame (default 0)")
+    sy.add_argument("--recording-segments", type=int, default=6, help="motions per recording (default 6)")
     sy.set_defaults(func="cmd_dataset_synth")
     sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG, one continuous scene) and "
                                                  "its start,end,label annotations: the field loop and eval-events "

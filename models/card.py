@@ -57,6 +57,10 @@ def _fresh_text(stage: dict[str, Any]) -> str:
         return ""
     mix = ts.get("mix")
     more = f" + `--seed {mix['seed']} --per-class {mix['per_class']} --generator {mix['generator']}`" if mix else ""
+    rec = ts.get("recordings")
+    if rec:
+        more += (f", with `--recordings {rec['count']} --recording-segments {rec['segments']}`: continuous recordings "
+                 "whose windows are scored frame by frame")
     return f" on fresh clips (`--seed {ts['seed']} --per-class {ts['per_class']}`{more})"
 
 

@@ -11,6 +11,8 @@
   decodes the clips it is given, at most ``prefetch`` batches ahead, so memory stays bounded.
 * A clip that cannot be decoded is skipped: the batch comes without it and names it
   (:attr:`Batch.skipped`); the trainer logs it once and counts it.
+* A dataset's recordings (``ROOT/recordings``, annotated) give windows labelled frame by frame
+  (:attr:`Batch.frame_y`), one per window length of the recording per epoch, at random places.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import logging
 import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +30,8 @@ from edge.errors import InputError
 from edge.models.export import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
+IGNORE = -100        # a label not scored (cross_entropy's ignore_index)
+SETTLE_FRAMES = 2    # graph frames of a window not scored at its start (zero states) and after a label changes
 
 
 class ClipSource:
@@ -39,28 +44,34 @@ class ClipSource:
 
     def __init__(self, ds: VideoDataset, cache_gb: float) -> None:
         self.ds = ds
+        # the clips, then the recordings: item i < len(ds.clips) is clip i
+        self.paths = [c.path for c in ds.clips] + [r.path for r in ds.recordings]
         self.store: torch.Tensor | None = None
         self.spans: list[tuple[int, tuple[int, ...]] | None] = []
         self.bad: dict[int, str] = {}
         first, first_i = None, 0
-        for first_i, clip in enumerate(ds.clips):  # the size estimate needs one clip that decodes
+        for first_i, path in enumerate(self.paths):  # the size estimate needs one video that decodes
             try:
-                first = read_video(clip.path)
+                first = read_video(path)
                 break
             except InputError as e:
                 self.bad[first_i] = str(e)
-        if first is not None and first.nbytes * len(ds.clips) / 1e9 <= cache_gb:
-            self._fill(first, first_i, int(first.nbytes * len(ds.clips)))
+        if first is not None:
+            per_frame = first[0].nbytes
+            clip_frames = len(first) if first_i < len(ds.clips) else 24
+            estimate = per_frame * (clip_frames * len(ds.clips) + sum(r.frames for r in ds.recordings))
+            if estimate / 1e9 <= cache_gb:
+                self._fill(first, first_i, int(estimate))
         for msg in self.bad.values():
             logger.warning("skipped: %s", msg)
 
     def _fill(self, first: np.ndarray, first_i: int, estimate: int) -> None:
         store = torch.empty(max(estimate, first.nbytes), dtype=torch.uint8)
-        spans: list[tuple[int, tuple[int, ...]] | None] = [None] * len(self.ds.clips)
+        spans: list[tuple[int, tuple[int, ...]] | None] = [None] * len(self.paths)
         used = 0
-        for i in range(first_i, len(self.ds.clips)):
+        for i in range(first_i, len(self.paths)):
             try:
-                video = first if i == first_i else read_video(self.ds.clips[i].path)
+                video = first if i == first_i else read_video(self.paths[i])
             except InputError as e:
                 self.bad[i] = str(e)
                 continue
@@ -78,7 +89,7 @@ class ClipSource:
         return self.store is not None
 
     def __len__(self) -> int:
-        return len(self.ds.clips)
+        return len(self.paths)
 
     def frames(self, i: int) -> np.ndarray:
         """Raises: InputError: the clip cannot be decoded."""
@@ -87,7 +98,7 @@ class ClipSource:
         if self.store is not None:
             off, shape = self.spans[i]
             return self.store[off:off + int(np.prod(shape))].numpy().reshape(shape)
-        return read_video(self.ds.clips[i].path)
+        return read_video(self.paths[i])
 
 
 def sample_window(n: int, frames: int, stride: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -107,7 +118,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """``(epoch, index)`` -> ``(index, uint8 T x 3 x H x W RGB tensor, label)``, or ``(index, None, reason)``.
+    """``(epoch, index)`` -> ``(index, uint8 T x 3 x H x W RGB tensor, label, frame labels or None)``, or
+    ``(index, None, reason, None)``. Indices past the clips are windows of the recordings: each recording
+    gives one window per window length it holds (at least one), each at a random place.
 
     The epoch travels with the index (not as an attribute) so persistent workers, which hold their own
     copy of this object, draw the right epoch's augmentation."""
@@ -115,44 +128,74 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, src: ClipSource, aug: ClipAugment, frames: int, stride: int, seed: int) -> None:
         self.src, self.aug, self.frames, self.stride, self.seed = src, aug, frames, stride, seed
         self.labels = [c.label for c in src.ds.clips]
+        span = (frames - 1) * stride + 1
+        self.windows = [j for j, r in enumerate(src.ds.recordings) for _ in range(max(1, r.frames // span))]
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labels) + len(self.windows)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, torch.Tensor | None, int | str]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, torch.Tensor | None, int | str, Any]:
         epoch, i = key
         rng = sample_rng(self.seed, epoch, i)
+        nc = len(self.labels)
+        item = i if i < nc else nc + self.windows[i - nc]
         try:
-            video = self.src.frames(i)
+            video = self.src.frames(item)
         except InputError as e:
-            return i, None, str(e)
-        sel = video[sample_window(len(video), self.frames, self.stride, rng)]
-        rgb, label = self.aug(sel, self.labels[i], rng)
-        return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), label
+            return i, None, str(e), None
+        idx = sample_window(len(video), self.frames, self.stride, rng)
+        if i < nc:
+            rgb, label = self.aug(video[idx], self.labels[i], rng)
+            return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), label, None
+        rgb, fl = self.aug(video[idx], window_labels(self.src.ds.recordings[item - nc].frame_labels(len(video)), idx),
+                           rng)
+        return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), IGNORE, fl
+
+
+def window_labels(labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per graph frame of a window (source frames ``idx``) the label to score, or :data:`IGNORE`: not the
+    first :data:`SETTLE_FRAMES` (the states start from zero), not the first ones after the label changes (what
+    the frames show lags a motion's start and end), nor frames no annotation covers."""
+    out = labels[idx].copy()
+    out[out < 0] = IGNORE
+    out[:SETTLE_FRAMES] = IGNORE
+    for k in range(1, len(idx)):
+        if labels[idx[k]] != labels[idx[k - 1]]:
+            out[k:k + SETTLE_FRAMES] = IGNORE
+    return out
 
 
 @dataclass
 class Batch:
-    """One process's share of a step: uint8 clips (N x T x 3 x H x W), labels, the dataset indices and the
-    clips skipped (their error lines)."""
+    """One process's share of a step: uint8 clips (N x T x 3 x H x W), clip labels (:data:`IGNORE` for a
+    recording's window), the dataset indices, the clips skipped (their error lines) and, when the batch holds
+    windows of recordings, their per-frame labels (N x T, :data:`IGNORE` for the clips' rows)."""
 
     x: torch.Tensor
     y: torch.Tensor
     index: list[int]
     skipped: list[str] = field(default_factory=list)
+    frame_y: torch.Tensor | None = None
 
     def pin_memory(self) -> Batch:
         self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        if self.frame_y is not None:
+            self.frame_y = self.frame_y.pin_memory()
         return self
 
 
-def collate(samples: list[tuple[int, torch.Tensor | None, int | str]]) -> Batch:
+def collate(samples: list[tuple[int, torch.Tensor | None, int | str, Any]]) -> Batch:
     good = [s for s in samples if s[1] is not None]
     skipped = [str(s[2]) for s in samples if s[1] is None]
     if not good:
         return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), [], skipped)
+    frame_y = None
+    if any(s[3] is not None for s in good):
+        t = good[0][1].shape[0]
+        frame_y = torch.tensor(np.stack([s[3] if s[3] is not None else np.full(t, IGNORE) for s in good]),
+                               dtype=torch.long)
     return Batch(torch.stack([s[1] for s in good]), torch.tensor([s[2] for s in good], dtype=torch.long),
-                 [s[0] for s in good], skipped)
+                 [s[0] for s in good], skipped, frame_y)
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -67,7 +67,13 @@ RECIPES: dict[str, dict[str, Any]] = {
                                     "mix": {"generator": 4, "seed": 21, "per_class": 150}}},
                      {"size": 112, "epochs": 5, "lr": 0.0001, "seed": 14,
                       "train_set": {"seed": 22, "per_class": 450, "dir": "synth-v2-train-s22",
-                                    "mix": {"generator": 4, "seed": 23, "per_class": 150}}}],
+                                    "mix": {"generator": 4, "seed": 23, "per_class": 150}}},
+                     # Stage 6: half of it windows of continuous recordings scored frame by frame (what the event
+                     # detector sees: motions starting and ending, the states carried across them).
+                     {"size": 112, "epochs": 3, "lr": 0.0001, "seed": 15,
+                      "train_set": {"seed": 24, "per_class": 300, "dir": "synth-v2-train-s24",
+                                    "mix": {"generator": 4, "seed": 25, "per_class": 100},
+                                    "recordings": {"count": 200, "segments": 6}}}],
     },
 }
 DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoom_in", "zoom_out", "rotate_cw",
@@ -75,11 +81,12 @@ DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoo
 
 
 def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any],
-                 mix: dict[str, Any] | None = None) -> Path:
+                 mix: dict[str, Any] | None = None, recordings: dict[str, Any] | None = None) -> Path:
     """Generate the dataset unless ``root/synth.json`` says it is already exactly that. ``mix``: clips of
-    another generator and seed (their file names carry the seed) rendered into the same folders first."""
+    another generator and seed (their file names carry the seed) rendered into the same folders first;
+    ``recordings``: ``{"count", "segments"}`` continuous annotated recordings in ``root/recordings``."""
     from edge.data.synth import generate_dataset
-    if _synth_ready(root, seed, per_class, synth, mix):
+    if _synth_ready(root, seed, per_class, synth, mix, recordings):
         logger.info("dataset %s already generated", root)
         return root
     # Every core renders (the clips do not depend on how many processes write them; the recipe waits for them).
@@ -90,7 +97,8 @@ def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any],
                     mix["generator"], mix["seed"])
         generate_dataset(root, mix["per_class"], mix["seed"], generator=int(mix["generator"]), **kw)
     logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
-    generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw)  # its synth.json: written last
+    rec = {"recordings": recordings["count"], "recording_segments": recordings["segments"]} if recordings else {}
+    generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw, **rec)  # synth.json: written last
     return root
 
 
@@ -100,8 +108,8 @@ def synth_generator(synth: dict[str, Any]) -> int:
     return int(synth.get("generator", GENERATOR_VERSION))
 
 
-def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], mix: dict[str, Any] | None = None
-                 ) -> bool:
+def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], mix: dict[str, Any] | None = None,
+                 recordings: dict[str, Any] | None = None) -> bool:
     """``root/synth.json`` says the dataset is exactly this one (written last, when the set is whole), and every
     clip of ``mix`` is there."""
     want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
@@ -111,6 +119,9 @@ def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], m
     except (OSError, ValueError):
         return False
     if not (isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())):
+        return False
+    if have.get("recordings", 0) != (recordings or {}).get("count", 0) or (
+            recordings and have.get("recording_segments") != recordings["segments"]):
         return False
     return not mix or all(len(list((root / label).glob(f"{label}_s{mix['seed']}_*.mp4"))) >= mix["per_class"]
                           for label in have.get("labels", []))
@@ -137,14 +148,15 @@ def _prepare_data(recipe: dict[str, Any], data: Path, world: Any) -> tuple[Path,
     synth.json files."""
     from edge.models import distributed as dist
     train_root, tests = _sets(recipe, data)
-    todo = [(train_root, recipe["train_set"], recipe["synth"], recipe["train_set"].get("mix"))]
-    todo += [(data / ts["dir"], ts, recipe["synth"], ts.get("mix")) for ts in _stage_sets(recipe)]
-    todo += [(root, spec, spec["synth"], None) for root, spec in tests]
-    for root, spec, synth, mix in todo:
+    todo = [(train_root, recipe["train_set"], recipe["synth"])]
+    todo += [(data / ts["dir"], ts, recipe["synth"]) for ts in _stage_sets(recipe)]
+    todo += [(root, spec, spec["synth"]) for root, spec in tests]
+    for root, spec, synth in todo:
+        mix, rec = spec.get("mix"), spec.get("recordings")
         if world.main:
-            ensure_synth(root, spec["seed"], spec["per_class"], synth, mix)
+            ensure_synth(root, spec["seed"], spec["per_class"], synth, mix, rec)
         else:
-            while not _synth_ready(root, spec["seed"], spec["per_class"], synth, mix):
+            while not _synth_ready(root, spec["seed"], spec["per_class"], synth, mix, rec):
                 time.sleep(2.0)
     dist.barrier()
     return train_root, tests

@@ -35,7 +35,7 @@ from edge.errors import DataError, InputError, UsageError
 from edge.models import distributed as dist
 from edge.models.export import export_bundle
 from edge.models.finetune import init_from, init_labels
-from edge.models.loader import ClipDataset, ClipSource, StepSampler, make_loader, normalize, sample_window
+from edge.models.loader import IGNORE, ClipDataset, ClipSource, StepSampler, make_loader, normalize, sample_window
 from edge.models.precision import Amp, default_workers, probe_step, resolve_amp, resolve_device
 from edge.models.tsm import TSMNet
 from edge.util import atomic_write
@@ -110,7 +110,7 @@ def validate(net: TSMNet, src: ClipSource, size: int, stride: int,
         prob = F.softmax(net(x)[0].float(), dim=-1).mean(0)
         correct += int(prob.argmax()) == clip.label
         n += 1
-    return {"accuracy": correct / max(1, n), "clips": n, "skipped": len(src) - n}
+    return {"accuracy": correct / max(1, n), "clips": n, "skipped": len(src.ds.clips) - n}
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -182,7 +182,7 @@ def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: 
     logger.info("decoded in %.1f s (cached: %s)", time.perf_counter() - t0, src.cached)
     if len(src.bad) == len(src):
         raise DataError(f"dataset {cfg.data}: none of its {len(src)} clips can be decoded")
-    fps = video_fps(next(c.path for i, c in enumerate(ds.clips) if i not in src.bad))
+    fps = video_fps(next(p for i, p in enumerate(src.paths) if i not in src.bad))
 
     net = TSMNet(len(ds.labels), width=cfg.width, shift=cfg.shift, dropout=cfg.dropout)
     if cfg.init:
@@ -226,9 +226,12 @@ def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: 
 
     workers = cfg.workers if cfg.workers is not None else default_workers(device, world.local_size, cfg.threads)
     aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
-    sampler = StepSampler(len(src), cfg.batch, cfg.seed, world.rank, world.size)
-    loader = make_loader(ClipDataset(src, aug, cfg.frames, cfg.stride, cfg.seed), sampler, workers,
-                         pin=device.type == "cuda")
+    clips = ClipDataset(src, aug, cfg.frames, cfg.stride, cfg.seed)
+    if ds.recordings:
+        logger.info("%d recordings: %d windows labelled frame by frame per epoch", len(ds.recordings),
+                    len(clips.windows))
+    sampler = StepSampler(len(clips), cfg.batch, cfg.seed, world.rank, world.size)
+    loader = make_loader(clips, sampler, workers, pin=device.type == "cuda")
     steps_per_epoch = sampler.steps()
     total = steps_per_epoch * cfg.epochs          # the schedule's length
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -334,20 +337,33 @@ def _run_epoch(model, loader, opt, scaler, amp: Amp, device: torch.device, cfg: 
         if n_global == 0:
             step += 1   # every clip of the step failed: the schedule moves on, the weights do not
             continue
-        x, y = batch.x, batch.y
+        x, y, fy = batch.x, batch.y, batch.frame_y
         weight = torch.ones(n_local)
         if n_local == 0:   # this process's clips all failed, the others' did not: join with a zero-weight clip
             x = torch.zeros(1, cfg.frames, 3, cfg.size, cfg.size, dtype=torch.uint8)
-            y, weight = torch.zeros(1, dtype=torch.long), torch.zeros(1)
+            y, weight, fy = torch.zeros(1, dtype=torch.long), torch.zeros(1), None
         x = normalize(x.to(device, non_blocking=True))
         x = x.double() if cfg.float64 else x
         y, weight = y.to(device, non_blocking=True), weight.to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
         with amp.autocast(device):
-            logits = model(x).mean(1)
-        logits = logits if logits.dtype == torch.float64 else logits.float()
-        ce = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+            frame_logits = model(x)
+        frame_logits = frame_logits if frame_logits.dtype == torch.float64 else frame_logits.float()
+        logits = frame_logits.mean(1)
+        ce = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing,
+                             ignore_index=IGNORE)
+        hit = (logits.argmax(1) == y).float()
+        if fy is not None:   # windows of recordings: the mean loss over their scored frames
+            fy = fy.to(device, non_blocking=True)
+            n_t = frame_logits.shape[1]
+            per = F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), fy.reshape(-1), reduction="none",
+                                  label_smoothing=cfg.label_smoothing, ignore_index=IGNORE).view(-1, n_t)
+            scored = (fy != IGNORE).float()
+            win = y == IGNORE
+            ce = torch.where(win, (per * scored).sum(1) / scored.sum(1).clamp(min=1), ce)
+            hit = torch.where(win, ((frame_logits.argmax(2) == fy).float() * scored).sum(1)
+                              / scored.sum(1).clamp(min=1), hit)
         # DDP averages gradients over the processes: scaling by size/n_global makes that the global batch mean.
         loss = (ce * weight).sum() * (world.size / n_global)
         opt.zero_grad(set_to_none=True)
@@ -364,7 +380,7 @@ def _run_epoch(model, loader, opt, scaler, amp: Amp, device: torch.device, cfg: 
             opt.step()
         step += 1
         seen += n_local
-        correct += int(((logits.argmax(1) == y).float() * weight).sum())
+        correct += float((hit * weight).sum())
         loss_sum += float((ce.detach() * weight).sum())
         if bar is not None:
             bar.update(1)

@@ -446,7 +446,8 @@ def test_the_field_loop_as_documented(sh):
 # --- docs/dataset.md: generator 5's teach set, a continuous recording, the photographs' sources ------------------
 DATASET = ("edge-tsm dataset synth --out teach-motions --classes no_motion,extra --per-class 2 --seed 3",
            "edge-tsm dataset synth-recording --out scene.avi --annotations scene.csv --segments 4 --seed 21",
-           'python -c "from edge.data.textures import sources_markdown; print(sources_markdown())"')
+           'python -c "from edge.data.textures import sources_markdown; print(sources_markdown())"',
+           "edge-tsm dataset synth --out with-recordings --per-class 2 --seed 24 --recordings 2 --recording-segments 3")
 
 
 @runs(*DATASET)
@@ -458,6 +459,11 @@ def test_the_dataset_doc(sh):
     assert rec["rows"] == 9 and (sh.cwd / "scene.csv").read_text().startswith("start,end,label\n")
     table = sh.run(DATASET[2]).stdout  # the doc's photo table, as the card gets it
     assert "| astronaut | skimage/data/astronaut.png | public domain |" in table or "not installed" in table
+    s = json.loads(sh.run(DATASET[3]).stdout)
+    assert s["recordings"] == 2 and s["clips"] == 18
+    from edge.data.dataset import load_dataset
+    ds = load_dataset(sh.cwd / "with-recordings")   # the recordings, annotated: seven rows (3 motions, 4 stills)
+    assert len(ds.recordings) == 2 and all(len(r.spans) == 7 for r in ds.recordings)
     sh.finish()
 
 

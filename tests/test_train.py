@@ -152,7 +152,8 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
            "finetune": [{"size": 32, "epochs": 1, "lr": 0.0005, "seed": 4},
                         {"size": 32, "epochs": 1, "lr": 0.0002, "seed": 5,   # on fresh clips of its own
                          "train_set": {"seed": 8, "per_class": 1, "dir": "t-fresh",
-                                       "mix": {"generator": 4, "seed": 9, "per_class": 1}}}]}
+                                       "mix": {"generator": 4, "seed": 9, "per_class": 1},
+                                       "recordings": {"count": 1, "segments": 2}}}]}
     monkeypatch.setitem(recipe.RECIPES, "tbase", base)
     monkeypatch.setitem(recipe.RECIPES, "ttop", top)
     data = tmp_path / "data"
@@ -165,6 +166,8 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert last["data"] == str(data / "t-fresh") and last["init"] == str(out / "stage2")
     assert sorted(p.name for p in (data / "t-fresh" / "swipe_left").iterdir()) == [
         "swipe_left_s8_00000.mp4", "swipe_left_s9_00000.mp4"]
+    assert [p.name for p in sorted((data / "t-fresh" / "recordings").iterdir())] == [
+        "rec_s8_00000.avi", "rec_s8_00000.csv"]   # and one annotated recording, trained on frame by frame
     spec = yaml.safe_load((out / "model.yaml").read_text())
     assert spec["input"]["size"] == [32, 32]   # the last stage's size is the bundle's
     prov = yaml.safe_load((out / "model.yaml").read_text())["provenance"]
@@ -174,7 +177,8 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     card = (out / "CARD.md").read_text()
     assert "tbase (the base, before this recipe)" in card and "--generator 4` rendered into" in card
     assert "1 epochs at 24x24, batch" in card and "then 1 more epochs at 32x32 from those weights" in card
-    assert "(seed 5) on fresh clips (`--seed 8 --per-class 1` + `--seed 9 --per-class 1 --generator 4`)" in card
+    assert ("(seed 5) on fresh clips (`--seed 8 --per-class 1` + `--seed 9 --per-class 1 --generator 4`, with "
+            "`--recordings 1 --recording-segments 2`: continuous recordings whose windows are scored") in card
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
     recipe.run_recipe("ttop", out=str(out), data_dir=str(data), init=str(out / "base"))   # the same start: kept
     assert "dataset" in caplog.text and "already trained with this recipe, kept" in caplog.text

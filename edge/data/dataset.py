@@ -6,6 +6,10 @@ Optional files in ROOT:
 * ``labels.txt``: one label per line, fixing the label order (else: folder names, sorted);
 * ``train.txt``, ``val.txt``, ``test.txt`` (any ``<split>.txt``): one clip per line, as a path
   relative to ROOT (``swipe_left/clip_00001.mp4``), selecting a split.
+* ``recordings/``: continuous recordings (``*.mp4``, ``*.avi``, ...), each with its annotations beside it
+  (``NAME.csv``: ``start,end,label`` rows, the format ``eval-events`` reads). Training takes windows of
+  them labelled frame by frame (motions starting and ending inside the window, as the camera shows them);
+  frames no row covers are not scored. ``recordings`` is therefore not a label name.
 
 Also the temporally consistent augmentation used for training: one crop, flip and colour jitter
 drawn per clip and applied to all its frames; a horizontal flip swaps left/right labels and the
@@ -17,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,11 +37,35 @@ class Clip:
     label: int
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A continuous recording and its annotated spans: ``(first, stop, label)`` frame indices (stop exclusive)."""
+    path: Path
+    spans: tuple[tuple[int, int, int], ...]
+    fps: float
+
+    @property
+    def frames(self) -> int:
+        """Frames up to the end of the last annotated span."""
+        return max(stop for _, stop, _ in self.spans)
+
+    def frame_labels(self, n: int) -> np.ndarray:
+        """Label index of each of the first ``n`` frames (-1: no row covers it; a later row wins)."""
+        out = np.full(n, -1, np.int64)
+        for first, stop, label in self.spans:
+            out[first:min(stop, n)] = label
+        return out
+
+
+RECORDINGS = "recordings"
+
+
 @dataclass
 class VideoDataset:
     root: Path
     labels: list[str]
     clips: list[Clip] = field(default_factory=list)
+    recordings: list[Recording] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {name: 0 for name in self.labels}
@@ -64,7 +93,7 @@ def load_dataset(root: str | Path, split: str | None = None, labels: list[str] |
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"dataset {root}: not a folder (expected ROOT/<label>/*.mp4)")
-    dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != RECORDINGS)
     if labels is None:
         labels = _read_lines(root / "labels.txt") if (root / "labels.txt").is_file() else dirs
     if not labels:
@@ -90,10 +119,47 @@ def load_dataset(root: str | Path, split: str | None = None, labels: list[str] |
             raise DataError(f"dataset {root}: clip {rel} has label {label!r}, not one of the "
                             f"{len(labels)} labels ({', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})")
         clips.append(Clip(Path(base, rel), index[label]))
-    if not clips:
+    recordings = load_recordings(root / RECORDINGS, index) if split is None and (root / RECORDINGS).is_dir() else []
+    if not clips and not recordings:
         raise DataError(f"dataset {root}: no video clips ({'/'.join(VIDEO_EXTS)}) in the label folders"
                         + (f" of split {split}" if split else ""))
-    return VideoDataset(root, list(labels), clips)
+    return VideoDataset(root, list(labels), clips, recordings)
+
+
+def load_recordings(folder: Path, index: dict[str, int]) -> list[Recording]:
+    """The recordings of ``folder`` with their ``NAME.csv`` annotations (frame spans at each video's rate).
+
+    Raises:
+        DataError: a recording without its CSV, a row whose label is not one of ``index``, a video without a
+            frame rate, or a row that covers no frame.
+        InputError: a CSV that cannot be read.
+    """
+    from edge.data.fieldclips import read_segments
+    out = []
+    with os.scandir(folder) as it:
+        names = sorted(e.name for e in it if e.name.lower().endswith(VIDEO_EXTS))
+    for name in names:
+        path = folder / name
+        ann = path.with_suffix(".csv")
+        if not ann.is_file():
+            raise DataError(f"recording {path}: no annotations {ann.name} beside it (start,end,label rows)")
+        cap = cv2.VideoCapture(str(path))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        cap.release()
+        if fps <= 0:
+            raise DataError(f"recording {path}: no frame rate in the file; cannot place its annotations")
+        spans = []
+        for n, start, end, label in read_segments(ann):
+            if label not in index:
+                raise DataError(f"{ann}:{n}: label {label!r} is not one of the dataset's {len(index)} labels "
+                                f"({', '.join(list(index)[:10])}{', ...' if len(index) > 10 else ''})")
+            first, stop = int(np.ceil(start * fps - 1e-6)), int(np.ceil(end * fps - 1e-6))
+            if stop <= first:
+                raise DataError(f"{ann}:{n}: {start:g}..{end:g} s covers no frame at {fps:g} fps")
+            spans.append((first, stop, index[label]))
+        if spans:
+            out.append(Recording(path, tuple(spans), fps))
+    return out
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
@@ -180,8 +246,9 @@ class ClipAugment:
         self.hperm = flip_permutation(self.labels) if self.hflip else None
         self.vperm = flip_permutation(self.labels, vertical=True) if self.vflip else None
 
-    def __call__(self, frames: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """frames: T x H x W x 3 uint8 BGR -> (T x H' x W' x 3 uint8 RGB at ``size``, new label)."""
+    def __call__(self, frames: np.ndarray, label: Any, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+        """frames: T x H x W x 3 uint8 BGR -> (T x H' x W' x 3 uint8 RGB at ``size``, new label). ``label``: an
+        index, or an array of them (one per frame; negative: none, kept)."""
         t, h, w = frames.shape[:3]
         scale = rng.uniform(*self.scale_range)
         aspect = np.exp(rng.uniform(-0.1, 0.1))
@@ -197,11 +264,11 @@ class ClipAugment:
         if self.hperm is not None and rng.random() < 0.5:
             m[0] = -m[0]
             m[0, 2] += self.size[1] - 1
-            label = self.hperm[label]
+            label = _permuted(self.hperm, label)
         if self.vperm is not None and rng.random() < 0.25:
             m[1] = -m[1]
             m[1, 2] += self.size[0] - 1
-            label = self.vperm[label]
+            label = _permuted(self.vperm, label)
         gain = 1.0 + rng.uniform(-self.jitter, self.jitter, size=3) * np.array([1.0, 0.3, 0.3])
         bias = rng.uniform(-self.jitter, self.jitter) * 64.0
         # Per-channel gain (in RGB order) and brightness bias as one lookup table, applied to BGR frames.
@@ -213,6 +280,12 @@ class ClipAugment:
                                     borderMode=cv2.BORDER_REFLECT)
             out[i] = cv2.LUT(warped, lut)[:, :, ::-1]
         return out, label
+
+
+def _permuted(perm: list[int], label: Any) -> Any:
+    if isinstance(label, np.ndarray):
+        return np.where(label >= 0, np.asarray(perm)[np.maximum(label, 0)], label)
+    return perm[label]
 
 
 def center_crop_frames(frames: np.ndarray, size: tuple[int, int], crop_scale: float = 1.0,

@@ -374,7 +374,8 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
 def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int, int] = (160, 120),
                      frames: int = 24, fps: float = 15.0, progress: bool = False,
                      difficulty: float | None = None, *, classes: str | list[str] | None = None,
-                     generator: int = GENERATOR_VERSION, workers: int = 1) -> dict:
+                     generator: int = GENERATOR_VERSION, workers: int = 1, recordings: int = 0,
+                     recording_segments: int = 6) -> dict:
     """Write ``per_class`` clips of every class as ``out/<label>/<label>_s<seed>_<i:05d>.mp4``
     (mp4v), plus ``out/labels.txt`` and ``out/synth.json`` (the returned summary).
 
@@ -384,6 +385,9 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
     ``np.random.default_rng([seed, ALL_CLASSES.index(label), i])``: the same seed gives the same clips,
     whatever ``per_class``, whichever classes are generated with it and however many ``workers``
     (processes: :mod:`edge.data.synth_writer`) write them. Existing files are overwritten.
+    ``recordings``: also that many continuous recordings of ``recording_segments`` motions each (generator 5,
+    :func:`edge.data.synth_recording.generate_recordings`) in ``out/recordings``, annotated: training takes
+    windows of them labelled frame by frame.
     Raises:
         DataError: ``per_class`` or ``workers`` < 1, a negative seed, an unknown generator or class.
         InputError: a folder cannot be created or a video file cannot be opened for writing.
@@ -409,11 +413,20 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
             raise InputError(f"cannot create {folder}: {e}") from None
         jobs += [ClipJob(label, ALL_CLASSES.index(label), int(seed), i, folder / f"{label}_s{seed}_{i:05d}.mp4",
                          (w, h), int(frames), float(fps), difficulty, int(generator)) for i in range(per_class)]
+    if recordings and generator < 5:
+        raise DataError(f"recordings are one continuous generator-5 scene each: not with generator {generator}")
     write_clips(jobs, workers, progress)
+    if recordings:
+        from edge.data.dataset import RECORDINGS
+        from edge.data.synth_recording import generate_recordings
+        generate_recordings(root / RECORDINGS, recordings, seed, recording_segments, size=(w, h), fps=fps,
+                            classes=tuple(labels), workers=workers)
     (root / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
     summary = {"root": str(root), "labels": list(labels), "per_class": int(per_class), "seed": int(seed),
                "clips": len(labels) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
                "generator": int(generator), "difficulty": difficulty}
+    if recordings:
+        summary.update(recordings=int(recordings), recording_segments=int(recording_segments))
     if generator >= 5:
         from edge.data.textures import photos
         summary["photos"] = [name for name, _ in photos()]  # empty: procedural textures only (no scikit-image)

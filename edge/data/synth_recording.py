@@ -86,16 +86,17 @@ def plan_recording(rng: np.random.Generator, classes: tuple[str, ...], segments:
     return traj, spans
 
 
-def render_recording(seed: int, segments: int, classes: tuple[str, ...] = CLASSES,
+def render_recording(seed: int | tuple[int, ...], segments: int, classes: tuple[str, ...] = CLASSES,
                      size: tuple[int, int] = RENDER_SIZE, difficulty: float | None = None):
-    """``(scene, spans)``: the recording's :class:`Scene` (``scene.frame(i)`` for ``i < scene.n``) and its spans."""
-    rng = np.random.default_rng([seed, 5])
+    """``(scene, spans)``: the recording's :class:`Scene` (``scene.frame(i)`` for ``i < scene.n``) and its spans.
+    ``seed``: an int (``synth-recording --seed``) or a tuple (a training set's ``(seed, i)``: other scenes)."""
+    rng = np.random.default_rng([*(seed if isinstance(seed, tuple) else (seed,)), 5])
     d = float(rng.uniform(0.1, 0.5)) if difficulty is None else float(np.clip(difficulty, 0, 1))
     traj, spans = plan_recording(rng, classes, segments, size)
     return Scene(rng, size[0], size[1], traj, d), spans
 
 
-def make_recording(path: str | Path, annotations: str | Path, *, segments: int = 24, seed: int = 11,
+def make_recording(path: str | Path, annotations: str | Path, *, segments: int = 24, seed: int | tuple[int, ...] = 11,
                    fps: float = 15.0, size: tuple[int, int] = (640, 480),
                    classes: str | list[str] | None = None) -> list[Segment]:
     """Write the recording (MJPG .avi at ``size``, drawn at 160x120) and its ``start,end,label`` rows (stills as
@@ -127,5 +128,44 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
                 f.write(f"{seg.start_s:.3f},{seg.end_s:.3f},{seg.label}\n")
     except OSError as e:
         raise InputError(f"synthetic recording annotations {annotations}: cannot be written: {e.strerror}") from None
-    logger.info("synthetic recording %s: %d motions in one scene, %.1f s", path, segments, rows[-1].end_s)
+    logger.debug("synthetic recording %s: %d motions in one scene, %.1f s", path, segments, rows[-1].end_s)
     return rows
+
+
+def _write_training_recording(job: tuple[Path, int, int, int, tuple[int, int], float, tuple[str, ...]]) -> None:
+    path, seed, i, segments, size, fps, classes = job
+    make_recording(path, path.with_suffix(".csv"), segments=segments, seed=(seed, i), fps=fps, size=size,
+                   classes=list(classes))
+
+
+def generate_recordings(folder: str | Path, count: int, seed: int, segments: int, *,
+                        size: tuple[int, int] = RENDER_SIZE, fps: float = 15.0, classes: tuple[str, ...] = CLASSES, workers: int = 1) -> list[Path]:
+    """``count`` recordings for training (``folder/rec_s<seed>_<i:05d>.avi`` + ``.csv``, drawn at ``size``), each
+    one continuous scene of ``segments`` motions from ``(seed, i)``: the same files for any ``workers``.
+
+    Raises:
+        DataError: ``count`` or ``segments`` < 1, classes without a motion.
+        InputError: the folder or a file cannot be written.
+    """
+    if count < 1 or segments < 1:
+        raise DataError(f"synthetic recordings: count and segments must be >= 1, got {count} and {segments}")
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {folder}: {e}") from None
+    jobs = [(folder / f"rec_s{seed}_{i:05d}.avi", int(seed), i, int(segments), tuple(size), float(fps), tuple(classes))
+            for i in range(count)]
+    if workers <= 1:
+        for job in jobs:
+            _write_training_recording(job)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from edge.data.synth_writer import _worker_init
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"),
+                                 initializer=_worker_init) as ex:
+            list(ex.map(_write_training_recording, jobs))
+    logger.info("wrote %d synthetic recordings (%d motions each) to %s", count, segments, folder)
+    return [job[0] for job in jobs]
