@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge.data.dataset import ClipAugment, VideoDataset, read_video
+from edge.data.dataset import ClipAugment, VideoDataset, read_span, read_video
 from edge.errors import InputError
 from edge.models.export import IMAGENET_MEAN, IMAGENET_STD
 
@@ -91,6 +91,21 @@ class ClipSource:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def length(self, i: int) -> int:
+        """Frames of item ``i``: a recording's annotated length (the same cached or not, so the same windows),
+        a clip's frame count."""
+        nc = len(self.ds.clips)
+        return self.ds.recordings[i - nc].frames if i >= nc else len(self.frames(i))
+
+    def span(self, i: int, first: int, stop: int) -> np.ndarray:
+        """Frames ``first..stop`` of item ``i`` (from the cache, or decoded from ``first`` on: a recording's
+        window costs its own frames, not the whole recording's). Raises: InputError: as :meth:`frames`."""
+        if i in self.bad:
+            raise InputError(self.bad[i])
+        if self.store is not None:
+            return self.frames(i)[first:stop]
+        return read_span(self.paths[i], first, stop)
+
     def frames(self, i: int) -> np.ndarray:
         """Raises: InputError: the clip cannot be decoded."""
         if i in self.bad:
@@ -138,17 +153,22 @@ class ClipDataset(torch.utils.data.Dataset):
         epoch, i = key
         rng = sample_rng(self.seed, epoch, i)
         nc = len(self.labels)
-        item = i if i < nc else nc + self.windows[i - nc]
+        if i < nc:
+            try:
+                video = self.src.frames(i)
+            except InputError as e:
+                return i, None, str(e), None
+            rgb, label = self.aug(video[sample_window(len(video), self.frames, self.stride, rng)], self.labels[i], rng)
+            return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), label, None
+        item = nc + self.windows[i - nc]
         try:
-            video = self.src.frames(item)
+            n = self.src.length(item)
+            idx = sample_window(n, self.frames, self.stride, rng)
+            video = self.src.span(item, int(idx[0]), int(idx[-1]) + 1)
         except InputError as e:
             return i, None, str(e), None
-        idx = sample_window(len(video), self.frames, self.stride, rng)
-        if i < nc:
-            rgb, label = self.aug(video[idx], self.labels[i], rng)
-            return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), label, None
-        rgb, fl = self.aug(video[idx], window_labels(self.src.ds.recordings[item - nc].frame_labels(len(video)), idx),
-                           rng)
+        sel = video[np.minimum(idx - idx[0], len(video) - 1)]   # a video shorter than its rows: its last frame
+        rgb, fl = self.aug(sel, window_labels(self.src.ds.recordings[item - nc].frame_labels(n), idx), rng)
         return i, torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), IGNORE, fl
 
 

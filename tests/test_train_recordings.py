@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from edge.data.dataset import RECORDINGS, ClipAugment, load_dataset
 from edge.errors import DataError
@@ -88,3 +89,37 @@ def test_training_scores_windows_frame_by_frame(withrec, tmp_path, caplog):
     hist = json.loads((out / "train.json").read_text())["history"][0]
     assert hist["step"] == (18 + n_windows) // 6 and 0.0 <= hist["train_acc"] <= 1.0 and np.isfinite(hist["loss"])
     assert (out / "model.onnx").is_file()
+
+
+def test_a_window_reads_the_same_frames_from_the_cache_and_from_disk(withrec):
+    """Streaming a recording's window seeks to it (MJPG: every frame a key frame); the cache gives the same."""
+    from edge.data.dataset import read_span, read_video
+    ds = load_dataset(withrec)
+    rec = ds.recordings[1]
+    whole = read_video(rec.path)
+    assert np.array_equal(read_span(rec.path, 17, 40), whole[17:40])
+    assert len(read_span(rec.path, len(whole) - 3, len(whole) + 10)) == 3   # past the end: what there is
+    cached, streamed = (ClipDataset(ClipSource(ds, gb), ClipAugment((32, 32), ds.labels), frames=8, stride=3, seed=5)
+                        for gb in (1.0, 0.0))
+    assert cached.src.cached and not streamed.src.cached
+    for i in range(18, len(cached)):
+        a, b = cached[(1, i)], streamed[(1, i)]
+        assert torch.equal(a[1], b[1]) and np.array_equal(a[3], b[3])
+
+
+def test_seeking_into_an_mp4v_recording_gives_the_frames_decoding_gives(tmp_path):
+    """A user's recording in mp4v (predicted frames between key frames): the seek lands on the asked frame."""
+    import cv2
+
+    from edge.data.dataset import read_span, read_video
+    path = tmp_path / "r.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (64, 48))
+    for i in range(90):
+        f = np.zeros((48, 64, 3), np.uint8)
+        cv2.putText(f, str(i), (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
+        f[:, i % 64] = 200
+        w.write(f)
+    w.release()
+    whole = read_video(path)
+    for first in (13, 50, 77):
+        assert np.array_equal(read_span(path, first, first + 10), whole[first:first + 10]), first

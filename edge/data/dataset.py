@@ -189,6 +189,33 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+def read_span(path: str | Path, first: int, stop: int) -> np.ndarray:
+    """Frames ``first`` to ``stop`` (exclusive) of a video, seeking to ``first`` rather than decoding what is
+    before it (a window of a long recording). Fewer frames where the video ends sooner.
+
+    Raises:
+        InputError: the file is missing, cannot be opened or holds no frame from ``first`` on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video {path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        if first > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+        while len(frames) < stop - first:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise InputError(f"video {path}: cannot be decoded from frame {first} (no frame read)")
+    return np.stack(frames)
+
+
 def video_fps(path: str | Path, default: float = 15.0) -> float:
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS)
