@@ -118,6 +118,9 @@ def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], m
         have = json.loads((root / "synth.json").read_text())
     except (OSError, ValueError):
         return False
+    from edge.data.synth import REVISIONS
+    if synth_generator(synth) in REVISIONS:
+        want["revision"] = REVISIONS[synth_generator(synth)]
     if not (isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())):
         return False
     if have.get("recordings", 0) != (recordings or {}).get("count", 0) or (

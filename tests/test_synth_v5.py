@@ -300,3 +300,17 @@ def test_workers_write_the_same_files(tmp_path):
         generate_dataset(tmp_path / "bad", 2, 6, workers=2, **kw)
     with pytest.raises(DataError, match="workers"):
         generate_dataset(tmp_path / "bad", 1, 6, workers=0)
+
+
+def test_a_turning_disc_always_carries_its_mark(monkeypatch):
+    """A circle's outline does not show a turn: every circle sprite gets the off-centre mark (other shapes half
+    the time), so even a plain disc looks different turned by a quarter."""
+    from edge.data import synth_scene
+    monkeypatch.setattr(synth_scene, "OBJ_TEXTURES", ("flat",))   # a plain disc: only the mark (or shading) shows
+    grey = np.array([0.5, 0.5, 0.5])
+    for seed in range(20):
+        sprite, _ = synth_scene.make_sprite(np.random.default_rng(seed), 40.0, grey, 0.0, (), shape="circle")
+        rgb = sprite[..., :3]
+        turned = np.rot90(rgb)
+        inside = (sprite[..., 3] > 0.99) & np.rot90(sprite[..., 3] > 0.99)
+        assert np.abs(rgb - turned)[inside].max() > 40, seed

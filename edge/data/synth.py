@@ -37,6 +37,9 @@ __all__ = ["ALL_CLASSES", "CLASS_SETS", "CLASSES", "EXTRA_CLASSES", "GENERATORS"
            "generate_dataset", "render_clip", "resolve_classes"]
 GENERATOR_VERSION = 5  # the newest (dataset synth's default); bump when the clips a seed gives change
 GENERATORS = (4, 5)    # 4: one object over a procedural background (this module); 5: scenes (synth_scene)
+# Generator 5's revision, in synth.json: 2 marks every circle (a plain disc's turn was invisible). A folder made by an
+# older revision is not "already generated" for a recipe.
+REVISIONS = {5: 2}
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "polygon", "star", "blob", "hand")
 OBJ_TEXTURES = ("flat", "noise", "stripes", "checker", "gradient")
 BG_TEXTURES = ("noise", "blurred_noise", "gradient", "stripes", "rects", "checker")
@@ -425,6 +428,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
     summary = {"root": str(root), "labels": list(labels), "per_class": int(per_class), "seed": int(seed),
                "clips": len(labels) * int(per_class), "frames": int(frames), "size": [w, h], "fps": float(fps),
                "generator": int(generator), "difficulty": difficulty}
+    if generator in REVISIONS:
+        summary["revision"] = REVISIONS[generator]
     if recordings:
         summary.update(recordings=int(recordings), recording_segments=int(recording_segments))
     if generator >= 5:

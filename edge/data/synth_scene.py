@@ -67,7 +67,11 @@ def make_sprite(rng: np.random.Generator, diam: float, bg_mean: np.ndarray, diff
         c2 = np.clip(c1 + _unit(rng) * rng.uniform(0.25, 0.6), 0, 1)
         kind = str(rng.choice(OBJ_TEXTURES))
         tex = _two_tone(_pattern(rng, kind, s, s), c1, c2)
-    if rng.random() < 0.5:  # an off-centre mark (every class): symmetric shapes still show their turn
+    # An off-centre mark (every class, so it does not give the class away), half the time; always on a circle,
+    # whose outline does not show a turn: a disc of a dark, nearly uniform photograph (the deep field) turned
+    # with no visible change, and a recording of one such object had rotations no model could see.
+    marked = rng.random() < 0.5
+    if marked or shape == "circle":
         a = rng.uniform(0, 2 * np.pi)
         mark = (c + 0.5 * r * np.cos(a), c + 0.5 * r * np.sin(a))
         m = tex[int(np.clip(mark[1], 0, s - 1)), int(np.clip(mark[0], 0, s - 1))]
