@@ -40,7 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "finetune": [{"epochs": 4, "lr": 0.0003, "seed": 1}, {"epochs": 4, "lr": 0.0003, "seed": 2},
                      {"epochs": 4, "lr": 0.00015, "seed": 3}],
     },
-    # v2, the candidate of issue 20 (not shipped yet: see docs/training.md): the default's weights, then generator
+    # v2, the embedded default since 2026-12-03 (issue 20; docs/training.md): v1's weights, then generator
     # 5's scenes (photographs, arms, distractors, slow motions, tilts in depth) with a little of generator 4 mixed
     # in so that what v1 does well stays. ``base``: the recipe whose result it starts from (trained first unless
     # ``--init`` gives its weights). Measured (2026-12-03, 2 cores, 170 min of training; generator 5 revision 2):
