@@ -168,25 +168,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     Raises:
         InputError: the file is missing, cannot be opened, holds no frame or its frames change size.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video {path}: no such file")
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while max_frames is None or len(frames) < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
-    if not frames:
-        raise InputError(f"video {path}: cannot be decoded (no frame read)")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise InputError(f"video {path}: its frames change size ({', '.join(str(s) for s in sorted(shapes))})")
-    return np.stack(frames)
+    return _decode(Path(path), 0, max_frames, "")
 
 
 def read_span(path: str | Path, first: int, stop: int) -> np.ndarray:
@@ -196,7 +178,11 @@ def read_span(path: str | Path, first: int, stop: int) -> np.ndarray:
     Raises:
         InputError: the file is missing, cannot be opened or holds no frame from ``first`` on.
     """
-    path = Path(path)
+    return _decode(Path(path), first, stop - first, f" from frame {first}")
+
+
+def _decode(path: Path, first: int, count: int | None, where: str) -> np.ndarray:
+    """``count`` frames (None: all) from frame ``first`` on (seeking to it); errors name ``path`` (and ``where``)."""
     if not path.is_file():
         raise InputError(f"video {path}: no such file")
     cap = cv2.VideoCapture(str(path))
@@ -204,7 +190,7 @@ def read_span(path: str | Path, first: int, stop: int) -> np.ndarray:
     try:
         if first > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, first)
-        while len(frames) < stop - first:
+        while count is None or len(frames) < count:
             ok, frame = cap.read()
             if not ok:
                 break
@@ -212,7 +198,10 @@ def read_span(path: str | Path, first: int, stop: int) -> np.ndarray:
     finally:
         cap.release()
     if not frames:
-        raise InputError(f"video {path}: cannot be decoded from frame {first} (no frame read)")
+        raise InputError(f"video {path}: cannot be decoded{where} (no frame read)")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise InputError(f"video {path}: its frames change size ({', '.join(str(s) for s in sorted(shapes))})")
     return np.stack(frames)
 
 
