@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ablation", action="store_true", help="with --recipe: also train the --no-shift ablation")
     tr.add_argument("--val", help="a held-out dataset scored at the end (offline causal model)")
     tr.add_argument("--split", help="use ROOT/<split>.txt to select the training clips")
-    tr.add_argument("--size", type=int, default=112, help="square input size (default 112)")
+    tr.add_argument("--size", default="112",
+                    help="input size: a square side or WIDTHxHEIGHT, e.g. 160x120 for a 4:3 camera (default 112)")
     tr.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
     tr.add_argument("--frames", type=int, default=8, help="frames per training clip (default 8)")
     tr.add_argument("--stride", type=int, default=3, help="frame stride inside a clip (default 3)")

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from edge.models.recipe import RECIPES, count_macs, synth_generator
+from edge.models.train import input_hw
 from edge.models.tsm import TSMNet
 
 MEANING = {"no_motion": "static scene (flicker, noise, shake only)",
@@ -34,13 +35,19 @@ def _set_command(spec: dict[str, Any]) -> str:
             f"--generator {synth_generator(spec['synth'])}")
 
 
+def size_text(size: int | str) -> str:
+    """A training input size as WIDTHxHEIGHT."""
+    h, w = input_hw(size)
+    return f"{w}x{h}"
+
+
 def _stages_text(recipe: dict[str, Any], start: str) -> str:
     t = recipe["train"]
     stages = [t, *recipe.get("finetune", [])]
     sizes = [ft.get("size", t["size"]) for ft in stages]
 
     def at(i: int) -> str:  # the input size, said where the stages do not all train at one
-        return f" at {sizes[i]}x{sizes[i]}" if len(set(sizes)) > 1 else ""
+        return f" at {size_text(sizes[i])}" if len(set(map(size_text, sizes))) > 1 else ""
     return (f"{t['epochs']} epochs{at(0)}, batch {t['batch']} clips of {t['frames']} frames taken every {t['stride']} "
             f"frames, {_optimizer_text(t)}, lr {t['lr']} with warm-up and cosine decay, weight decay "
             f"{t['weight_decay']}, label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap "
@@ -81,7 +88,7 @@ def write_figures(bundle: Path, name: str, recipe: dict[str, Any], results: dict
     ``base``: the base recipe's bundle on the same sets) in the bundle's model.yaml, figures.json and CARD.md."""
     spec = yaml.safe_load((bundle / "model.yaml").read_text())
     net = TSMNet(len(spec["labels"]), width=spec["width"])
-    macs = count_macs(net, spec["input"]["size"][0])
+    macs = count_macs(net, spec["input"]["size"])
     params = sum(p.numel() for p in net.parameters())
     main = results[main_shift]["eval"]
     main_root = tests[0][0]
@@ -116,7 +123,7 @@ def write_figures(bundle: Path, name: str, recipe: dict[str, Any], results: dict
         "", "## Network", "",
         f"- MobileNetV2 width {spec['width']:g}, temporal shift of 1/8 of the channels in the 10 residual blocks, "
         f"**{spec['temporal']['shift']}** (online: 10 state tensors carried between frames).",
-        f"- Input {spec['input']['size'][0]}x{spec['input']['size'][1]} RGB, ImageNet mean/std, "
+        f"- Input {spec['input']['size'][1]}x{spec['input']['size'][0]} RGB, ImageNet mean/std, "
         + ("the whole frame resized (stretched) to it." if spec["input"]["resize"] == "stretch"
            else "short side resized then centre crop.")
         + f" The graph sees one frame in {spec['temporal']['frame_stride']} at {spec['temporal']['fps']:g} fps.",

@@ -186,8 +186,8 @@ def export_bundle(net: TSMNet, out: str | Path, labels: list[str], *, size: tupl
 def default_card(spec: dict[str, Any]) -> str:
     prov = spec.get("provenance") or {}
     lines = [f"# {spec['name']}", "",
-             f"Online MobileNetV2-TSM (width {spec['width']:g}), input {spec['input']['size'][0]}x"
-             f"{spec['input']['size'][1]} {spec['input']['colour']}, {len(spec['states'])} shift states, "
+             f"Online MobileNetV2-TSM (width {spec['width']:g}), input {spec['input']['size'][1]}x"
+             f"{spec['input']['size'][0]} {spec['input']['colour']}, {len(spec['states'])} shift states, "
              f"shift trained: {spec['temporal']['shift']}.", "",
              "## Labels", ""] + [f"{i}. {name}" for i, name in enumerate(spec["labels"])] + ["", "## Provenance", ""]
     lines += [f"- {k}: {v}" for k, v in prov.items()] or ["- not recorded"]

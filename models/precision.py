@@ -169,12 +169,15 @@ def resolve_amp(spec: str, device: torch.device, probe: Any = None, flags: set[s
     return Amp("off", f"auto: {why}: bf16 not faster by {BF16_MIN_SPEEDUP:g}x")
 
 
-def probe_step(net: torch.nn.Module, frames: int, size: int, clips: int = 2, rounds: int = 3) -> Any:
+def probe_step(net: torch.nn.Module, frames: int, size: int | tuple[int, int], clips: int = 2,
+               rounds: int = 3) -> Any:
     """A ``probe`` for :func:`resolve_amp`: seconds of one forward+backward of a copy of ``net`` (CPU),
     the median of ``rounds`` after one warm-up, on ``clips`` random clips of the run's shape; cached per
     machine so the choice is made once (see the module docstring)."""
+    h, w = (size, size) if isinstance(size, int) else size
     key = {"cpu": cpu_name(), "flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx"))),
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "frames": frames, "size": size,
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "frames": frames,
+           "size": h if h == w else [h, w],
            "clips": clips, "params": sum(p.numel() for p in net.parameters())}
 
     def measure(dtype: torch.dtype | None) -> float:
@@ -183,7 +186,7 @@ def probe_step(net: torch.nn.Module, frames: int, size: int, clips: int = 2, rou
         if cached is not None:
             return cached
         model = copy.deepcopy(net).train()
-        x = torch.randn(clips, frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = torch.randn(clips, frames, 3, h, w, generator=torch.Generator().manual_seed(0))
         y = torch.zeros(clips, dtype=torch.long)
         times = []
         with torch.random.fork_rng(devices=[]):   # dropout here must not move the run's own random stream

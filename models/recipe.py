@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +177,8 @@ def _prepare_data(recipe: dict[str, Any], data: Path, world: Any) -> tuple[Path,
     return train_root, tests
 
 
-def count_macs(net: TSMNet, size: int) -> int:
-    """Multiply-accumulates of one online frame (convolutions and the classifier)."""
+def count_macs(net: TSMNet, size: Sequence[int]) -> int:
+    """Multiply-accumulates of one online frame of ``size`` = (H, W) (convolutions and the classifier)."""
     macs = 0
 
     def conv_hook(m, inp, out):
@@ -191,7 +192,7 @@ def count_macs(net: TSMNet, size: int) -> int:
     hooks = [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     hooks += [m.register_forward_hook(lin_hook) for m in net.modules() if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        net.eval()(torch.zeros(1, 1, 3, size, size))
+        net.eval()(torch.zeros(1, 1, 3, int(size[0]), int(size[1])))
     for h in hooks:
         h.remove()
     return macs

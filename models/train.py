@@ -50,7 +50,7 @@ class TrainConfig:
     out: str
     val: str | None = None
     split: str | None = None
-    size: int = 112
+    size: int | str = 112           # square side, or "WIDTHxHEIGHT" (e.g. "160x120": a 4:3 camera's aspect kept)
     width: float = 1.0
     frames: int = 8
     stride: int = 3
@@ -93,8 +93,27 @@ def lr_at(step: int, total: int, base: float, warmup: float) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
 
 
+def input_hw(size: int | str) -> tuple[int, int]:
+    """(height, width) of a training input ``size``: an int (a square side) or ``"WIDTHxHEIGHT"`` as the other
+    ``--size`` options say it (a digit string is a square side).
+
+    Raises:
+        UsageError: anything else, or a side under 8 pixels.
+    """
+    text = str(size).strip().lower()
+    w, x, h = text.partition("x")
+    try:
+        hw = (int(h), int(w)) if x else (int(text), int(text))
+    except ValueError:
+        hw = None
+    if isinstance(size, bool) or hw is None or min(hw) < 8:
+        raise UsageError(f"--size {str(size)!r}: give a square side or WIDTHxHEIGHT, each at least 8 pixels "
+                         "(e.g. 112 or 160x120)")
+    return hw
+
+
 @torch.no_grad()
-def validate(net: TSMNet, src: ClipSource, size: int, stride: int,
+def validate(net: TSMNet, src: ClipSource, size: int | str, stride: int,
              device: torch.device | None = None) -> dict[str, float]:
     """Clip accuracy of the offline model over whole clips (causal shift: equals the online graph);
     clips that cannot be decoded are left out and counted."""
@@ -105,7 +124,7 @@ def validate(net: TSMNet, src: ClipSource, size: int, stride: int,
             frames = src.frames(i)[::stride]
         except InputError:
             continue
-        x = to_tensor(center_crop_frames(frames, (size, size), resize="stretch"))[None]
+        x = to_tensor(center_crop_frames(frames, input_hw(size), resize="stretch"))[None]
         x = x.to(device or "cpu").contiguous(memory_format=torch.contiguous_format)
         prob = F.softmax(net(x)[0].float(), dim=-1).mean(0)
         correct += int(prob.argmax()) == clip.label
@@ -116,7 +135,8 @@ def validate(net: TSMNet, src: ClipSource, size: int, stride: int,
 def _check(cfg: TrainConfig) -> None:
     if cfg.shift not in ("causal", "none", "bidirectional"):
         raise UsageError(f"shift {cfg.shift!r}: not one of causal, none, bidirectional")
-    for key in ("epochs", "batch", "frames", "stride", "size"):
+    input_hw(cfg.size)   # one clear line for a malformed size
+    for key in ("epochs", "batch", "frames", "stride"):
         if getattr(cfg, key) < 1:
             raise UsageError(f"--{key} {getattr(cfg, key)}: must be >= 1")
     if cfg.workers is not None and cfg.workers < 0:
@@ -194,8 +214,8 @@ def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: 
     elif ck is not None and cfg.amp == "auto" and ck.get("amp") in ("bf16", "fp16", "off"):
         amp = Amp(ck["amp"], "the resumed run's")
     else:
-        amp = resolve_amp(cfg.amp, device, probe=probe_step(net, cfg.frames, cfg.size) if device.type == "cpu"
-                          else None)
+        amp = resolve_amp(cfg.amp, device, probe=probe_step(net, cfg.frames, input_hw(cfg.size))
+                          if device.type == "cpu" else None)
     if world.distributed and dist.all_min(int(amp.mode != "off"), device) == 0 and amp.mode != "off":
         amp = Amp("off", "another process has no native bf16")   # one precision for all processes
     if world.distributed and cfg.sync_bn:
@@ -225,7 +245,7 @@ def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: 
             net, device_ids=[device.index] if device.type == "cuda" else None)
 
     workers = cfg.workers if cfg.workers is not None else default_workers(device, world.local_size, cfg.threads)
-    aug = ClipAugment((cfg.size, cfg.size), ds.labels, resize="stretch")
+    aug = ClipAugment(input_hw(cfg.size), ds.labels, resize="stretch")
     clips = ClipDataset(src, aug, cfg.frames, cfg.stride, cfg.seed)
     if ds.recordings:
         logger.info("%d recordings: %d windows labelled frame by frame per epoch", len(ds.recordings),
@@ -340,7 +360,7 @@ def _run_epoch(model, loader, opt, scaler, amp: Amp, device: torch.device, cfg: 
         x, y, fy = batch.x, batch.y, batch.frame_y
         weight = torch.ones(n_local)
         if n_local == 0:   # this process's clips all failed, the others' did not: join with a zero-weight clip
-            x = torch.zeros(1, cfg.frames, 3, cfg.size, cfg.size, dtype=torch.uint8)
+            x = torch.zeros(1, cfg.frames, 3, *input_hw(cfg.size), dtype=torch.uint8)
             y, weight, fy = torch.zeros(1, dtype=torch.long), torch.zeros(1), None
         x = normalize(x.to(device, non_blocking=True))
         x = x.double() if cfg.float64 else x
@@ -405,7 +425,7 @@ def _finish(cfg: TrainConfig, net: TSMNet, labels: list[str], fps: float, out: P
     torch.save({"model": half, "meta": meta}, out / "weights.pt")
     prov = dict(meta["provenance"])
     prov["metrics"] = metrics
-    export_bundle(net, out, labels, size=(cfg.size, cfg.size), name=cfg.name or out.name, fps=fps,
+    export_bundle(net, out, labels, size=input_hw(cfg.size), name=cfg.name or out.name, fps=fps,
                   frame_stride=cfg.stride, clip_frames=cfg.frames, resize="stretch", provenance=prov)
     (out / "train.json").write_text(json.dumps({"config": asdict(cfg), **run, "history": history, "metrics": metrics,
                                                 "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
@@ -414,7 +434,7 @@ def _finish(cfg: TrainConfig, net: TSMNet, labels: list[str], fps: float, out: P
 
 def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str, Any]:
     return {"layout": "edge", "labels": list(labels), "width": cfg.width, "shift": cfg.shift,
-            "size": [cfg.size, cfg.size], "crop_scale": 1.0, "resize": "stretch", "fps": fps,
+            "size": list(input_hw(cfg.size)), "crop_scale": 1.0, "resize": "stretch", "fps": fps,
             "frame_stride": cfg.stride,
             "clip_frames": cfg.frames, "name": cfg.name,
             "provenance": {"data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs, "shift": cfg.shift,

@@ -104,6 +104,15 @@ def test_train_cli_errors(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init",
                  str(tmp_path / "nothing.pt")]) in (65, 66)
+    for bad in ("160by120", "160x", "4x4", "0"):
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--size", bad]) == 64
+        assert f"--size '{bad}': give a square side or WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_input_size_is_a_square_side_or_width_x_height():
+    from edge.models.train import input_hw
+    assert input_hw(112) == (112, 112) and input_hw("96") == (96, 96)
+    assert input_hw("160x120") == (120, 160) and input_hw(" 64X48 ") == (48, 64)   # (H, W), as model.yaml
 
 
 def test_recipe_runs_its_stages_and_keeps_finished_ones(tmp_path, monkeypatch, caplog):
@@ -150,7 +159,7 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
            "also_test": [{"generator": 4, "seed": 6, "per_class": 1, "dir": "b-test"}],
            "train": {**train, "seed": 3, "size": 24},   # progressive: the first stage smaller than the bundle
            "finetune": [{"size": 32, "epochs": 1, "lr": 0.0005, "seed": 4},
-                        {"size": 32, "epochs": 1, "lr": 0.0002, "seed": 5,   # on fresh clips of its own
+                        {"size": "40x30", "epochs": 1, "lr": 0.0002, "seed": 5,   # fresh clips, 4:3 like theirs
                          "train_set": {"seed": 8, "per_class": 1, "dir": "t-fresh",
                                        "mix": {"generator": 4, "seed": 9, "per_class": 1},
                                        "recordings": {"count": 1, "segments": 2}}}]}
@@ -169,7 +178,7 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert [p.name for p in sorted((data / "t-fresh" / "recordings").iterdir())] == [
         "rec_s8_00000.avi", "rec_s8_00000.csv"]   # and one annotated recording, trained on frame by frame
     spec = yaml.safe_load((out / "model.yaml").read_text())
-    assert spec["input"]["size"] == [32, 32]   # the last stage's size is the bundle's
+    assert spec["input"]["size"] == [30, 40]   # the last stage's size (WIDTHxHEIGHT) is the bundle's [H, W]
     prov = yaml.safe_load((out / "model.yaml").read_text())["provenance"]
     assert prov["generator"] == 5 and prov["recipe"] == "ttop"
     assert [h["data"] for h in prov["heldout_also"]] == [str(data / "b-test")]
@@ -177,6 +186,7 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     card = (out / "CARD.md").read_text()
     assert "tbase (the base, before this recipe)" in card and "--generator 4` rendered into" in card
     assert "1 epochs at 24x24, batch" in card and "then 1 more epochs at 32x32 from those weights" in card
+    assert "then 1 more epochs at 40x30 from those weights" in card and "Input 40x30 RGB" in card
     assert ("(seed 5) on fresh clips (`--seed 8 --per-class 1` + `--seed 9 --per-class 1 --generator 4`, with "
             "`--recordings 1 --recording-segments 2`: continuous recordings whose windows are scored") in card
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
