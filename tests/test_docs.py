@@ -47,7 +47,7 @@ SKIPPED: dict[str, str] = {
     "edge-tsm train --recipe default --out runs/default --ablation":
         "about 6.5 hours of training on a 2-core CPU (tests/test_train.py trains tiny models)",
     "edge-tsm train --recipe v2 --init models/default --out runs/v2":
-        "about 4.5 h of training on a 2-core CPU (tests/test_train.py trains a recipe built on another in miniature)",
+        "about 5 h of training on a 2-core CPU (tests/test_train.py trains a recipe built on another in miniature)",
     "edge-tsm dataset synth --out data/synth-test-s1 --per-class 60 --seed 1 --generator 4": HELDOUT,
     "edge-tsm dataset synth --out data/synth5-train-s0 --per-class 700 --seed 0":
         "6300 clips: minutes of rendering (tests/test_synth_v5.py renders every class; the dataset doc's teach set "
