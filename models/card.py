@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from edge.models.loader import input_hw
 from edge.models.recipe import RECIPES, count_macs, synth_generator
-from edge.models.train import input_hw
 from edge.models.tsm import TSMNet
 
 MEANING = {"no_motion": "static scene (flicker, noise, shake only)",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from edge.data.dataset import ClipAugment, VideoDataset, read_span, read_video
-from edge.errors import InputError
+from edge.errors import InputError, UsageError
 from edge.models.export import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,25 @@ class ClipSource:
             off, shape = self.spans[i]
             return self.store[off:off + int(np.prod(shape))].numpy().reshape(shape)
         return read_video(self.paths[i])
+
+
+def input_hw(size: int | str) -> tuple[int, int]:
+    """(height, width) of a training input ``size``: an int (a square side) or ``"WIDTHxHEIGHT"`` as the other
+    ``--size`` options say it (a digit string is a square side).
+
+    Raises:
+        UsageError: anything else, or a side under 8 pixels.
+    """
+    text = str(size).strip().lower()
+    w, x, h = text.partition("x")
+    try:
+        hw = (int(h), int(w)) if x else (int(text), int(text))
+    except ValueError:
+        hw = None
+    if isinstance(size, bool) or hw is None or min(hw) < 8:
+        raise UsageError(f"--size {str(size)!r}: give a square side or WIDTHxHEIGHT, each at least 8 pixels "
+                         "(e.g. 112 or 160x120)")
+    return hw
 
 
 def sample_window(n: int, frames: int, stride: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -35,7 +35,16 @@ from edge.errors import DataError, InputError, UsageError
 from edge.models import distributed as dist
 from edge.models.export import export_bundle
 from edge.models.finetune import init_from, init_labels
-from edge.models.loader import IGNORE, ClipDataset, ClipSource, StepSampler, make_loader, normalize, sample_window
+from edge.models.loader import (
+    IGNORE,
+    ClipDataset,
+    ClipSource,
+    StepSampler,
+    input_hw,
+    make_loader,
+    normalize,
+    sample_window,
+)
 from edge.models.precision import Amp, default_workers, probe_step, resolve_amp, resolve_device
 from edge.models.tsm import TSMNet
 from edge.util import atomic_write
@@ -91,25 +100,6 @@ def lr_at(step: int, total: int, base: float, warmup: float) -> float:
     if step < w:
         return base * (step + 1) / w
     return 0.5 * base * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
-
-
-def input_hw(size: int | str) -> tuple[int, int]:
-    """(height, width) of a training input ``size``: an int (a square side) or ``"WIDTHxHEIGHT"`` as the other
-    ``--size`` options say it (a digit string is a square side).
-
-    Raises:
-        UsageError: anything else, or a side under 8 pixels.
-    """
-    text = str(size).strip().lower()
-    w, x, h = text.partition("x")
-    try:
-        hw = (int(h), int(w)) if x else (int(text), int(text))
-    except ValueError:
-        hw = None
-    if isinstance(size, bool) or hw is None or min(hw) < 8:
-        raise UsageError(f"--size {str(size)!r}: give a square side or WIDTHxHEIGHT, each at least 8 pixels "
-                         "(e.g. 112 or 160x120)")
-    return hw
 
 
 @torch.no_grad()

@@ -110,7 +110,7 @@ def test_train_cli_errors(tmp_path, capsys):
 
 
 def test_input_size_is_a_square_side_or_width_x_height():
-    from edge.models.train import input_hw
+    from edge.models.loader import input_hw
     assert input_hw(112) == (112, 112) and input_hw("96") == (96, 96)
     assert input_hw("160x120") == (120, 160) and input_hw(" 64X48 ") == (48, 64)   # (H, W), as model.yaml
 
