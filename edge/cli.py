@@ -124,8 +124,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not a.data:
         raise UsageError("train: give --data DIR (a ROOT/<label>/*.mp4 dataset) or --recipe default")
     from edge.models.train import TrainConfig, train
-    size = int(a.size) if a.size.strip().isdigit() else a.size
-    cfg = TrainConfig(data=a.data, out=a.out, val=a.val, split=a.split, size=size, width=a.width,
+    cfg = TrainConfig(data=a.data, out=a.out, val=a.val, split=a.split, size=a.size, width=a.width,
                       frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr, optimizer=a.optimizer,
                       weight_decay=a.weight_decay, shift="none" if a.no_shift else a.shift, seed=a.seed,
                       threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name,

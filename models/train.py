@@ -89,6 +89,10 @@ class TrainConfig:
     channels_last: bool = True      # faster on CPU and GPU
     float64: bool = False           # double precision: slow; exact comparisons (N processes against one)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.size, str) and self.size.strip().isdigit():
+            self.size = int(self.size)   # "112" is the square side 112: one spelling in train.json and the recipe
+
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """T x H x W x 3 uint8 RGB -> T x 3 x H x W float, normalised."""
