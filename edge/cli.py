@@ -128,7 +128,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       frames=a.frames, stride=a.stride, epochs=a.epochs, batch=a.batch, lr=a.lr, optimizer=a.optimizer,
                       weight_decay=a.weight_decay, shift="none" if a.no_shift else a.shift, seed=a.seed,
                       threads=a.threads, init=a.init, resume=a.resume, max_steps=a.max_steps, name=a.name,
-                      dropout=a.dropout, **run)
+                      dropout=a.dropout, balance=a.balance, **run)
     out = train(cfg, progress=not a.quiet)
     if main_rank:
         print(out)

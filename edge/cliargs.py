@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--workers", type=int, help="loader processes decoding and augmenting clips (0: in the training "
                                                 "process; default: the cores the compute threads leave)")
     tr.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
+    tr.add_argument("--balance", action="store_true",
+                    help="the exported graph scores the labels as if the training data held them equally (logit "
+                         "offsets counted from the data: for data mostly no_motion, e.g. continuous recordings)")
     tr.add_argument("--no-sync-bn", action="store_true",
                     help="under torchrun: batch norm per process instead of over the global batch")
     tr.add_argument("--dist-timeout", type=float, default=600.0,

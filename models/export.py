@@ -20,6 +20,7 @@ import yaml
 
 from edge.errors import InputError, ModelError, UsageError
 from edge.models import PRESETS
+from edge.models.prior import with_offsets
 from edge.models.tsm import OnlineTSM, TSMNet
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, arch: str = "m
         side = [size, size]
     prov = {"checkpoint": str(checkpoint), "layout": layout}
     prov.update({k: v for k, v in (meta.get("provenance") or {}).items()})
+    offsets = meta.get("prior_offsets")   # train --balance: the graph carries them, weights.pt does not
+    if offsets:
+        if len(offsets) != len(label_list):
+            raise ModelError(f"checkpoint {checkpoint}: prior_offsets has {len(offsets)} values for "
+                             f"{len(label_list)} labels")
+        net = with_offsets(net, [float(v) for v in offsets])
+        prov["prior_offsets"] = dict(zip(label_list, offsets, strict=True))
     return export_bundle(net, out, label_list, size=(int(side[0]), int(side[1])),
                          name=name or meta.get("name") or Path(out).name,
                          fps=float(meta.get("fps", 15.0 if layout == "edge" else 12.0)),

@@ -280,7 +280,13 @@ def _stage_seconds(stages: list[TrainConfig], fallback: float) -> float:
 
 
 _SAME = ("data", "size", "width", "frames", "stride", "epochs", "batch", "lr", "optimizer", "weight_decay", "shift",
-         "seed", "init", "max_steps")
+         "seed", "init", "max_steps", "balance")
+
+
+def _same(have: dict[str, Any], cfg: TrainConfig) -> bool:
+    """A recorded config is ``cfg`` (a key newer than the record counts as its default)."""
+    default = TrainConfig(data="", out="")
+    return bool(have) and all(have.get(k, getattr(default, k)) == getattr(cfg, k) for k in _SAME)
 
 
 def _already_trained(cfg: TrainConfig) -> bool:
@@ -289,7 +295,7 @@ def _already_trained(cfg: TrainConfig) -> bool:
         have = json.loads((Path(cfg.out) / "train.json").read_text())["config"]
     except (OSError, ValueError, KeyError):
         return False
-    return (Path(cfg.out) / "weights.pt").is_file() and all(have.get(k) == getattr(cfg, k) for k in _SAME)
+    return (Path(cfg.out) / "weights.pt").is_file() and _same(have, cfg)
 
 
 def _interrupted(cfg: TrainConfig) -> bool:
@@ -301,7 +307,7 @@ def _interrupted(cfg: TrainConfig) -> bool:
         have = torch.load(path, map_location="cpu", weights_only=False).get("config") or {}
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
         return False
-    same = bool(have) and all(have.get(k) == getattr(cfg, k) for k in _SAME)
+    same = _same(have, cfg)
     if same:
         logger.info("%s: resuming the interrupted run from its checkpoint", cfg.out)
     return same

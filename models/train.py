@@ -46,6 +46,7 @@ from edge.models.loader import (
     sample_window,
 )
 from edge.models.precision import Amp, default_workers, probe_step, resolve_amp, resolve_device
+from edge.models.prior import train_offsets, with_offsets
 from edge.models.tsm import TSMNet
 from edge.util import atomic_write
 
@@ -88,6 +89,7 @@ class TrainConfig:
     dist_timeout: float = 600.0     # seconds to wait for the other processes (rendezvous, collectives)
     channels_last: bool = True      # faster on CPU and GPU
     float64: bool = False           # double precision: slow; exact comparisons (N processes against one)
+    balance: bool = False           # the graph scores labels as if equally frequent (models/prior.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, str) and self.size.strip().isdigit():
@@ -408,18 +410,20 @@ def _finish(cfg: TrainConfig, net: TSMNet, labels: list[str], fps: float, out: P
     """Rank 0: validate, write weights.pt (fp16), export the FP32 bundle and train.json."""
     net = dist.local_batch_norm(net).float().to(memory_format=torch.contiguous_format).eval()
     metrics: dict[str, Any] = {"train": history[-1] if history else {}}
+    offsets = train_offsets(cfg, labels)
+    graph = with_offsets(net, offsets)   # what model.onnx computes; weights.pt keeps the trained bias
     if cfg.val:
         vsrc = ClipSource(load_dataset(cfg.val, labels=labels), cfg.cache_gb)
-        metrics["val"] = validate(net, vsrc, cfg.size, cfg.stride, device)
+        metrics["val"] = validate(graph, vsrc, cfg.size, cfg.stride, device)
         logger.info("validation (%s): accuracy %.4f", cfg.val, metrics["val"]["accuracy"])
-    net = net.to("cpu")
-    meta = checkpoint_meta(cfg, labels, fps)
+    net, graph = net.to("cpu"), graph.to("cpu")
+    meta = {**checkpoint_meta(cfg, labels, fps), **({"prior_offsets": offsets} if offsets else {})}
     # weights.pt: the torch weights for fine-tuning (--init), in float16 to halve the bundle's size.
     half = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     torch.save({"model": half, "meta": meta}, out / "weights.pt")
-    prov = dict(meta["provenance"])
+    prov = {**meta["provenance"], **({"prior_offsets": dict(zip(labels, offsets, strict=True))} if offsets else {})}
     prov["metrics"] = metrics
-    export_bundle(net, out, labels, size=input_hw(cfg.size), name=cfg.name or out.name, fps=fps,
+    export_bundle(graph, out, labels, size=input_hw(cfg.size), name=cfg.name or out.name, fps=fps,
                   frame_stride=cfg.stride, clip_frames=cfg.frames, resize="stretch", provenance=prov)
     (out / "train.json").write_text(json.dumps({"config": asdict(cfg), **run, "history": history, "metrics": metrics,
                                                 "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},

@@ -123,3 +123,47 @@ def test_seeking_into_an_mp4v_recording_gives_the_frames_decoding_gives(tmp_path
     whole = read_video(path)
     for first in (13, 50, 77):
         assert np.array_equal(read_span(path, first, first + 10), whole[first:first + 10]), first
+
+
+def test_balance_counts_the_label_rates_and_puts_the_offsets_in_the_graph_not_the_weights(withrec, tmp_path):
+    """``train --balance``: offsets minus the log label rate (centred) in model.onnx; weights.pt keeps the trained
+    bias and records them; ``export`` from weights.pt applies them again."""
+    import onnxruntime as ort
+
+    from edge.models.export import export_checkpoint
+    from edge.models.prior import balance_offsets, label_rates
+    from edge.models.recipe import _same
+    from edge.models.train import TrainConfig, train
+    ds = load_dataset(withrec)
+    rates = label_rates(str(withrec), None, ds.labels, frames=4, stride=2)
+    still = ds.labels.index("no_motion")
+    assert rates.sum() == pytest.approx(1.0) and rates.argmax() == still   # the recordings' pauses
+    off = balance_offsets(rates, ds.labels)
+    assert sum(off) == pytest.approx(0.0, abs=1e-3) and min(off) == off[still]
+    assert np.allclose(np.array(off)[:, None] - np.array(off), np.log(rates)[None] - np.log(rates)[:, None], atol=1e-3)
+    assert balance_offsets(np.full(4, 0.25), list("abcd")) == [0.0] * 4
+    cfg = TrainConfig(data=str(withrec), out=str(tmp_path / "m"), size=32, width=0.25, frames=4, stride=2, batch=6,
+                      epochs=1, max_steps=2, dropout=0.0, threads=1, workers=0, device="cpu", amp="off", seed=3,
+                      balance=True)
+    out = train(cfg, progress=False)
+    blob = torch.load(out / "weights.pt", weights_only=True)
+    assert blob["meta"]["prior_offsets"] == off
+    del blob["meta"]["prior_offsets"]
+    torch.save(blob, tmp_path / "raw.pt")
+    again, raw = export_checkpoint(out / "weights.pt", tmp_path / "again"), export_checkpoint(tmp_path / "raw.pt",
+                                                                                              tmp_path / "raw")
+
+    def logits(bundle):
+        sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+        feed = {i.name: np.full([d if isinstance(d, int) else 1 for d in i.shape], 0.3, np.float32)
+                for i in sess.get_inputs()}
+        return sess.run(["logits"], feed)[0].reshape(-1)
+    assert np.allclose(logits(again) - logits(raw), off, atol=1e-4)        # exactly the offsets
+    assert np.allclose(logits(out), logits(again), atol=2e-2)             # weights.pt is float16
+    assert "prior_offsets" in (out / "model.yaml").read_text()
+    # a recipe's finished stage recorded before the key existed counts as trained without it
+    have = {k: getattr(cfg, k) for k in ("data", "size", "width", "frames", "stride", "epochs", "batch", "lr",
+                                          "optimizer", "weight_decay", "shift", "seed", "init", "max_steps")}
+    assert _same({**have, "balance": True}, cfg) and not _same(have, cfg)
+    cfg.balance = False
+    assert _same(have, cfg)
