@@ -143,11 +143,16 @@ def test_balance_counts_the_label_rates_and_puts_the_offsets_in_the_graph_not_th
     assert np.allclose(np.array(off)[:, None] - np.array(off), np.log(rates)[None] - np.log(rates)[:, None], atol=1e-3)
     assert balance_offsets(np.full(4, 0.25), list("abcd")) == [0.0] * 4
     cfg = TrainConfig(data=str(withrec), out=str(tmp_path / "m"), size=32, width=0.25, frames=4, stride=2, batch=6,
-                      epochs=1, max_steps=2, dropout=0.0, threads=1, workers=0, device="cpu", amp="off", seed=3,
-                      balance=True)
+                      epochs=1, max_steps=2, dropout=0.0, threads=1, workers=0, device="cpu", amp="off", seed=3)
     out = train(cfg, progress=False)
+    trained = torch.load(out / "weights.pt", weights_only=True)
+    assert "prior_offsets" not in trained["meta"]
+    # a finished run re-exported with --balance (--resume: no step left, the export alone)
+    cfg.balance = cfg.resume = True
+    train(cfg, progress=False)
     blob = torch.load(out / "weights.pt", weights_only=True)
     assert blob["meta"]["prior_offsets"] == off
+    assert all(torch.equal(v, trained["model"][k]) for k, v in blob["model"].items())   # the trained bias kept
     del blob["meta"]["prior_offsets"]
     torch.save(blob, tmp_path / "raw.pt")
     again, raw = export_checkpoint(out / "weights.pt", tmp_path / "again"), export_checkpoint(tmp_path / "raw.pt",
