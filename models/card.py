@@ -53,8 +53,15 @@ def _stages_text(recipe: dict[str, Any], start: str) -> str:
             f"{t['weight_decay']}, label smoothing 0.1, one random crop / flip / colour jitter per clip (flips swap "
             f"the mirrored labels), seed {t['seed']}, {start}"
             + "".join(f"; then {ft['epochs']} more epochs{at(i)} from those weights at lr {ft['lr']} "
-                      f"(seed {ft.get('seed', t['seed'])}){_fresh_text(ft)}" for i, ft in enumerate(stages[1:], 1))
+                      f"(seed {ft.get('seed', t['seed'])}){_fresh_text(ft)}{_balance_text(ft)}"
+                      for i, ft in enumerate(stages[1:], 1))
             + ".")
+
+
+def _balance_text(stage: dict[str, Any]) -> str:
+    return (", exported balanced (`--balance`: minus the log of each label's rate in that data on its logit, so "
+            "the graph scores the labels as if equally frequent; `prior_offsets` in model.yaml)"
+            if stage.get("balance") else "")
 
 
 def _fresh_text(stage: dict[str, Any]) -> str:
