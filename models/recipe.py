@@ -264,9 +264,14 @@ def _train_one(recipe: dict[str, Any], out: Path, train_root: Path, shift: str, 
     t0 = time.perf_counter()
     for cfg in stages:
         if _already_trained(cfg):
-            logger.info("%s: already trained with this recipe, kept", cfg.out)
-            continue
-        cfg.resume = _interrupted(cfg)
+            if _recorded(cfg, _EXPORT):
+                logger.info("%s: already trained with this recipe, kept", cfg.out)
+                continue
+            # the same weights exported otherwise (--balance): the finished run's checkpoint exports again
+            logger.info("%s: already trained with this recipe, exported again (balance %s)", cfg.out, cfg.balance)
+            cfg.resume = True
+        else:
+            cfg.resume = _interrupted(cfg)
         train(cfg)
     return out, _stage_seconds(stages, time.perf_counter() - t0)
 
@@ -284,13 +289,22 @@ def _stage_seconds(stages: list[TrainConfig], fallback: float) -> float:
 
 
 _SAME = ("data", "size", "width", "frames", "stride", "epochs", "batch", "lr", "optimizer", "weight_decay", "shift",
-         "seed", "init", "max_steps", "balance")
+         "seed", "init", "max_steps")   # what the weights depend on
+_EXPORT = ("balance",)                 # what only the export depends on
 
 
-def _same(have: dict[str, Any], cfg: TrainConfig) -> bool:
-    """A recorded config is ``cfg`` (a key newer than the record counts as its default)."""
+def _same(have: dict[str, Any], cfg: TrainConfig, keys: Sequence[str] = _SAME) -> bool:
+    """A recorded config is ``cfg`` in ``keys`` (a key newer than the record counts as its default)."""
     default = TrainConfig(data="", out="")
-    return bool(have) and all(have.get(k, getattr(default, k)) == getattr(cfg, k) for k in _SAME)
+    return bool(have) and all(have.get(k, getattr(default, k)) == getattr(cfg, k) for k in keys)
+
+
+def _recorded(cfg: TrainConfig, keys: Sequence[str]) -> bool:
+    """``cfg.out/train.json`` records ``cfg`` in ``keys``."""
+    try:
+        return _same(json.loads((Path(cfg.out) / "train.json").read_text())["config"], cfg, keys)
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _already_trained(cfg: TrainConfig) -> bool:

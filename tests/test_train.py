@@ -138,6 +138,15 @@ def test_recipe_runs_its_stages_and_keeps_finished_ones(tmp_path, monkeypatch, c
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
     recipe.run_recipe("default", out=str(out), data_dir=str(tmp_path / "data"))
     assert caplog.text.count("already trained with this recipe, kept") == 2
+    # the last stage now exported balanced: its finished run exports again, the weights as they were
+    weights = torch.load(out / "weights.pt", weights_only=True)["model"]
+    tiny["finetune"][0]["balance"] = True
+    recipe.run_recipe("default", out=str(out), data_dir=str(tmp_path / "data"))
+    assert caplog.text.count("kept") == 3 and "exported again (balance True)" in caplog.text
+    again = torch.load(out / "weights.pt", weights_only=True)
+    assert all(torch.equal(v, weights[k]) for k, v in again["model"].items()) and again["meta"]["prior_offsets"]
+    assert "prior_offsets" in yaml.safe_load((out / "model.yaml").read_text())["provenance"]
+    assert "exported balanced" in (out / "CARD.md").read_text()
 
 
 def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp_path, monkeypatch, caplog):
