@@ -43,9 +43,12 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
                          "expected >= 0 recordings of >= 1 motions")
     if a.recordings and a.generator != 5:
         raise UsageError("dataset synth --recordings: recordings are generator-5 scenes; drop --generator 4")
+    if a.distractors is not None and (a.generator != 5 or not 0.0 <= a.distractors <= 1.0):
+        raise UsageError(f"dataset synth --distractors {a.distractors}: expected a chance from 0 to 1 (generator 5)")
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
                                progress=not a.quiet, classes=classes, generator=a.generator, workers=a.workers,
-                               recordings=a.recordings, recording_segments=a.recording_segments)
+                               recordings=a.recordings, recording_segments=a.recording_segments,
+                               distractors=a.distractors)
     print(json.dumps(summary))
     return 0
 

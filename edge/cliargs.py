@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also this many continuous annotated recordings in OUT/recordings (generator 5): training "
                          "takes windows of them labelled frame by frame (default 0)")
     sy.add_argument("--recording-segments", type=int, default=6, help="motions per recording (default 6)")
+    sy.add_argument("--distractors", type=float,
+                    help="generator 5: the chance in [0, 1] that a clip's scene has smaller things moving elsewhere "
+                         "(default: 0.25 + 0.5 x the clip's difficulty, about half); recordings keep their own")
     sy.set_defaults(func="cmd_dataset_synth")
     sr = dsub.add_parser("synth-recording", help="a generated long recording (640x480 MJPG, one continuous scene) and "
                                                  "its start,end,label annotations: the field loop and eval-events "

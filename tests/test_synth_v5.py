@@ -314,3 +314,33 @@ def test_a_turning_disc_always_carries_its_mark(monkeypatch):
         turned = np.rot90(rgb)
         inside = (sprite[..., 3] > 0.99) & np.rot90(sprite[..., 3] > 0.99)
         assert np.abs(rgb - turned)[inside].max() > 40, seed
+
+
+def test_the_share_of_scenes_with_distractors_is_a_choice(tmp_path, capsys):
+    """``--distractors P``: the scenes draw their distractors with chance P (0: none, 1: always); unset, every clip
+    is the one it was (the same draw, the old threshold), and synth.json says nothing of it."""
+    import json
+
+    from edge.cli import main
+    from edge.data.synth import generate_dataset, render_clip
+    counts = {}
+    for p in (None, 0.0, 1.0):
+        with_d = 0
+        for i in range(10):
+            clip, params = render_clip("no_motion", np.random.default_rng([7, 0, i]), (W, H), 6, generator=5,
+                                       return_params=True, distractors=p)
+            with_d += params["distractors"] > 0
+            if p is None:
+                assert np.array_equal(clip, render_clip("no_motion", np.random.default_rng([7, 0, i]), (W, H), 6,
+                                                        generator=5))
+        counts[p] = with_d
+    assert counts[0.0] == 0 and counts[1.0] == 10 and 0 < counts[None] < 10, counts
+    s = generate_dataset(tmp_path / "d", 1, 3, size=(32, 24), frames=3, classes="swipe_left", distractors=1.0)
+    assert s["distractors"] == 1.0 and json.loads((tmp_path / "d" / "synth.json").read_text())["distractors"] == 1.0
+    assert "distractors" not in generate_dataset(tmp_path / "e", 1, 3, size=(32, 24), frames=3, classes="swipe_left")
+    assert main(["dataset", "synth", "--out", str(tmp_path / "f"), "--distractors", "1.5"]) == 64
+    assert "dataset synth --distractors 1.5: expected a chance from 0 to 1" in capsys.readouterr().err
+    assert main(["dataset", "synth", "--out", str(tmp_path / "f"), "--distractors", "0.5", "--generator", "4"]) == 64
+    assert main(["-q", "dataset", "synth", "--out", str(tmp_path / "g"), "--per-class", "1", "--size", "32x24",
+                 "--frames", "3", "--classes", "zoom_in", "--distractors", "0.9"]) == 0
+    assert json.loads((tmp_path / "g" / "synth.json").read_text())["distractors"] == 0.9

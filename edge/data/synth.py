@@ -299,7 +299,8 @@ def _blend(frame: np.ndarray, sprite: np.ndarray, m: np.ndarray) -> None:
 
 def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (160, 120),
                 frames: int = 24, *, difficulty: float | None = None,
-                return_params: bool = False, generator: int = 4) -> np.ndarray | tuple[np.ndarray, dict]:
+                return_params: bool = False, generator: int = 4,
+                distractors: float | None = None) -> np.ndarray | tuple[np.ndarray, dict]:
     """Render one clip of class ``label``: ``frames x H x W x 3`` uint8 BGR (``size`` is (W, H)).
 
     ``generator`` 4 (the default here: what the demo, the synthetic camera, the bench and the default
@@ -312,7 +313,8 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
     on screen), ``shake`` (frames x 2, pixels), ``gain``, and the clip's look (shape, texture...).
     ``difficulty`` in [0, 1] scales the nuisances (background contrast, low-contrast objects, shake,
     sensor noise, JPEG); ``None`` draws it uniformly per clip, so a dataset mixes plain scenes that
-    make the motion easy to discover with cluttered ones.
+    make the motion easy to discover with cluttered ones. ``distractors`` (generator 5): the chance a scene
+    has moving distractors (``None``: 0.25 + 0.5 x difficulty).
     Raises:
         DataError: unknown generator or label, fewer than 2 frames or a frame smaller than 16 x 16.
     """
@@ -326,7 +328,7 @@ def render_clip(label: str, rng: np.random.Generator, size: tuple[int, int] = (1
         raise DataError(f"synthetic clip needs >= 2 frames of >= 16x16 pixels, got {frames} of {w}x{h}")
     if generator == 5:
         from edge.data.synth_scene import render_clip_v5
-        return render_clip_v5(label, rng, (w, h), int(frames), difficulty, return_params)
+        return render_clip_v5(label, rng, (w, h), int(frames), difficulty, return_params, distractors=distractors)
     n = int(frames)
     d = float(rng.uniform(0, 1)) if difficulty is None else float(np.clip(difficulty, 0, 1))
     bg = _background(rng, w, h, d)
@@ -378,7 +380,7 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
                      frames: int = 24, fps: float = 15.0, progress: bool = False,
                      difficulty: float | None = None, *, classes: str | list[str] | None = None,
                      generator: int = GENERATOR_VERSION, workers: int = 1, recordings: int = 0,
-                     recording_segments: int = 6) -> dict:
+                     recording_segments: int = 6, distractors: float | None = None) -> dict:
     """Write ``per_class`` clips of every class as ``out/<label>/<label>_s<seed>_<i:05d>.mp4``
     (mp4v), plus ``out/labels.txt`` and ``out/synth.json`` (the returned summary).
 
@@ -390,7 +392,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
     (processes: :mod:`edge.data.synth_writer`) write them. Existing files are overwritten.
     ``recordings``: also that many continuous recordings of ``recording_segments`` motions each (generator 5,
     :func:`edge.data.synth_recording.generate_recordings`) in ``out/recordings``, annotated: training takes
-    windows of them labelled frame by frame.
+    windows of them labelled frame by frame. ``distractors``: see :func:`render_clip` (the clips; recordings
+    keep their own).
     Raises:
         DataError: ``per_class`` or ``workers`` < 1, a negative seed, an unknown generator or class.
         InputError: a folder cannot be created or a video file cannot be opened for writing.
@@ -403,6 +406,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
         raise DataError(f"workers must be >= 1, got {workers}")
     if generator not in GENERATORS:
         raise DataError(f"synthetic generator {generator!r} is unknown (known: {', '.join(map(str, GENERATORS))})")
+    if distractors is not None and (generator < 5 or not 0.0 <= distractors <= 1.0):
+        raise DataError(f"distractors {distractors}: a chance in [0, 1], and generator 5 (it has them), not {generator}")
     labels = resolve_classes(classes, generator=generator)
     root = Path(out)
     w, h = int(size[0]), int(size[1])
@@ -415,7 +420,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
         except OSError as e:
             raise InputError(f"cannot create {folder}: {e}") from None
         jobs += [ClipJob(label, ALL_CLASSES.index(label), int(seed), i, folder / f"{label}_s{seed}_{i:05d}.mp4",
-                         (w, h), int(frames), float(fps), difficulty, int(generator)) for i in range(per_class)]
+                         (w, h), int(frames), float(fps), difficulty, int(generator), distractors)
+                 for i in range(per_class)]
     if recordings and generator < 5:
         raise DataError(f"recordings are one continuous generator-5 scene each: not with generator {generator}")
     write_clips(jobs, workers, progress)
@@ -430,6 +436,8 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
                "generator": int(generator), "difficulty": difficulty}
     if generator in REVISIONS:
         summary["revision"] = REVISIONS[generator]
+    if distractors is not None:   # only when given: the datasets made before it compare equal
+        summary["distractors"] = float(distractors)
     if recordings:
         summary.update(recordings=int(recordings), recording_segments=int(recording_segments))
     if generator >= 5:

@@ -164,7 +164,7 @@ class Scene:
     """
 
     def __init__(self, rng: np.random.Generator, w: int, h: int, traj: dict, difficulty: float,
-                 photos: tuple | None = None, arm: bool | None = None) -> None:
+                 photos: tuple | None = None, arm: bool | None = None, distractors: float | None = None) -> None:
         photos = textures.photos() if photos is None else photos
         self.rng, self.w, self.h, self.traj = rng, w, h, traj
         n = self.n = len(traj["cx"])
@@ -183,7 +183,7 @@ class Scene:
             _blend(self.bg, sp, _object_matrix(rng.uniform(0, w), rng.uniform(0, h), 1.0, rng.uniform(-180, 180),
                                                lk["pivot"]))
         self.distractors = []
-        if rng.random() < 0.25 + 0.5 * d:
+        if rng.random() < (0.25 + 0.5 * d if distractors is None else distractors):   # the same draw either way
             for _ in range(int(rng.integers(1, 4))):
                 diam = min(rng.uniform(0.05, 0.12) * short, 0.5 * float(np.min(traj["size"])))  # clearly smaller
                 sp, lk = make_sprite(rng, max(diam, 4.0), self.bg.mean(axis=(0, 1)) / 255, d, photos)
@@ -262,13 +262,13 @@ class Scene:
 
 def render_clip_v5(label: str, rng: np.random.Generator, size: tuple[int, int], frames: int,
                    difficulty: float | None = None, return_params: bool = False,
-                   photos: tuple | None = None) -> np.ndarray | tuple[np.ndarray, dict]:
+                   photos: tuple | None = None, distractors: float | None = None) -> np.ndarray | tuple[np.ndarray, dict]:
     """One generator-5 clip (see :func:`edge.data.synth.render_clip`, which checks the arguments)."""
     w, h = size
     d = float(rng.uniform(0, 1)) if difficulty is None else float(np.clip(difficulty, 0, 1))
     traj = trajectory(label, rng, w, h, frames)
     traj["label"] = label
-    scene = Scene(rng, w, h, traj, d, photos)
+    scene = Scene(rng, w, h, traj, d, photos, distractors=distractors)
     out = np.empty((frames, h, w, 3), np.uint8)
     for i in range(frames):
         out[i] = scene.frame(i)

@@ -32,6 +32,7 @@ class ClipJob:
     fps: float
     difficulty: float | None
     generator: int
+    distractors: float | None = None
 
 
 def write_clip(job: ClipJob) -> None:
@@ -42,7 +43,7 @@ def write_clip(job: ClipJob) -> None:
     """
     from edge.data.synth import render_clip
     clip = render_clip(job.label, np.random.default_rng([job.seed, job.index, job.i]), job.size, job.frames,
-                       difficulty=job.difficulty, generator=job.generator)
+                       difficulty=job.difficulty, generator=job.generator, distractors=job.distractors)
     writer = cv2.VideoWriter(str(job.path), cv2.VideoWriter_fourcc(*"mp4v"), float(job.fps), job.size)
     if not writer.isOpened():
         raise InputError(f"cannot open {job.path} for writing (OpenCV VideoWriter, codec mp4v)")
