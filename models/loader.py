@@ -162,8 +162,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, src: ClipSource, aug: ClipAugment, frames: int, stride: int, seed: int) -> None:
         self.src, self.aug, self.frames, self.stride, self.seed = src, aug, frames, stride, seed
         self.labels = [c.label for c in src.ds.clips]
-        span = (frames - 1) * stride + 1
-        self.windows = [j for j, r in enumerate(src.ds.recordings) for _ in range(max(1, r.frames // span))]
+        self.windows = [j for j, r in enumerate(src.ds.recordings) for _ in range(r.windows(frames, stride))]
 
     def __len__(self) -> int:
         return len(self.labels) + len(self.windows)

@@ -36,12 +36,11 @@ def label_rates(data: str, split: str | None, labels: list[str], frames: int, st
     k = len(labels)
     count = np.zeros(k, np.float64)
     np.add.at(count, [c.label for c in ds.clips], 1.0)
-    span = (frames - 1) * stride + 1
     for r in ds.recordings:
         fl = r.frame_labels(r.frames)
         fl = fl[fl >= 0]
         if len(fl):
-            count += max(1, r.frames // span) * np.bincount(fl, minlength=k)[:k] / len(fl)
+            count += r.windows(frames, stride) * np.bincount(fl, minlength=k)[:k] / len(fl)
     return count / max(count.sum(), 1e-12)
 
 

@@ -56,6 +56,11 @@ class Recording:
             out[first:min(stop, n)] = label
         return out
 
+    def windows(self, frames: int, stride: int) -> int:
+        """How many windows of ``frames`` frames at ``stride`` this recording gives a training epoch: one per
+        window span it holds, at least one."""
+        return max(1, self.frames // ((frames - 1) * stride + 1))
+
 
 RECORDINGS = "recordings"
 
