@@ -73,9 +73,11 @@ def _fresh_text(stage: dict[str, Any]) -> str:
     more = f" + `--seed {mix['seed']} --per-class {mix['per_class']} --generator {mix['generator']}`" if mix else ""
     rec = ts.get("recordings")
     if rec:
-        more += (f", with `--recordings {rec['count']} --recording-segments {rec['segments']}`: continuous recordings "
-                 "whose windows are scored frame by frame")
-    return f" on fresh clips (`--seed {ts['seed']} --per-class {ts['per_class']}`{more})"
+        own = f" of seed {rec['seed']}" if rec.get("seed", ts["seed"]) != ts["seed"] else ""
+        more += (f", with `--recordings {rec['count']} --recording-segments {rec['segments']}`{own}: continuous "
+                 "recordings whose windows are scored frame by frame")
+    dis = f" --distractors {ts['distractors']:g}" if "distractors" in ts else ""
+    return f" on fresh clips (`--seed {ts['seed']} --per-class {ts['per_class']}{dis}`{more})"
 
 
 def _data_text(recipe: dict[str, Any]) -> str:

@@ -110,15 +110,17 @@ DIRECTION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "zoo
                      "rotate_ccw")
 
 
-def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any],
-                 mix: dict[str, Any] | None = None, recordings: dict[str, Any] | None = None) -> Path:
-    """Generate the dataset unless ``root/synth.json`` says it is already exactly that. ``mix``: clips of
-    another generator and seed (their file names carry the seed) rendered into the same folders first;
-    ``recordings``: ``{"count", "segments"}`` continuous annotated recordings in ``root/recordings``."""
+def ensure_synth(root: Path, spec: dict[str, Any], synth: dict[str, Any]) -> Path:
+    """Generate the dataset ``spec`` describes unless ``root/synth.json`` says it is already exactly that.
+    ``spec``: ``seed``, ``per_class``; ``distractors`` (generator 5's share of clip scenes with moving
+    distractors); ``mix``: clips of another generator and seed (their file names carry the seed) rendered into
+    the same folders first; ``recordings``: ``{"count", "segments"}`` continuous annotated recordings in
+    ``root/recordings``, of the clips' seed or of their own ``seed``."""
     from edge.data.synth import generate_dataset
-    if _synth_ready(root, seed, per_class, synth, mix, recordings):
+    if _synth_ready(root, spec, synth):
         logger.info("dataset %s already generated", root)
         return root
+    seed, per_class, mix, recordings = spec["seed"], spec["per_class"], spec.get("mix"), spec.get("recordings")
     # Every core renders (the clips do not depend on how many processes write them; the recipe waits for them).
     kw = {"size": tuple(synth["size"]), "frames": synth["frames"], "fps": synth["fps"],
           "workers": max(1, min(os.cpu_count() or 1, 16))}
@@ -126,9 +128,21 @@ def ensure_synth(root: Path, seed: int, per_class: int, synth: dict[str, Any],
         logger.info("generating %s: %d per class of generator %d (seed %d) mixed in", root, mix["per_class"],
                     mix["generator"], mix["seed"])
         generate_dataset(root, mix["per_class"], mix["seed"], generator=int(mix["generator"]), **kw)
+    rseed = (recordings or {}).get("seed", seed)
+    if recordings and rseed != seed:
+        from edge.data.dataset import RECORDINGS
+        from edge.data.synth_recording import generate_recordings
+        logger.info("generating %s: %d recordings of seed %d", root, recordings["count"], rseed)
+        generate_recordings(root / RECORDINGS, recordings["count"], rseed, recordings["segments"], size=kw["size"],
+                            fps=kw["fps"], workers=kw["workers"])
     logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
     rec = {"recordings": recordings["count"], "recording_segments": recordings["segments"]} if recordings else {}
-    generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw, **rec)  # synth.json: written last
+    dis = {"distractors": spec["distractors"]} if "distractors" in spec else {}
+    summary = generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw, **dis,
+                               **({} if rseed != seed else rec))   # synth.json: written last
+    if rseed != seed:   # the recordings of another seed: synth.json says so (written again, still last)
+        summary.update(rec, recording_seed=rseed)
+        (root / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return root
 
 
@@ -138,12 +152,13 @@ def synth_generator(synth: dict[str, Any]) -> int:
     return int(synth.get("generator", GENERATOR_VERSION))
 
 
-def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], mix: dict[str, Any] | None = None,
-                 recordings: dict[str, Any] | None = None) -> bool:
-    """``root/synth.json`` says the dataset is exactly this one (written last, when the set is whole), and every
-    clip of ``mix`` is there."""
-    want = {"seed": seed, "per_class": per_class, "size": list(synth["size"]), "frames": synth["frames"],
-            "fps": synth["fps"], "generator": synth_generator(synth)}
+def _synth_ready(root: Path, spec: dict[str, Any], synth: dict[str, Any]) -> bool:
+    """``root/synth.json`` says the dataset is exactly ``spec`` (written last, when the set is whole), and every
+    clip of its ``mix`` is there."""
+    mix, recordings = spec.get("mix"), spec.get("recordings")
+    want = {"seed": spec["seed"], "per_class": spec["per_class"], "size": list(synth["size"]),
+            "frames": synth["frames"], "fps": synth["fps"], "generator": synth_generator(synth),
+            "distractors": spec.get("distractors")}
     try:
         have = json.loads((root / "synth.json").read_text())
     except (OSError, ValueError):
@@ -153,8 +168,9 @@ def _synth_ready(root: Path, seed: int, per_class: int, synth: dict[str, Any], m
         want["revision"] = REVISIONS[synth_generator(synth)]
     if not (isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())):
         return False
-    if have.get("recordings", 0) != (recordings or {}).get("count", 0) or (
-            recordings and have.get("recording_segments") != recordings["segments"]):
+    if have.get("recordings", 0) != (recordings or {}).get("count", 0) or (recordings and (
+            have.get("recording_segments") != recordings["segments"]
+            or have.get("recording_seed", have["seed"]) != recordings.get("seed", spec["seed"]))):
         return False
     return not mix or all(len(list((root / label).glob(f"{label}_s{mix['seed']}_*.mp4"))) >= mix["per_class"]
                           for label in have.get("labels", []))
@@ -185,11 +201,10 @@ def _prepare_data(recipe: dict[str, Any], data: Path, world: Any) -> tuple[Path,
     todo += [(data / ts["dir"], ts, recipe["synth"]) for ts in _stage_sets(recipe)]
     todo += [(root, spec, spec["synth"]) for root, spec in tests]
     for root, spec, synth in todo:
-        mix, rec = spec.get("mix"), spec.get("recordings")
         if world.main:
-            ensure_synth(root, spec["seed"], spec["per_class"], synth, mix, rec)
+            ensure_synth(root, spec, synth)
         else:
-            while not _synth_ready(root, spec["seed"], spec["per_class"], synth, mix, rec):
+            while not _synth_ready(root, spec, synth):
                 time.sleep(2.0)
     dist.barrier()
     return train_root, tests

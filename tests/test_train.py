@@ -171,7 +171,10 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
                         {"size": "40x30", "epochs": 1, "lr": 0.0002, "seed": 5,   # fresh clips, 4:3 like theirs
                          "train_set": {"seed": 8, "per_class": 1, "dir": "t-fresh",
                                        "mix": {"generator": 4, "seed": 9, "per_class": 1},
-                                       "recordings": {"count": 1, "segments": 2}}}]}
+                                       "recordings": {"count": 1, "segments": 2}}},
+                        {"size": "40x30", "epochs": 1, "lr": 0.0001, "seed": 6,   # distractors; recordings of seed 8
+                         "train_set": {"seed": 10, "per_class": 1, "dir": "t-dis", "distractors": 1.0,
+                                       "recordings": {"count": 1, "segments": 2, "seed": 8}}}]}
     monkeypatch.setitem(recipe.RECIPES, "tbase", base)
     monkeypatch.setitem(recipe.RECIPES, "ttop", top)
     data = tmp_path / "data"
@@ -181,7 +184,12 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert json.loads((out / "stage1" / "train.json").read_text())["config"]["init"] == str(out / "base")
     assert json.loads((out / "stage2" / "train.json").read_text())["config"]["data"] == str(data / "t-train")
     last = json.loads((out / "train.json").read_text())["config"]
-    assert last["data"] == str(data / "t-fresh") and last["init"] == str(out / "stage2")
+    assert last["data"] == str(data / "t-dis") and last["init"] == str(out / "stage3")
+    dis = json.loads((data / "t-dis" / "synth.json").read_text())
+    assert dis["distractors"] == 1.0 and dis["recording_seed"] == 8 and dis["recordings"] == 1
+    for name in ("rec_s8_00000.avi", "rec_s8_00000.csv"):   # the very recordings of the stage before
+        have, was = data / "t-dis" / "recordings" / name, data / "t-fresh" / "recordings" / name
+        assert have.read_bytes() == was.read_bytes()
     assert sorted(p.name for p in (data / "t-fresh" / "swipe_left").iterdir()) == [
         "swipe_left_s8_00000.mp4", "swipe_left_s9_00000.mp4"]
     assert [p.name for p in sorted((data / "t-fresh" / "recordings").iterdir())] == [
@@ -198,6 +206,8 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert "then 1 more epochs at 40x30 from those weights" in card and "Input 40x30 RGB" in card
     assert ("(seed 5) on fresh clips (`--seed 8 --per-class 1` + `--seed 9 --per-class 1 --generator 4`, with "
             "`--recordings 1 --recording-segments 2`: continuous recordings whose windows are scored") in card
+    assert ("on fresh clips (`--seed 10 --per-class 1 --distractors 1`, with `--recordings 1 --recording-segments 2` "
+            "of seed 8: continuous") in card
     caplog.set_level(logging.INFO, logger="edge.models.recipe")
     recipe.run_recipe("ttop", out=str(out), data_dir=str(data), init=str(out / "base"))   # the same start: kept
     assert "dataset" in caplog.text and "already trained with this recipe, kept" in caplog.text
