@@ -75,6 +75,9 @@ def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
         classes = resolve_classes(a.classes, generator=a.generator)
     except DataError as e:
         raise UsageError(f"dataset synth-recording --classes: {e}") from None
+    if a.distractors is not None and (a.generator != 5 or not 0.0 <= a.distractors <= 1.0):
+        raise UsageError(f"dataset synth-recording --distractors {a.distractors}: expected a chance from 0 to 1 "
+                         "(generator 5)")
     if a.generator == 4:
         if a.classes:
             raise UsageError("dataset synth-recording --generator 4 shows the eight motions of the nine classes: "
@@ -83,7 +86,8 @@ def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
         rows = make_recording(a.out, a.annotations, segments=a.segments, seed=a.seed)
     else:
         from edge.data.synth_recording import make_recording as make_scene_recording
-        rows = make_scene_recording(a.out, a.annotations, segments=a.segments, seed=a.seed, classes=classes)
+        rows = make_scene_recording(a.out, a.annotations, segments=a.segments, seed=a.seed, classes=classes,
+                                    distractors=a.distractors)
     print(json.dumps({"video": a.out, "annotations": a.annotations, "rows": len(rows),
                       "seconds": round(rows[-1].end_s, 2) if rows else 0.0}))
     return 0

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--generator", type=int, choices=[4, 5], default=5,
                     help="5 (default): one continuous scene, no cut; 4: a new generator-4 scene for each motion "
                          "(the recordings made before generator 5)")
+    sr.add_argument("--distractors", type=float,
+                    help="generator 5: the chance in [0, 1] that the scene has smaller things moving elsewhere "
+                         "(default: 0.25 + 0.5 x the scene's difficulty); 1: always, for a harder test")
     sr.set_defaults(func="cmd_dataset_synth_recording")
     fc = dsub.add_parser("from-clips", help="reviewed field clips (the daemon's clips spool) -> a dataset")
     fc.add_argument("--spool", required=True, help="the daemon's clips folder (clips.dir)")

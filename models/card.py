@@ -74,6 +74,7 @@ def _fresh_text(stage: dict[str, Any]) -> str:
     rec = ts.get("recordings")
     if rec:
         own = f" of seed {rec['seed']}" if rec.get("seed", ts["seed"]) != ts["seed"] else ""
+        own += f" with distractors {rec['distractors']:g}" if "distractors" in rec else ""
         more += (f", with `--recordings {rec['count']} --recording-segments {rec['segments']}`{own}: continuous "
                  "recordings whose windows are scored frame by frame")
     dis = f" --distractors {ts['distractors']:g}" if "distractors" in ts else ""

@@ -115,7 +115,7 @@ def ensure_synth(root: Path, spec: dict[str, Any], synth: dict[str, Any]) -> Pat
     ``spec``: ``seed``, ``per_class``; ``distractors`` (generator 5's share of clip scenes with moving
     distractors); ``mix``: clips of another generator and seed (their file names carry the seed) rendered into
     the same folders first; ``recordings``: ``{"count", "segments"}`` continuous annotated recordings in
-    ``root/recordings``, of the clips' seed or of their own ``seed``."""
+    ``root/recordings``, of the clips' seed or of their own ``seed``, with their own ``distractors`` if given."""
     from edge.data.synth import generate_dataset
     if _synth_ready(root, spec, synth):
         logger.info("dataset %s already generated", root)
@@ -129,19 +129,20 @@ def ensure_synth(root: Path, spec: dict[str, Any], synth: dict[str, Any]) -> Pat
                     mix["generator"], mix["seed"])
         generate_dataset(root, mix["per_class"], mix["seed"], generator=int(mix["generator"]), **kw)
     rseed = (recordings or {}).get("seed", seed)
-    if recordings and rseed != seed:
+    own = bool(recordings) and (rseed != seed or "distractors" in recordings)
+    if own:
         from edge.data.dataset import RECORDINGS
         from edge.data.synth_recording import generate_recordings
         logger.info("generating %s: %d recordings of seed %d", root, recordings["count"], rseed)
         generate_recordings(root / RECORDINGS, recordings["count"], rseed, recordings["segments"], size=kw["size"],
-                            fps=kw["fps"], workers=kw["workers"])
+                            fps=kw["fps"], workers=kw["workers"], distractors=recordings.get("distractors"))
     logger.info("generating %s (seed %d, %d per class)", root, seed, per_class)
     rec = {"recordings": recordings["count"], "recording_segments": recordings["segments"]} if recordings else {}
     dis = {"distractors": spec["distractors"]} if "distractors" in spec else {}
     summary = generate_dataset(root, per_class, seed, generator=synth_generator(synth), **kw, **dis,
-                               **({} if rseed != seed else rec))   # synth.json: written last
-    if rseed != seed:   # the recordings of another seed: synth.json says so (written again, still last)
-        summary.update(rec, recording_seed=rseed)
+                               **({} if own else rec))   # synth.json: written last
+    if own:   # recordings of their own: synth.json says so (written again, still last)
+        summary.update(rec, recording_seed=rseed, recording_distractors=recordings.get("distractors"))
         (root / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return root
 
@@ -170,7 +171,8 @@ def _synth_ready(root: Path, spec: dict[str, Any], synth: dict[str, Any]) -> boo
         return False
     if have.get("recordings", 0) != (recordings or {}).get("count", 0) or (recordings and (
             have.get("recording_segments") != recordings["segments"]
-            or have.get("recording_seed", have["seed"]) != recordings.get("seed", spec["seed"]))):
+            or have.get("recording_seed", have["seed"]) != recordings.get("seed", spec["seed"])
+            or have.get("recording_distractors") != recordings.get("distractors"))):
         return False
     return not mix or all(len(list((root / label).glob(f"{label}_s{mix['seed']}_*.mp4"))) >= mix["per_class"]
                           for label in have.get("labels", []))

@@ -344,3 +344,31 @@ def test_the_share_of_scenes_with_distractors_is_a_choice(tmp_path, capsys):
     assert main(["-q", "dataset", "synth", "--out", str(tmp_path / "g"), "--per-class", "1", "--size", "32x24",
                  "--frames", "3", "--classes", "zoom_in", "--distractors", "0.9"]) == 0
     assert json.loads((tmp_path / "g" / "synth.json").read_text())["distractors"] == 0.9
+
+
+def test_a_recording_takes_its_share_of_distractors_too(tmp_path, capsys):
+    """``synth-recording --distractors P`` (and a recipe's recordings): the same draw as clips, so unset every
+    recording is the one it was; the motions and their spans do not change with it."""
+    from edge.cli import main
+    from edge.data.synth_recording import render_recording
+    counts = {}
+    for p in (None, 0.0, 1.0):
+        counts[p] = 0
+        for i in range(8):
+            scene, spans = render_recording((5, i), 1, distractors=p)
+            base, base_spans = render_recording((5, i), 1)
+            assert spans == base_spans
+            counts[p] += len(scene.distractors) > 0
+            if p is None:
+                assert np.array_equal(scene.frame(3), base.frame(3))
+    assert counts[0.0] == 0 and counts[1.0] == 8 and 0 < counts[None] < 8, counts
+    out = tmp_path / "r.avi"
+    assert main(["dataset", "synth-recording", "--out", str(out), "--annotations", str(tmp_path / "r.csv"),
+                 "--distractors", "1.5"]) == 64
+    assert "dataset synth-recording --distractors 1.5: expected a chance from 0 to 1" in capsys.readouterr().err
+    assert main(["dataset", "synth-recording", "--out", str(out), "--annotations", str(tmp_path / "r.csv"),
+                 "--distractors", "0.5", "--generator", "4"]) == 64
+    assert not out.exists()
+    assert main(["-q", "dataset", "synth-recording", "--out", str(out), "--annotations", str(tmp_path / "r.csv"),
+                 "--segments", "1", "--distractors", "1"]) == 0
+    assert out.stat().st_size > 0 and (tmp_path / "r.csv").read_text().startswith("start,end,label\n")

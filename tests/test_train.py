@@ -213,3 +213,24 @@ def test_a_recipe_built_on_another_trains_its_base_first_or_starts_from_init(tmp
     assert "dataset" in caplog.text and "already trained with this recipe, kept" in caplog.text
     with pytest.raises(UsageError, match="trains from scratch"):
         recipe.run_recipe("tbase", out=str(tmp_path / "x"), data_dir=str(data), init=str(out / "base"))
+
+
+def test_a_recipe_set_records_what_its_recordings_are(tmp_path):
+    """A stage's set whose recordings have their own distractors (or seed) is generated once, says so in
+    synth.json, and another spec (other distractors, none) is not taken for it."""
+    from edge.data.synth_recording import make_recording, render_recording
+    from edge.models import recipe
+    synth = {"size": (32, 24), "frames": 3, "fps": 15.0, "generator": 5}
+    spec = {"seed": 5, "per_class": 1, "distractors": 0.0,
+            "recordings": {"count": 1, "segments": 1, "distractors": 1.0}}
+    root = recipe.ensure_synth(tmp_path / "s", spec, synth)
+    have = json.loads((root / "synth.json").read_text())
+    assert (have["distractors"], have["recordings"], have["recording_seed"], have["recording_distractors"]) == (
+        0.0, 1, 5, 1.0)
+    assert not render_recording((5, 0), 1)[0].distractors   # unless asked for, this one has none
+    make_recording(tmp_path / "x.avi", tmp_path / "x.csv", segments=1, seed=(5, 0), size=(32, 24), distractors=1.0)
+    assert (root / "recordings" / "rec_s5_00000.avi").read_bytes() == (tmp_path / "x.avi").read_bytes()
+    assert recipe._synth_ready(root, spec, synth)
+    for other in ({**spec, "recordings": {"count": 1, "segments": 1}}, {**spec, "distractors": 0.5},
+                  {**spec, "recordings": {"count": 1, "segments": 1, "distractors": 1.0, "seed": 3}}):
+        assert not recipe._synth_ready(root, other, synth), other

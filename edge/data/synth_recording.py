@@ -87,18 +87,21 @@ def plan_recording(rng: np.random.Generator, classes: tuple[str, ...], segments:
 
 
 def render_recording(seed: int | tuple[int, ...], segments: int, classes: tuple[str, ...] = CLASSES,
-                     size: tuple[int, int] = RENDER_SIZE, difficulty: float | None = None):
+                     size: tuple[int, int] = RENDER_SIZE, difficulty: float | None = None,
+                     distractors: float | None = None):
     """``(scene, spans)``: the recording's :class:`Scene` (``scene.frame(i)`` for ``i < scene.n``) and its spans.
-    ``seed``: an int (``synth-recording --seed``) or a tuple (a training set's ``(seed, i)``: other scenes)."""
+    ``seed``: an int (``synth-recording --seed``) or a tuple (a training set's ``(seed, i)``: other scenes).
+    ``distractors``: the chance the scene has moving distractors (``None``: 0.25 + 0.5 x difficulty; the same
+    draw either way, so a recording without them is the one it was)."""
     rng = np.random.default_rng([*(seed if isinstance(seed, tuple) else (seed,)), 5])
     d = float(rng.uniform(0.1, 0.5)) if difficulty is None else float(np.clip(difficulty, 0, 1))
     traj, spans = plan_recording(rng, classes, segments, size)
-    return Scene(rng, size[0], size[1], traj, d), spans
+    return Scene(rng, size[0], size[1], traj, d, distractors=distractors), spans
 
 
 def make_recording(path: str | Path, annotations: str | Path, *, segments: int = 24, seed: int | tuple[int, ...] = 11,
                    fps: float = 15.0, size: tuple[int, int] = (640, 480),
-                   classes: str | list[str] | None = None) -> list[Segment]:
+                   classes: str | list[str] | None = None, distractors: float | None = None) -> list[Segment]:
     """Write the recording (MJPG .avi at ``size``, drawn at 160x120) and its ``start,end,label`` rows (stills as
     ``no_motion``, back to back from 0 to the end of the video); return the rows.
 
@@ -109,7 +112,7 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
     if segments < 1:
         raise DataError(f"synthetic recording: segments must be >= 1, got {segments}")
     labels = resolve_classes(classes)
-    scene, spans = render_recording(seed, segments, labels)
+    scene, spans = render_recording(seed, segments, labels, distractors=distractors)
     path = Path(path)
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     if not vw.isOpened():
@@ -132,16 +135,19 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
     return rows
 
 
-def _write_training_recording(job: tuple[Path, int, int, int, tuple[int, int], float, tuple[str, ...]]) -> None:
-    path, seed, i, segments, size, fps, classes = job
+def _write_training_recording(job: tuple[Path, int, int, int, tuple[int, int], float, tuple[str, ...],
+                                          float | None]) -> None:
+    path, seed, i, segments, size, fps, classes, distractors = job
     make_recording(path, path.with_suffix(".csv"), segments=segments, seed=(seed, i), fps=fps, size=size,
-                   classes=list(classes))
+                   classes=list(classes), distractors=distractors)
 
 
 def generate_recordings(folder: str | Path, count: int, seed: int, segments: int, *,
-                        size: tuple[int, int] = RENDER_SIZE, fps: float = 15.0, classes: tuple[str, ...] = CLASSES, workers: int = 1) -> list[Path]:
+                        size: tuple[int, int] = RENDER_SIZE, fps: float = 15.0, classes: tuple[str, ...] = CLASSES,
+                        workers: int = 1, distractors: float | None = None) -> list[Path]:
     """``count`` recordings for training (``folder/rec_s<seed>_<i:05d>.avi`` + ``.csv``, drawn at ``size``), each
     one continuous scene of ``segments`` motions from ``(seed, i)``: the same files for any ``workers``.
+    ``distractors``: see :func:`render_recording`.
 
     Raises:
         DataError: ``count`` or ``segments`` < 1, classes without a motion.
@@ -154,8 +160,8 @@ def generate_recordings(folder: str | Path, count: int, seed: int, segments: int
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create {folder}: {e}") from None
-    jobs = [(folder / f"rec_s{seed}_{i:05d}.avi", int(seed), i, int(segments), tuple(size), float(fps), tuple(classes))
-            for i in range(count)]
+    jobs = [(folder / f"rec_s{seed}_{i:05d}.avi", int(seed), i, int(segments), tuple(size), float(fps), tuple(classes),
+             distractors) for i in range(count)]
     if workers <= 1:
         for job in jobs:
             _write_training_recording(job)
