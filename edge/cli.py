@@ -43,14 +43,23 @@ def cmd_dataset_synth(a: argparse.Namespace) -> int:
                          "expected >= 0 recordings of >= 1 motions")
     if a.recordings and a.generator != 5:
         raise UsageError("dataset synth --recordings: recordings are generator-5 scenes; drop --generator 4")
-    if a.distractors is not None and (a.generator != 5 or not 0.0 <= a.distractors <= 1.0):
-        raise UsageError(f"dataset synth --distractors {a.distractors}: expected a chance from 0 to 1 (generator 5)")
+    _check_distractors(a, "synth")
     summary = generate_dataset(a.out, a.per_class, a.seed, size=size, frames=a.frames, fps=a.fps,
                                progress=not a.quiet, classes=classes, generator=a.generator, workers=a.workers,
                                recordings=a.recordings, recording_segments=a.recording_segments,
                                distractors=a.distractors)
     print(json.dumps(summary))
     return 0
+
+
+def _check_distractors(a: argparse.Namespace, cmd: str) -> None:
+    """``dataset synth`` and ``synth-recording``: ``--distractors`` checked by the generator's own rule."""
+    from edge.data.occluders import check_distractors
+    from edge.errors import DataError
+    try:
+        check_distractors(a.distractors, a.generator)
+    except DataError as e:
+        raise UsageError(f"dataset {cmd} --{e}") from None
 
 
 def cmd_dataset_from_clips(a: argparse.Namespace) -> int:
@@ -75,9 +84,7 @@ def cmd_dataset_synth_recording(a: argparse.Namespace) -> int:
         classes = resolve_classes(a.classes, generator=a.generator)
     except DataError as e:
         raise UsageError(f"dataset synth-recording --classes: {e}") from None
-    if a.distractors is not None and (a.generator != 5 or not 0.0 <= a.distractors <= 1.0):
-        raise UsageError(f"dataset synth-recording --distractors {a.distractors}: expected a chance from 0 to 1 "
-                         "(generator 5)")
+    _check_distractors(a, "synth-recording")
     if a.generator == 4:
         if a.classes:
             raise UsageError("dataset synth-recording --generator 4 shows the eight motions of the nine classes: "

@@ -368,7 +368,15 @@ def test_a_recording_takes_its_share_of_distractors_too(tmp_path, capsys):
     assert "dataset synth-recording --distractors 1.5: expected a chance from 0 to 1" in capsys.readouterr().err
     assert main(["dataset", "synth-recording", "--out", str(out), "--annotations", str(tmp_path / "r.csv"),
                  "--distractors", "0.5", "--generator", "4"]) == 64
-    assert not out.exists()
+    assert "generator 4 has none" in capsys.readouterr().err and not out.exists()
+    from edge.data.synth_recording import generate_recordings, make_recording
+    from edge.errors import DataError
+    for bad in (-0.1, 1.5):   # the library says it too, before a file is written
+        with pytest.raises(DataError, match=f"distractors {bad}: expected a chance from 0 to 1"):
+            make_recording(out, tmp_path / "r.csv", segments=1, distractors=bad)
+        with pytest.raises(DataError, match=f"distractors {bad}"):
+            generate_recordings(tmp_path / "recs", 1, 5, 1, distractors=bad)
+    assert not out.exists() and not (tmp_path / "recs").exists()
     assert main(["-q", "dataset", "synth-recording", "--out", str(out), "--annotations", str(tmp_path / "r.csv"),
                  "--segments", "1", "--distractors", "1"]) == 0
     assert out.stat().st_size > 0 and (tmp_path / "r.csv").read_text().startswith("start,end,label\n")

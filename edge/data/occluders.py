@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.errors import DataError
+
 _SUB = 16  # sub-pixel factor of cv2 drawing calls with shift=4
 # Skin tones and sleeve colours (BGR, 0..255); each arm varies its pick.
 _SKIN = ((110, 140, 205), (90, 120, 180), (70, 95, 150), (55, 70, 110), (130, 165, 225), (40, 50, 75))
@@ -125,6 +127,18 @@ def fold(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     span = hi - lo
     y = np.mod(x - lo, 2 * span)
     return lo + np.where(y > span, 2 * span - y, y)
+
+
+def check_distractors(distractors: float | None, generator: int = 5) -> None:
+    """``distractors`` is ``None`` (each scene its own chance) or a chance from 0 to 1, of generator 5's scenes.
+
+    Raises:
+        DataError: another value, or another generator (generator 4 has no distractors).
+    """
+    if distractors is not None and generator != 5:
+        raise DataError(f"distractors {distractors}: generator {generator} has none (generator 5 has them)")
+    if distractors is not None and not 0.0 <= distractors <= 1.0:
+        raise DataError(f"distractors {distractors}: expected a chance from 0 to 1")
 
 
 def distractor_path(rng: np.random.Generator, w: int, h: int, n: int) -> dict:

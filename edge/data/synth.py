@@ -28,6 +28,7 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from edge.data.occluders import check_distractors
 from edge.data.synth_classes import ALL_CLASSES, CLASS_SETS, CLASSES, EXTRA_CLASSES, resolve_classes
 from edge.errors import DataError, InputError
 
@@ -406,8 +407,7 @@ def generate_dataset(out: str | Path, per_class: int, seed: int, size: tuple[int
         raise DataError(f"workers must be >= 1, got {workers}")
     if generator not in GENERATORS:
         raise DataError(f"synthetic generator {generator!r} is unknown (known: {', '.join(map(str, GENERATORS))})")
-    if distractors is not None and (generator < 5 or not 0.0 <= distractors <= 1.0):
-        raise DataError(f"distractors {distractors}: a chance in [0, 1], and generator 5 (it has them), not {generator}")
+    check_distractors(distractors, generator)
     labels = resolve_classes(classes, generator=generator)
     root = Path(out)
     w, h = int(size[0]), int(size[1])

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.data.occluders import check_distractors
 from edge.data.synth_classes import CLASSES, resolve_classes
 from edge.data.synth_motion import NoRoom, State, trajectory
 from edge.data.synth_scene import Scene
@@ -111,6 +112,7 @@ def make_recording(path: str | Path, annotations: str | Path, *, segments: int =
     """
     if segments < 1:
         raise DataError(f"synthetic recording: segments must be >= 1, got {segments}")
+    check_distractors(distractors)
     labels = resolve_classes(classes)
     scene, spans = render_recording(seed, segments, labels, distractors=distractors)
     path = Path(path)
@@ -155,6 +157,7 @@ def generate_recordings(folder: str | Path, count: int, seed: int, segments: int
     """
     if count < 1 or segments < 1:
         raise DataError(f"synthetic recordings: count and segments must be >= 1, got {count} and {segments}")
+    check_distractors(distractors)
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
