@@ -44,10 +44,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # v2, the embedded default since 2026-12-03 (issue 20; docs/training.md): v1's weights, then generator
     # 5's scenes (photographs, arms, distractors, slow motions, tilts in depth) with a little of generator 4 mixed
     # in so that what v1 does well stays. ``base``: the recipe whose result it starts from (trained first unless
-    # ``--init`` gives its weights). Measured (2026-12-03, 2 cores, 294 min of training; generator 5 revision 2):
-    # held-out 0.924 (INT8 0.922) on generator 5 (the default 0.628), 0.970 (INT8 0.969) on generator 4 (the default
-    # 0.983); INT8 passes the guard (agreement 0.996 / 0.994); events on eight continuous recordings precision 0.958,
-    # recall 0.781 (the default 0.364 and 0.372). Seven stages (all at 112x112 or less): 0.889, events 0.902 / 0.716.
+    # ``--init`` gives its weights). Measured (2026-12-03, 2 cores, nine stages, 294 min of training; generator 5
+    # revision 2; models/default/CARD.md): held-out 0.932 (INT8 0.933) on generator 5 (v1 0.628), 0.972 (INT8 0.970)
+    # on generator 4 (v1 0.983); INT8 passes the guard (agreement 0.996 / 0.994); events on eight continuous
+    # recordings precision 0.935, recall 0.803 (INT8; v1 0.364 and 0.372).
     "v2": {
         "base": "default",
         "synth": {"size": (160, 120), "frames": 24, "fps": 15.0, "generator": 5},
