@@ -243,16 +243,34 @@ def cmd_studio(a: argparse.Namespace) -> int:
 
 
 def cmd_eval_events(a: argparse.Namespace) -> int:
-    from edge.evalevents import evaluate_events, format_report
+    from edge.evalevents import evaluate_events, evaluate_recordings, format_pooled, format_report
     model, events, where = a.model, None, "config"
     if a.config:
         from edge.config import load_config
         cfg = load_config(a.config)
         model, events, where = model or cfg.model, cfg.events, f"config {a.config}"
-    res = evaluate_events(a.video, a.annotations, model=model or "default", engine=a.engine, precision=a.precision,
-                          device=a.device, threads=a.threads, events=events, tolerance_s=a.tolerance, where=where)
-    print(json.dumps(res) if a.json else format_report(res))
+    kw = {"model": model or "default", "engine": a.engine, "precision": a.precision, "device": a.device,
+          "threads": a.threads, "events": events, "tolerance_s": a.tolerance, "where": where}
+    if len(a.video) == 1:
+        ann = a.annotations or _sibling_csv(a.video[0])
+        res = evaluate_events(a.video[0], ann, **kw)
+        print(json.dumps(res) if a.json else format_report(res))
+        return 0
+    if a.annotations:
+        raise UsageError(f"eval-events: {len(a.video)} recordings take their annotations from beside them "
+                         "(VIDEO's name with .csv); --annotations is for one recording")
+    many = evaluate_recordings(a.video, [_sibling_csv(v) for v in a.video], **kw)
+    print(json.dumps(many) if a.json else format_pooled(many["recordings"], many["total"]))
     return 0
+
+
+def _sibling_csv(video: str) -> Path:
+    """A recording's annotations when ``--annotations`` is not given: beside it, its name with ``.csv``."""
+    ann = Path(video).with_suffix(".csv")
+    if not ann.is_file():
+        raise UsageError(f"eval-events {video}: no annotations: {ann} does not exist (give --annotations CSV for "
+                         "one recording, or put each recording's start,end,label rows beside it)")
+    return ann
 
 
 def cmd_run(a: argparse.Namespace) -> int:

@@ -235,14 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write per-frame probabilities (frame, time, one column per label)")
     cl.set_defaults(func="cmd_classify")
 
-    ee = sub.add_parser("eval-events", help="precision, recall and latency of the events on an annotated recording",
-                        description="Runs a recording through the model and the event detector (the settings of "
+    ee = sub.add_parser("eval-events", help="precision, recall and latency of the events on annotated recordings",
+                        description="Runs recordings through the model and the event detector (the settings of "
                                     "--config's events section, or the model's defaults) and matches the events to "
                                     "start,end,label rows (as for 'dataset from-recording'; background labels such "
-                                    "as no_motion are not targets).")
-    ee.add_argument("video", help="the recording (a video file OpenCV can decode)")
-    ee.add_argument("--annotations", required=True, metavar="CSV", help="start,end,label rows (seconds, MM:SS.fff "
-                                                                         "or HH:MM:SS.fff)")
+                                    "as no_motion are not targets). Several recordings: each one's figures, then "
+                                    "all of them pooled.")
+    ee.add_argument("video", nargs="+", help="the recordings (video files OpenCV can decode)")
+    ee.add_argument("--annotations", metavar="CSV", help="start,end,label rows (seconds, MM:SS.fff or HH:MM:SS.fff) "
+                                                         "of one recording (default: beside each recording, its name "
+                                                         "with .csv)")
     ee.add_argument("--config", help="a daemon config: its events section (and its model unless --model)")
     _engine_args(ee)
     ee.add_argument("--threads", type=int, help="engine threads (default: the engine's choice)")

@@ -88,14 +88,32 @@ def match_events(events: list[dict[str, Any]], segments: list[dict[str, Any]], l
             per_class[lab] = _prf(tp, fp, fn)
     missed = [{"label": s["label"], "start_s": s["start"], "end_s": s["end"], "line": s["line"]}
               for i, s in enumerate(targets) if i not in matched]
-    lat = sorted(latencies)
     out = {"segments": len(targets), "events": len(events), **_prf(len(matched), len(false), len(missed)),
-           "per_class": per_class,
-           "latency_s": {"p50": _round(statistics.median(lat)) if lat else None,
-                         "p90": _round(lat[min(len(lat) - 1, int(0.9 * len(lat)))]) if lat else None,
-                         "max": _round(lat[-1]) if lat else None, "n": len(lat)},
-           "false_events": false, "missed": missed}
+           "per_class": per_class, "latency_s": _latency(latencies),
+           "latencies_s": [_round(v) for v in latencies], "false_events": false, "missed": missed}
     return out
+
+
+def _latency(latencies: list[float]) -> dict[str, Any]:
+    lat = sorted(latencies)
+    return {"p50": _round(statistics.median(lat)) if lat else None,
+            "p90": _round(lat[min(len(lat) - 1, int(0.9 * len(lat)))]) if lat else None,
+            "max": _round(lat[-1]) if lat else None, "n": len(lat)}
+
+
+def pool_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several recordings' results as one: matches, false events and misses summed (overall and per label),
+    latency over every match. Pure."""
+    tp, fp, fn = (sum(r[k] for r in results) for k in ("tp", "fp", "fn"))
+    per_class: dict[str, dict[str, Any]] = {}
+    for lab in dict.fromkeys(lab for r in results for lab in r["per_class"]):
+        per_class[lab] = _prf(*(sum(r["per_class"].get(lab, {}).get(k, 0) for r in results)
+                                for k in ("tp", "fp", "fn")))
+    return {**{k: results[0][k] for k in ("model", "precision_graph", "engine", "tolerance_s") if k in results[0]},
+            "recordings": len(results), "duration_s": round(sum(r["duration_s"] for r in results), 3),
+            "segments": sum(r["segments"] for r in results), "events": sum(r["events"] for r in results),
+            **_prf(tp, fp, fn), "per_class": per_class,
+            "latency_s": _latency([v for r in results for v in r["latencies_s"]])}
 
 
 def _why_false(ev: dict[str, Any], truth: dict[str, Any] | None, targets: list[dict[str, Any]],
@@ -120,16 +138,11 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
         DataError: a bad annotation row, or a label the model does not have.
         ModelError, DeviceError: from the bundle and the engine.
     """
-    from edge.data.fieldclips import read_segments
     if tolerance_s < 0:
         raise DataError(f"--tolerance {tolerance_s}: must be >= 0 seconds")
     ann = Path(annotations)
-    rows = read_segments(ann)
     bundle = load_bundle(model)
-    for n, _start, _end, label in rows:
-        if label not in bundle.labels:
-            raise DataError(f"{ann}:{n}: label {label!r} is not one of the model's labels "
-                            f"({', '.join(bundle.labels)})")
+    rows = read_annotations(ann, bundle.labels)
     settings = event_settings(events, bundle, where)
     res = classify_video(video, model=model, engine=engine, precision=precision, device=device, threads=threads,
                          events=events, camera="eval", start_time=0.0)
@@ -146,15 +159,56 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
     return out
 
 
+def read_annotations(ann: Path, labels: list[str]) -> list[tuple[int, float, float, str]]:
+    """``ann``'s ``start,end,label`` rows (line, start, end, label), every label one of ``labels``.
+
+    Raises:
+        InputError: the file is missing or unreadable. DataError: a bad row, or a label not in ``labels``.
+    """
+    from edge.data.fieldclips import read_segments
+    rows = read_segments(ann)
+    for n, _start, _end, label in rows:
+        if label not in labels:
+            raise DataError(f"{ann}:{n}: label {label!r} is not one of the model's labels ({', '.join(labels)})")
+    return rows
+
+
+def evaluate_recordings(videos: list[str | Path], annotations: list[str | Path], **kw: Any) -> dict[str, Any]:
+    """:func:`evaluate_events` on each recording (``kw``: its keywords), every annotation file read and checked
+    before the first video runs; ``{"recordings": [each result], "total": pool_results(...)}``."""
+    bundle = load_bundle(kw.get("model", "default"))
+    for ann in annotations:
+        read_annotations(Path(ann), bundle.labels)
+    results = [evaluate_events(v, a, **kw) for v, a in zip(videos, annotations, strict=True)]
+    return {"recordings": results, "total": pool_results(results)}
+
+
+def _f(v: float | None) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+def _headline(r: dict[str, Any], name: str) -> list[str]:
+    return [f"{name}: {r['duration_s']:.1f} s, {r['segments']} annotated motions, {r['events']} "
+            f"events (model {r['model']} {r['precision_graph']}, {r['engine']}; tolerance {r['tolerance_s']:g} s)",
+            f"precision {_f(r['precision'])}  recall {_f(r['recall'])}  F1 {_f(r['f1'])}  "
+            f"(matched {r['tp']}, false {r['fp']}, missed {r['fn']})"]
+
+
+def format_pooled(results: list[dict[str, Any]], total: dict[str, Any]) -> str:
+    """Several recordings as text: each one's two lines, then all of them pooled (the per-label table)."""
+    lines = [line for r in results for line in _headline(r, Path(r["video"]).name)] + [""]
+    return "\n".join(lines + _body(total, f"all {total['recordings']} recordings", lists=False))
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The result as text (what ``edge-tsm eval-events`` prints without --json)."""
-    def f(v: float | None) -> str:
-        return "  -  " if v is None else f"{v:.3f}"
+    return "\n".join(_body(r, Path(r["video"]).name))
+
+
+def _body(r: dict[str, Any], name: str, lists: bool = True) -> list[str]:
+    f = _f
     lat = r["latency_s"]
-    lines = [f"{Path(r['video']).name}: {r['duration_s']:.1f} s, {r['segments']} annotated motions, {r['events']} "
-             f"events (model {r['model']} {r['precision_graph']}, {r['engine']}; tolerance {r['tolerance_s']:g} s)",
-             f"precision {f(r['precision'])}  recall {f(r['recall'])}  F1 {f(r['f1'])}  "
-             f"(matched {r['tp']}, false {r['fp']}, missed {r['fn']})"]
+    lines = _headline(r, name)
     if lat["n"]:
         lines.append(f"latency from the annotated start to the start event: p50 {lat['p50']:.2f} s, "
                      f"p90 {lat['p90']:.2f} s, max {lat['max']:.2f} s")
@@ -162,12 +216,12 @@ def format_report(r: dict[str, Any]) -> str:
     for lab, m in r["per_class"].items():
         lines.append(f"{lab:<16} {f(m['precision']):>6} {f(m['recall']):>6} {f(m['f1']):>6} "
                      f"{m['tp']:>4} {m['fp']:>4} {m['fn']:>4}")
-    if r["false_events"]:
+    if lists and r["false_events"]:
         lines += ["", "false events: " + ", ".join(
             f"{e['label']} at {e['fired_s']:.2f} s ({e['truth'] or 'no annotation'}"
             f"{', ' + e['why'] if e.get('why') else ''})" for e in r["false_events"][:20])
             + (" ..." if len(r["false_events"]) > 20 else "")]
-    if r["missed"]:
+    if lists and r["missed"]:
         lines += ["missed: " + ", ".join(f"{m['label']} {m['start_s']:.2f}-{m['end_s']:.2f} s (line {m['line']})"
                                          for m in r["missed"][:20]) + (" ..." if len(r["missed"]) > 20 else "")]
-    return "\n".join(lines)
+    return lines

@@ -9,7 +9,7 @@ import pytest
 from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
-from edge.evalevents import match_events, pair_events
+from edge.evalevents import match_events, pair_events, pool_results
 from edge.events import Event
 
 LABELS = ["no_motion", "wave", "clap"]
@@ -74,6 +74,19 @@ def test_events_pair_by_id_and_an_unended_one_keeps_its_start():
     assert [(e["id"], e["start"], e["fired"], e["end"]) for e in got] == [("a", 1.2, 1.5, 2.5), ("b", 3.9, 4.0, 4.0)]
 
 
+def test_recordings_pool_their_matches_per_label_and_their_latencies():
+    a = {**match_events([ev("wave", 1.1, 1.5), ev("clap", 3.0, 3.1)], [seg("wave", 1, 2), seg("clap", 4, 5)],
+                        LABELS, ("no_motion",), 0.5), "duration_s": 6.0}
+    b = {**match_events([ev("wave", 1.0, 1.9)], [seg("wave", 1, 2), seg("wave", 3, 4)], LABELS, ("no_motion",), 0.5),
+         "duration_s": 4.0}
+    t = pool_results([a, b])
+    assert (t["recordings"], t["segments"], t["events"], t["tp"], t["fp"], t["fn"]) == (2, 4, 3, 2, 1, 2)
+    assert (t["precision"], t["recall"], t["duration_s"]) == (0.6667, 0.5, 10.0)
+    assert t["per_class"]["wave"] == {"tp": 2, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.6667, "f1": 0.8}
+    assert (t["per_class"]["clap"]["fp"], t["per_class"]["clap"]["fn"]) == (1, 1)
+    assert t["latency_s"] == {"p50": 0.7, "p90": 0.9, "max": 0.9, "n": 2}
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     d = tmp_path_factory.mktemp("rec")
@@ -130,3 +143,40 @@ def test_bad_annotations_are_one_line_naming_the_row(recording, capsys, rows, me
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert re.search(message, err), err
+
+
+def test_several_recordings_each_then_pooled_with_their_annotations_beside_them(recording, capsys, monkeypatch):
+    """``eval-events A.avi B.avi``: each recording's figures and all of them pooled; the annotations are each
+    video's name with .csv, all read and checked before the first video runs."""
+    import shutil
+    bundle, video, d = recording
+    one, two = d / "one.avi", d / "two.avi"
+    shutil.copy(video, one)
+    shutil.copy(video, two)
+    _csv(d / "one.csv", "0,1.333,red\n1.333,2.667,green\n2.667,4.0,blue\n")
+    _csv(d / "two.csv", "0,1.333,red\n1.333,2.667,blue\n2.667,4.0,green\n")   # green and blue swapped
+    assert main(["-q", "eval-events", str(one), str(two), "--model", str(bundle), "--tolerance", "0", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [(x["video"], x["tp"], x["fp"], x["fn"]) for x in r["recordings"]] == [(str(one), 3, 0, 0),
+                                                                                 (str(two), 1, 2, 2)]
+    t = r["total"]
+    assert (t["recordings"], t["segments"], t["tp"], t["fp"], t["fn"], t["duration_s"]) == (2, 6, 4, 2, 2, 8.0)
+    assert t["per_class"]["red"]["tp"] == 2 and t["latency_s"]["n"] == 4
+    assert main(["-q", "eval-events", str(one), str(two), "--model", str(bundle), "--tolerance", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "one.avi: 4.0 s" in text and "two.avi: 4.0 s" in text
+    assert "all 2 recordings: 8.0 s, 6 annotated motions" in text and "(matched 4, false 2, missed 2)" in text
+    # one bad row in the last file: one line naming it, and no recording was run for nothing
+    import edge.evalevents as ee
+    ran = []
+    monkeypatch.setattr(ee, "classify_video", lambda *a, **k: ran.append(a))
+    _csv(d / "two.csv", "0,1,purple\n")
+    assert main(["-q", "eval-events", str(one), str(two), "--model", str(bundle)]) == 65
+    assert "two.csv:2: label 'purple'" in capsys.readouterr().err and not ran
+    # no annotations beside a recording, or --annotations for several: usage, exit 64
+    (d / "two.csv").unlink()
+    assert main(["-q", "eval-events", str(one), str(two), "--model", str(bundle)]) == 64
+    assert f"eval-events {two}: no annotations: {d / 'two.csv'} does not exist" in capsys.readouterr().err
+    assert main(["-q", "eval-events", str(one), str(one), "--annotations", str(d / "one.csv"),
+                 "--model", str(bundle)]) == 64
+    assert "--annotations is for one recording" in capsys.readouterr().err and not ran
