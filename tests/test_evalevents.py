@@ -9,7 +9,7 @@ import pytest
 from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
-from edge.evalevents import match_events, pair_events, pool_results
+from edge.evalevents import _prf, format_report, match_events, pair_events, pool_results
 from edge.events import Event
 
 LABELS = ["no_motion", "wave", "clap"]
@@ -85,6 +85,17 @@ def test_recordings_pool_their_matches_per_label_and_their_latencies():
     assert t["per_class"]["wave"] == {"tp": 2, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.6667, "f1": 0.8}
     assert (t["per_class"]["clap"]["fp"], t["per_class"]["clap"]["fn"]) == (1, 1)
     assert t["latency_s"] == {"p50": 0.7, "p90": 0.9, "max": 0.9, "n": 2}
+
+
+def test_the_text_rounds_the_counts_once():
+    """257 of 275 is 0.93455: 0.9345 in the JSON, and 0.935 in the text (not 0.9345 rounded again to 0.934)."""
+    r = {"video": "r.avi", "duration_s": 975.4, "segments": 320, "events": 275, "model": "m", "precision_graph": "int8",
+         "engine": "onnxruntime", "tolerance_s": 0.5, **_prf(257, 18, 63), "per_class": {"wave": _prf(257, 18, 63)},
+         "latency_s": {"n": 0}, "false_events": [], "missed": []}
+    assert r["precision"] == 0.9345
+    text = format_report(r)
+    assert "precision 0.935  recall 0.803  F1 0.864  (matched 257, false 18, missed 63)" in text
+    assert "wave              0.935  0.803  0.864  257   18   63" in text
 
 
 @pytest.fixture(scope="module")
