@@ -49,6 +49,10 @@ SKIPPED: dict[str, str] = {
     "edge-tsm train --recipe v2 --init models/default --out runs/v2":
         "about 5 h of training on a 2-core CPU (tests/test_train.py trains a recipe built on another in miniature)",
     "edge-tsm dataset synth --out data/synth-test-s1 --per-class 60 --seed 1 --generator 4": HELDOUT,
+    "edge-tsm dataset synth-recording --out rec/r41.avi --annotations rec/r41.csv --segments 40 --seed 41":
+        "a 127 s recording of 40 motions, one of eight (tests/test_synth_recording.py renders short ones)",
+    "edge-tsm eval-events rec/r4?.avi --model runs/v2 --precision int8":
+        "needs the recipe's bundle (hours); tests/test_evalevents.py pools several recordings on the tiny model",
     "edge-tsm dataset synth --out data/synth5-train-s0 --per-class 700 --seed 0":
         "6300 clips: minutes of rendering (tests/test_synth_v5.py renders every class; the dataset doc's teach set "
         "runs below)",
