@@ -31,10 +31,16 @@ from edge.events import Event, event_settings
 logger = logging.getLogger(__name__)
 
 
-def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
+def _rates(tp: int, fp: int, fn: int) -> tuple[float | None, float | None, float | None]:
+    """Precision, recall, F1 (None where undefined), unrounded."""
     p = tp / (tp + fp) if tp + fp else None
     r = tp / (tp + fn) if tp + fn else None
     f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else (0.0 if p == 0 or r == 0 else None)
+    return p, r, f1
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
+    p, r, f1 = _rates(tp, fp, fn)
     return {"tp": tp, "fp": fp, "fn": fn, "precision": _round(p), "recall": _round(r), "f1": _round(f1)}
 
 
@@ -190,9 +196,8 @@ def _f(v: float | None) -> str:
 def _ratios(m: dict[str, Any]) -> tuple[str, str, str]:
     """Precision, recall and F1 as text, from the counts (the JSON's 4-digit values rounded again can be off by
     one in the third digit: 257 of 275 is 0.93455, 0.9345 in the JSON, 0.935 here)."""
-    tp, fp, fn = m["tp"], m["fp"], m["fn"]
-    return (_f(tp / (tp + fp) if tp + fp else None), _f(tp / (tp + fn) if tp + fn else None),
-            _f(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None))
+    p, r, f1 = _rates(m["tp"], m["fp"], m["fn"])
+    return _f(p), _f(r), _f(f1)
 
 
 def _headline(r: dict[str, Any], name: str) -> list[str]:
