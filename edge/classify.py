@@ -64,8 +64,10 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
                    events: EventsConfig | None = None, camera: str | None = None,
                    per_frame: str | Path | None = None, start_time: float | None = None,
                    on_event: Callable[[Event, int], None] | None = None,
-                   decode_scale: str | int = "auto") -> ClassifyResult:
-    """Run one video file through the pipeline; call ``on_event(event, seq)`` as events happen.
+                   decode_scale: str | int = "auto",
+                   on_frame: Callable[[int, float, np.ndarray], None] | None = None) -> ClassifyResult:
+    """Run one video file through the pipeline; call ``on_event(event, seq)`` as events happen and
+    ``on_frame(index, ts, probs)`` with each classified frame's probabilities (what the event detector gets).
 
     Raises:
         InputError: the video is missing or cannot be decoded.
@@ -87,15 +89,18 @@ def classify_video(video: str | Path, *, model: str = "default", engine: str = "
     writer = None
 
     def frame(_cam: str, index: int, ts: float, probs: np.ndarray) -> None:
-        writer.writerow([index, f"{ts - t0:.3f}", *(f"{x:.5f}" for x in probs)])
+        if writer is not None:
+            writer.writerow([index, f"{ts - t0:.3f}", *(f"{x:.5f}" for x in probs)])
+        if on_frame is not None:
+            on_frame(index, ts, probs)
 
     def event(ev: Event, seq: int) -> None:
         found.append(ev)
         if on_event is not None:
             on_event(ev, seq)
 
-    p = Pipeline(cfg, MemoryJournal(), f"video {path}", on_frame=frame if per_frame else None, on_event=event,
-                 clock_start=t0)
+    p = Pipeline(cfg, MemoryJournal(), f"video {path}", on_frame=frame if per_frame or on_frame else None,
+                 on_event=event, clock_start=t0)
     try:
         p.open()
     except InputError as e:

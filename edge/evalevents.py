@@ -14,19 +14,28 @@ is a false event (reported with what the annotation says at the moment it fired;
 label, why: a second event inside a segment already matched, one motion counted once, or an event that
 started before the segment by more than the tolerance); a segment no event matched is a miss.
 Latency: the time the start event fired minus the segment's annotated start.
+
+Each miss says why (:func:`why_missed`), from the smoothed scores the event detector saw over the segment
+(its frames replayed through a detector with the same settings): its label never reached ``enter`` (and what
+the model said instead), another label scored higher, it stayed on top for fewer than ``min_frames`` frames, another
+event was still on, an event of its label was on but counted elsewhere, or its label's cool-down. The first says
+the model does not see the motion (teach it, or more data); the others are settings a config can change.
 """
 from __future__ import annotations
 
 import logging
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edge.bundle import load_bundle
 from edge.classify import classify_video
 from edge.config import EventsConfig
 from edge.errors import DataError
-from edge.events import Event, event_settings
+from edge.events import Event, EventDetector, EventSettings, event_settings
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +128,88 @@ def pool_results(results: list[dict[str, Any]]) -> dict[str, Any]:
             "recordings": len(results), "duration_s": round(sum(r["duration_s"] for r in results), 3),
             "segments": sum(r["segments"] for r in results), "events": sum(r["events"] for r in results),
             **_prf(tp, fp, fn), "per_class": per_class,
-            "latency_s": _latency([v for r in results for v in r["latencies_s"]])}
+            "latency_s": _latency([v for r in results for v in r["latencies_s"]]),
+            "miss_summary": miss_summary([m for r in results for m in r.get("missed", [])])}
+
+
+# Why a motion was missed, in the order they are told (the first that applies).
+MISS_REASONS = ("under_enter", "outscored", "too_brief", "other_event", "counted_elsewhere", "cooldown", "unscored")
+
+
+def replay(frames: list[tuple[float, np.ndarray]], labels: list[str],
+           settings: EventSettings) -> list[tuple[float, np.ndarray, str | None]]:
+    """The frames' probabilities through a detector with ``settings``: ``(ts, smoothed scores, the event on
+    after the frame or None)`` per frame past the warm-up (what the detector's decisions were made on). Pure;
+    a recording read without gaps (a file) gives the run's own detector's figures."""
+    det = EventDetector(labels, settings)
+    out = []
+    for i, (ts, probs) in enumerate(frames):
+        det.update(np.asarray(probs, np.float32), ts)
+        if i >= settings.warmup:
+            out.append((ts, det.smoothed.copy(), det.active_label))
+    return out
+
+
+def why_missed(seg: dict[str, Any], scored: list[tuple[float, np.ndarray, str | None]], labels: list[str],
+               settings: EventSettings, tolerance_s: float) -> dict[str, Any]:
+    """For a missed segment: its label's peak smoothed score, the label the model scored highest most often
+    over it (``mostly``), a reason (one of :data:`MISS_REASONS`) and a line saying it. Pure."""
+    lab = seg["label"]
+    li = labels.index(lab)
+    th = settings.classes.get(lab, settings.defaults)
+    win = [f for f in scored if seg["start"] - tolerance_s <= f[0] <= seg["end"] + tolerance_s]
+    if not win:
+        return {"peak": None, "mostly": None, "why": "unscored", "why_text": "no frame was scored in it"}
+    sm = np.stack([f[1] for f in win])
+    peak = float(sm[:, li].max())
+    mostly = labels[Counter(int(j) for j in sm.argmax(1)).most_common(1)[0][0]]
+    out = {"peak": round(peak, 4), "mostly": mostly}
+    if peak < th.enter:
+        return {**out, "why": "under_enter",
+                "why_text": f"its score peaked at {peak:.3f}, under enter {th.enter:g}; the model said {mostly} most"}
+    eligible = np.array([n not in settings.ignore for n in labels])
+    best = np.where(eligible, sm, -1.0).argmax(1)
+    top = (best == li) & (sm[:, li] >= th.enter)
+    if not top.any():
+        over = Counter(labels[int(b)] for b, v in zip(best, sm[:, li], strict=True) if v >= th.enter)
+        other = over.most_common(1)[0][0]
+        return {**out, "why": "outscored",
+                "why_text": f"its score reached {peak:.3f} (enter {th.enter:g}) but {other} scored higher"}
+    run = longest = 0
+    for t in top:
+        run = run + 1 if t else 0
+        longest = max(longest, run)
+    if longest < th.min_frames:
+        return {**out, "why": "too_brief",
+                "why_text": f"on top at or above enter for {longest} frame(s) in a row, under min_frames "
+                            f"{th.min_frames}"}
+    on = [f[2] for f, t in zip(win, top, strict=True) if t]
+    others = [a for a in on if a is not None and a != lab]
+    if others and len(others) == len(on):
+        return {**out, "why": "other_event", "why_text": f"a {others[0]} event was still on"}
+    if lab in on:
+        return {**out, "why": "counted_elsewhere",
+                "why_text": f"a {lab} event was on, but it started more than the tolerance before the segment "
+                            "or was counted for another"}
+    return {**out, "why": "cooldown", "why_text": f"within the {th.cooldown_s:g} s cool-down after a {lab} event"}
+
+
+def explain_misses(result: dict[str, Any], frames: list[tuple[float, np.ndarray]], labels: list[str],
+                   settings: EventSettings, tolerance_s: float) -> None:
+    """Give each of ``result``'s misses (a :func:`match_events` result) its :func:`why_missed`, from the frames'
+    ``(ts, probs)``, and the result its ``miss_summary``."""
+    scored = replay(frames, labels, settings)
+    for m in result["missed"]:
+        m.update(why_missed({"label": m["label"], "start": m["start_s"], "end": m["end_s"]}, scored, labels,
+                            settings, tolerance_s))
+    result["miss_summary"] = miss_summary(result["missed"])
+
+
+def miss_summary(missed: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many misses each reason has, and for those under ``enter`` what the model said instead."""
+    why = Counter(m.get("why") for m in missed if m.get("why"))
+    said = Counter(m["mostly"] for m in missed if m.get("why") == "under_enter")
+    return {"why": {r: why[r] for r in MISS_REASONS if why[r]}, "under_enter_said": dict(said.most_common())}
 
 
 def _why_false(ev: dict[str, Any], truth: dict[str, Any] | None, targets: list[dict[str, Any]],
@@ -150,8 +240,10 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
     bundle = load_bundle(model)
     rows = read_annotations(ann, bundle.labels)
     settings = event_settings(events, bundle, where)
+    frames: list[tuple[float, np.ndarray]] = []
     res = classify_video(video, model=model, engine=engine, precision=precision, device=device, threads=threads,
-                         events=events, camera="eval", start_time=0.0)
+                         events=events, camera="eval", start_time=0.0,
+                         on_frame=lambda _i, ts, probs: frames.append((ts, np.array(probs, np.float32))))
     duration = res.frames_read / res.fps if res.fps else 0.0
     segments = [{"line": n, "start": s, "end": e, "label": lab} for n, s, e, lab in rows]
     late = [s for s in segments if s["start"] >= duration]
@@ -162,6 +254,7 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
            "precision_graph": precision or bundle.precision, "engine": engine, "tolerance_s": tolerance_s,
            "duration_s": round(duration, 3), "ignored_labels": list(settings.ignore)}
     out.update(match_events(pair_events(res.events), segments, bundle.labels, tuple(settings.ignore), tolerance_s))
+    explain_misses(out, frames, bundle.labels, settings, tolerance_s)
     return out
 
 
@@ -233,6 +326,28 @@ def _body(r: dict[str, Any], name: str, lists: bool = True) -> list[str]:
             f"{', ' + e['why'] if e.get('why') else ''})" for e in r["false_events"][:20])
             + (" ..." if len(r["false_events"]) > 20 else "")]
     if lists and r["missed"]:
-        lines += ["missed: " + ", ".join(f"{m['label']} {m['start_s']:.2f}-{m['end_s']:.2f} s (line {m['line']})"
-                                         for m in r["missed"][:20]) + (" ..." if len(r["missed"]) > 20 else "")]
+        lines += ["missed:"] + [f"  {m['label']} {m['start_s']:.2f}-{m['end_s']:.2f} s (line {m['line']})"
+                                + (f": {m['why_text']}" if m.get("why_text") else "") for m in r["missed"][:20]]
+        lines += ["  ..."] if len(r["missed"]) > 20 else []
+    summary = r.get("miss_summary") or {}
+    if summary.get("why"):
+        lines += ["", "why missed: " + _why_line(summary)]
     return lines
+
+
+_WHY_TEXT = {"under_enter": "its score stayed under enter", "outscored": "another label scored higher",
+             "too_brief": "on top for fewer than min_frames frames", "other_event": "another event was still on",
+             "counted_elsewhere": "an event of its label counted elsewhere", "cooldown": "in its cool-down",
+             "unscored": "no frame scored"}
+
+
+def _why_line(summary: dict[str, Any]) -> str:
+    """``12 its score stayed under enter (the model said no_motion 9, zoom_in 3); 2 ...``: the first reason says
+    the model does not see the motion, the others are event settings."""
+    parts = []
+    for why, n in summary["why"].items():
+        part = f"{n} {_WHY_TEXT[why]}"
+        if why == "under_enter" and summary.get("under_enter_said"):
+            part += " (the model said " + ", ".join(f"{k} {v}" for k, v in summary["under_enter_said"].items()) + ")"
+        parts.append(part)
+    return "; ".join(parts)

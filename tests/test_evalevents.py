@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from tinymodel import build_tiny_bundle, write_colour_video
 
 from edge.cli import main
-from edge.evalevents import _prf, format_report, match_events, pair_events, pool_results
-from edge.events import Event
+from edge.evalevents import (
+    _prf,
+    format_report,
+    match_events,
+    miss_summary,
+    pair_events,
+    pool_results,
+    replay,
+    why_missed,
+)
+from edge.events import Event, EventSettings, Thresholds
 
 LABELS = ["no_motion", "wave", "clap"]
 
@@ -98,6 +108,53 @@ def test_the_text_rounds_the_counts_once():
     assert "wave              0.935  0.803  0.864  257   18   63" in text
 
 
+SETTINGS = EventSettings(window=1, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=2, cooldown_s=0.5),
+                         ignore=("no_motion",))
+
+
+def frames(*rows, active=None):
+    """Scored frames at 0.2 s steps from 1.0 s: (no_motion, wave, clap) scores, the event on after each."""
+    active = active or [None] * len(rows)
+    return [(1.0 + 0.2 * i, np.array(r, np.float32), a) for i, (r, a) in enumerate(zip(rows, active, strict=True))]
+
+
+@pytest.mark.parametrize("rows, active, why, said", [
+    ([(0.7, 0.3, 0.0), (0.6, 0.35, 0.05)], None, "under_enter", "its score peaked at 0.350, under enter 0.6; "
+                                                                "the model said no_motion most"),
+    # (scores sum to 1: only a label whose enter is under 0.5 can reach it and still be outscored)
+    ([(0.0, 0.45, 0.55), (0.0, 0.3, 0.7), (0.0, 0.35, 0.65)], None, "outscored", "but clap scored higher"),
+    ([(0.0, 0.8, 0.2), (0.7, 0.3, 0.0), (0.0, 0.7, 0.3)], None, "too_brief", "for 1 frame(s) in a row, under "
+                                                                            "min_frames 2"),
+    ([(0.0, 0.8, 0.2)] * 3, ["clap"] * 3, "other_event", "a clap event was still on"),
+    ([(0.0, 0.8, 0.2)] * 3, [None, "wave", "wave"], "counted_elsewhere", "a wave event was on"),
+    ([(0.0, 0.8, 0.2)] * 3, None, "cooldown", "within the 0.5 s cool-down after a wave event"),
+])
+def test_each_miss_says_why_from_the_scores_the_detector_saw(rows, active, why, said):
+    st = SETTINGS if why != "outscored" else EventSettings(window=1, defaults=SETTINGS.defaults, ignore=("no_motion",),
+                                                           classes={"wave": Thresholds(enter=0.4, exit=0.3)})
+    r = why_missed(seg("wave", 1.0, 1.6), frames(*rows, active=active), LABELS, st, 0.0)
+    assert r["why"] == why and said in r["why_text"], r
+    assert r["peak"] == pytest.approx(max(x[1] for x in rows), abs=1e-4)
+
+
+def test_a_miss_with_no_frame_scored_and_the_summary_of_reasons():
+    assert why_missed(seg("wave", 5.0, 6.0), frames((0.0, 0.9, 0.1)), LABELS, SETTINGS, 0.5)["why"] == "unscored"
+    missed = [{"why": "under_enter", "mostly": "no_motion"}, {"why": "too_brief", "mostly": "wave"},
+              {"why": "under_enter", "mostly": "no_motion"}, {"why": "under_enter", "mostly": "clap"}]
+    assert miss_summary(missed) == {"why": {"under_enter": 3, "too_brief": 1},
+                                    "under_enter_said": {"no_motion": 2, "clap": 1}}
+
+
+def test_replay_smooths_like_the_detector_and_skips_its_warmup():
+    st = EventSettings(window=2, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=1, cooldown_s=0.0),
+                       ignore=("no_motion",), warmup=1)
+    probs = [(0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0)]
+    out = replay([(0.2 * i, np.array(p)) for i, p in enumerate(probs)], LABELS, st)
+    assert [round(t, 1) for t, _, _ in out] == [0.2, 0.4, 0.6]       # the first frame is the warm-up
+    assert [float(s[1]) for _, s, _ in out] == [0.0, 0.5, 1.0]      # a mean over two frames after it
+    assert [a for _, _, a in out] == [None, None, "wave"]
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     d = tmp_path_factory.mktemp("rec")
@@ -127,7 +184,9 @@ def test_the_tiny_model_finds_each_colour_on_the_recording(recording, capsys, en
                  "--engine", engine, "--tolerance", "0"]) == 0
     text = capsys.readouterr().out
     assert "precision 0.333  recall 0.333" in text and "(matched 1, false 2, missed 2)" in text
-    assert "false events: green at" in text and "missed: blue 1.33-2.67 s (line 3)" in text
+    assert "false events: green at" in text and "missed:\n  blue 1.33-2.67 s (line 3): its score" in text
+    assert ("why missed: 1 its score stayed under enter (the model said green 1); 1 on top for fewer than "
+            "min_frames frames") in text
 
 
 def test_the_config_sets_the_events_and_the_model(recording, capsys):

@@ -354,9 +354,11 @@ def test_eval_events_job_gives_the_clis_numbers_and_the_events(folders, client):
                           model=str(folders["bundle"]), events=load_config(folders["config"]).events)
     assert r["event_count"] == len(r["events"]) == cli["events"]
     for key in ("segments", "tp", "fp", "fn", "precision", "recall", "f1", "latency_s", "missed",
-                "false_events"):
+                "false_events", "miss_summary"):
         assert r[key] == cli[key], key
     assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
+    # its blue event is the next segment's (it starts within the tolerance of both): counted elsewhere
+    assert r["missed"][0]["why"] == "counted_elsewhere" and r["missed"][0]["mostly"] == "green", r["missed"]
     assert [(e["label"], e["matched"]) for e in r["events"]] == [("red", True), ("green", False), ("blue", True)]
     assert ok(client.get("/api/jobs"))["jobs"][0]["id"] == job["id"]
     assert client.post("/api/jobs", json={"kind": "nope"}).status_code == 400

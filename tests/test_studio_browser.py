@@ -405,6 +405,9 @@ def test_eval_events_from_the_page_marks_the_recordings_timeline(page, server, f
     assert first[3] == ("–" if r["f1"] is None else f"{100 * r['f1']:.1f} %")
     wrong = r["false_events"] + r["missed"]
     assert page.locator("#eval-list li").count() == max(1, len(wrong))
+    listed = page.locator("#eval-list li").all_inner_texts()
+    for m in r["missed"]:   # each miss says why (the model did not see it, or which event setting held it back)
+        assert any(m["why_text"] in t for t in listed), (m, listed)
     # the recording opens with the events marked under its timeline: matched, false and missed
     if wrong:
         page.locator("#eval-list li").first.click()

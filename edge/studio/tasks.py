@@ -70,9 +70,11 @@ def _teach_options(raw: Any) -> dict[str, Any]:
 
 def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """eval-events of a model on a recording with its saved segments (the ``--json`` object + the events)."""
+    import numpy as np
+
     from edge.data.fieldclips import read_segments
     from edge.errors import EdgeError
-    from edge.evalevents import match_events
+    from edge.evalevents import explain_misses, match_events
     ref = body.get("path")
     video, ann = annotations_of(s, ref)
     if not ann.is_file():
@@ -106,6 +108,8 @@ def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[
         out = {"video": ref, "annotations": s.api_path(ann), "model": b.name, "engine": s.engine.get("type"),
                "tolerance_s": tolerance, "duration_s": round(duration, 3), "ignored_labels": list(settings.ignore)}
         out.update(match_events(events, segments, b.labels, tuple(settings.ignore), tolerance))
+        explain_misses(out, list(zip(np.asarray(data["t"]).tolist(), data["probs"], strict=True)), b.labels,
+                       settings, tolerance)
         false = {(f["label"], f["fired_s"]) for f in out["false_events"]}
         out["event_count"] = out["events"]   # the CLI's count; "events" is the list the timeline draws
         out["events"] = [{**e, "matched": (e["label"], round(e["fired"], 3)) not in false} for e in rounded(events)]

@@ -175,7 +175,8 @@ export class Evaluate {
         el("span", { class: "name bad" }, `false ${f.label} at ${f.fired_s.toFixed(2)} s`),
         el("span", { class: "tag" }, [f.truth ? `truth: ${f.truth}` : "", f.why || ""].filter(Boolean).join(" · ")))),
       ...(r.missed || []).map((m) => el("li", { onclick: () => open(m.start_s), tabindex: "0" },
-        el("span", { class: "name warn" }, `missed ${m.label} ${m.start_s.toFixed(2)}–${m.end_s.toFixed(2)} s`))));
+        el("span", { class: "name warn" }, `missed ${m.label} ${m.start_s.toFixed(2)}–${m.end_s.toFixed(2)} s`),
+        el("span", { class: "tag" }, m.why_text || ""))));
     if (!$("#eval-list").children.length) $("#eval-list").append(el("li", { class: "muted" }, "none: every event matched"));
   }
 }
