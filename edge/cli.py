@@ -128,7 +128,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not main_rank:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     run = {"device": a.device, "amp": a.amp, "workers": a.workers, "sync_bn": not a.no_sync_bn,
-           "dist_timeout": a.dist_timeout, "float64": a.float64}
+           "dist_timeout": a.dist_timeout, "float64": a.float64, "cache_gb": a.cache_gb}
     if a.recipe:
         out = recipe.run_recipe(a.recipe, out=a.out, data_dir=a.data_dir, no_shift=a.no_shift,
                                 ablation=a.ablation, threads=a.threads, max_steps=a.max_steps, run=run, init=a.init)

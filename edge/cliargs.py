@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "bf16), off; auto decides by the device and, on a bf16 CPU, by measurement (default)")
     tr.add_argument("--workers", type=int, help="loader processes decoding and augmenting clips (0: in the training "
                                                 "process; default: the cores the compute threads leave)")
+    tr.add_argument("--cache-gb", type=float,
+                    help="decoded clips kept in memory up to this many GB per process (0: stream from disk; default: "
+                         "half the memory available, shared by the processes on this machine)")
     tr.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
     tr.add_argument("--balance", action="store_true",
                     help="the exported graph scores the labels as if the training data held them equally (logit "

@@ -34,6 +34,11 @@ IGNORE = -100        # a label not scored (cross_entropy's ignore_index)
 SETTLE_FRAMES = 2    # graph frames of a window not scored at its start (zero states) and after a label changes
 
 
+def _shared(nbytes: int) -> torch.Tensor:
+    """``nbytes`` of uint8 in shared memory (untouched pages: the memory is taken as it is written)."""
+    return torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+
+
 class ClipSource:
     """Decoded clips, cached in memory when they fit in ``cache_gb``; a clip that cannot be decoded is
     named once in the log and raises :class:`InputError` when asked for.
@@ -61,12 +66,16 @@ class ClipSource:
             clip_frames = len(first) if first_i < len(ds.clips) else 24
             estimate = per_frame * (clip_frames * len(ds.clips) + sum(r.frames for r in ds.recordings))
             if estimate / 1e9 <= cache_gb:
-                self._fill(first, first_i, int(estimate))
+                self._fill(first, first_i, int(estimate), int(cache_gb * 1e9))
         for msg in self.bad.values():
             logger.warning("skipped: %s", msg)
 
-    def _fill(self, first: np.ndarray, first_i: int, estimate: int) -> None:
-        store = torch.empty(max(estimate, first.nbytes), dtype=torch.uint8)
+    def _fill(self, first: np.ndarray, first_i: int, estimate: int, budget: int) -> None:
+        """Decode every item into one block allocated in shared memory up front (never copied at the end: a
+        copy would need twice the cache for a moment, and a cache of half the memory was killed by the kernel);
+        a block that must grow past ``budget`` bytes (items larger than the estimate) is given up: the set
+        streams."""
+        store = _shared(max(estimate, first.nbytes))
         spans: list[tuple[int, tuple[int, ...]] | None] = [None] * len(self.paths)
         used = 0
         for i in range(first_i, len(self.paths)):
@@ -75,14 +84,19 @@ class ClipSource:
             except InputError as e:
                 self.bad[i] = str(e)
                 continue
-            if used + video.nbytes > store.numel():   # clips of other sizes: grow by half
-                bigger = torch.empty(max(used + video.nbytes, store.numel() * 3 // 2), dtype=torch.uint8)
+            if used + video.nbytes > store.numel():   # items larger than estimated: grow by half, within budget
+                grow = max(used + video.nbytes, store.numel() * 3 // 2)
+                if store.numel() + grow > budget:     # the old block and the new one, for the copy
+                    logger.info("decoded clips outgrow the cache (%.1f GB of %.1f): streaming from disk",
+                                grow / 1e9, budget / 1e9)
+                    return
+                bigger = _shared(grow)
                 bigger[:used] = store[:used]
                 store = bigger
             store[used:used + video.nbytes] = torch.from_numpy(video.reshape(-1))
             spans[i] = (used, video.shape)
             used += video.nbytes
-        self.store, self.spans = store[:used].clone().share_memory_(), spans
+        self.store, self.spans = store[:used], spans
 
     @property
     def cached(self) -> bool:

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,7 +80,8 @@ class TrainConfig:
     init: str | None = None
     resume: bool = False
     max_steps: int | None = None    # stop early (smoke tests)
-    cache_gb: float = 6.0           # keep decoded clips in memory up to this size (per process)
+    cache_gb: float | None = None   # keep decoded clips in memory up to this size (per process); None: half the
+                                    # memory available when the run starts, shared by this machine's processes
     name: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"            # auto | cpu | cuda | cuda:N
@@ -128,6 +130,23 @@ def validate(net: TSMNet, src: ClipSource, size: int | str, stride: int,
     return {"accuracy": correct / max(1, n), "clips": n, "skipped": len(src.ds.clips) - n}
 
 
+def cache_budget_gb(cache_gb: float | None, processes: int = 1) -> float:
+    """The decoded-clip cache of one process: ``cache_gb`` when given, else half the memory available now
+    (``MemAvailable``) shared by the ``processes`` on this machine; 6 GB where the memory cannot be read."""
+    if cache_gb is not None:
+        return float(cache_gb)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        avail = kib * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 6.0
+    return round(0.5 * avail / 1e9 / max(1, processes), 1)
+
+
 def _check(cfg: TrainConfig) -> None:
     if cfg.shift not in ("causal", "none", "bidirectional"):
         raise UsageError(f"shift {cfg.shift!r}: not one of causal, none, bidirectional")
@@ -141,6 +160,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError(f"--optimizer {cfg.optimizer!r}: not one of sgd, adamw")
     if cfg.float64 and cfg.amp not in ("auto", "off"):
         raise UsageError(f"--float64 with --amp {cfg.amp}: mixed precision and float64 exclude each other")
+    if cfg.cache_gb is not None and not cfg.cache_gb >= 0:
+        raise UsageError(f"--cache-gb {cfg.cache_gb:g}: must be >= 0 (0 streams every clip from disk)")
     if not cfg.dist_timeout > 0:
         raise UsageError(f"--dist-timeout {cfg.dist_timeout:g}: must be > 0 seconds")
 
@@ -194,8 +215,10 @@ def _train(cfg: TrainConfig, world: dist.World, device: torch.device, progress: 
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    src = ClipSource(ds, cfg.cache_gb)
-    logger.info("decoded in %.1f s (cached: %s)", time.perf_counter() - t0, src.cached)
+    cache_gb = cache_budget_gb(cfg.cache_gb, world.local_size)
+    src = ClipSource(ds, cache_gb)
+    logger.info("decoded in %.1f s (cached: %s; cache up to %.1f GB%s)", time.perf_counter() - t0, src.cached,
+                cache_gb, " by --cache-gb" if cfg.cache_gb is not None else ", half the memory available")
     if len(src.bad) == len(src):
         raise DataError(f"dataset {cfg.data}: none of its {len(src)} clips can be decoded")
     fps = video_fps(next(p for i, p in enumerate(src.paths) if i not in src.bad))
@@ -413,7 +436,7 @@ def _finish(cfg: TrainConfig, net: TSMNet, labels: list[str], fps: float, out: P
     offsets = train_offsets(cfg, labels)
     graph = with_offsets(net, offsets)   # what model.onnx computes; weights.pt keeps the trained bias
     if cfg.val:
-        vsrc = ClipSource(load_dataset(cfg.val, labels=labels), cfg.cache_gb)
+        vsrc = ClipSource(load_dataset(cfg.val, labels=labels), cache_budget_gb(cfg.cache_gb, 1))
         metrics["val"] = validate(graph, vsrc, cfg.size, cfg.stride, device)
         logger.info("validation (%s): accuracy %.4f", cfg.val, metrics["val"]["accuracy"])
     net, graph = net.to("cpu"), graph.to("cpu")

@@ -80,6 +80,43 @@ def test_workers_give_the_batches_of_in_process_decoding(tiny3):
         assert h0.index + h1.index == a.index and torch.equal(torch.cat((h0.x, h1.x)), a.x)
 
 
+def test_the_cache_is_one_shared_block_or_none_and_its_default_is_half_the_memory_available(tiny3, tmp_path, caplog):
+    """Decoded once into a block in shared memory (the workers read it without a copy, and the end of the
+    fill copies nothing: a cache of half the memory was killed by the kernel when it was cloned); clips larger
+    than estimated grow it within the budget, or the set streams from disk."""
+    import cv2
+
+    from edge.models.train import cache_budget_gb
+    ds = load_dataset(tiny3)
+    src = ClipSource(ds, 1.0)
+    assert src.cached and src.store.is_shared() and src.store.numel() == sum(src.frames(i).nbytes
+                                                                               for i in range(len(src)))
+    # one clip twice the size of the others: the estimate (from the first) is short by one clip
+    big = tmp_path / "big"
+    shutil.copytree(tiny3, big)
+    last = sorted((big / "swipe_right").glob("*.mp4"))[-1]
+    frames = [cv2.resize(f, (128, 96)) for f in ClipSource(load_dataset(big), 0.0).frames(len(ds.clips) - 1)]
+    vw = cv2.VideoWriter(str(last), cv2.VideoWriter_fourcc(*"mp4v"), 15, (128, 96))
+    for f in frames:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    vw.release()
+    ds2 = load_dataset(big)
+    need = sum(ClipSource(ds2, 0.0).frames(i).nbytes for i in range(len(ds2.clips)))
+    grown = ClipSource(ds2, 1.0)
+    assert grown.cached and grown.store.numel() == need and grown.frames(len(ds2.clips) - 1).shape[1:3] == (96, 128)
+    with caplog.at_level("INFO", logger="edge.models.loader"):
+        tight = ClipSource(ds2, need * 1.01 / 1e9)   # the estimate fits, the old block and a grown one do not
+    assert not tight.cached and "outgrow the cache" in caplog.text
+    assert np.array_equal(tight.frames(0), src.frames(0))   # streamed from disk: the same frames
+    with open("/proc/meminfo") as f:
+        avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    assert cache_budget_gb(None) == pytest.approx(0.5 * avail / 1e9, rel=0.2)
+    assert cache_budget_gb(None, 4) == pytest.approx(cache_budget_gb(None) / 4, rel=0.2)
+    assert cache_budget_gb(2.5, 4) == 2.5
+    with pytest.raises(UsageError, match=r"--cache-gb -1: must be >= 0"):
+        train(_cfg(tiny3, tmp_path / "o", cache_gb=-1.0))
+
+
 def test_a_clip_that_cannot_be_decoded_is_skipped_and_named(tiny3, tmp_path, caplog):
     root = tmp_path / "data"
     shutil.copytree(tiny3, root)
