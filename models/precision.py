@@ -163,7 +163,9 @@ def resolve_amp(spec: str, device: torch.device, probe: Any = None, flags: set[s
         return Amp("off", "auto: native bf16 but no measurement given")
     fp32_s, bf16_s = probe(None), probe(torch.bfloat16)
     speedup = fp32_s / bf16_s if bf16_s > 0 else 0.0
-    why = f"measured {fp32_s:.3f} s/step fp32, {bf16_s:.3f} s/step bf16 ({', '.join(native)})"
+    clips = getattr(probe, "clips", None)   # a probe step is a few clips, not a training step's batch
+    per = f" for a forward and backward pass of {clips} clips" if clips else " per probe step"
+    why = f"measured {fp32_s:.3f} s fp32, {bf16_s:.3f} s bf16{per} ({', '.join(native)})"
     if speedup >= BF16_MIN_SPEEDUP:
         return Amp("bf16", f"auto: {why}: bf16 {speedup:.2f}x faster")
     return Amp("off", f"auto: {why}: bf16 not faster by {BF16_MIN_SPEEDUP:g}x")
@@ -199,6 +201,7 @@ def probe_step(net: torch.nn.Module, frames: int, size: int | tuple[int, int], c
         secs = sorted(times[1:])[len(times[1:]) // 2]
         _cache_put(key, name, secs)
         return secs
+    measure.clips = clips   # type: ignore[attr-defined]  (what the seconds are of, for the log line)
     return measure
 
 

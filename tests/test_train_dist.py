@@ -201,7 +201,7 @@ def test_device_and_amp_choices():
     assert resolve_amp("auto", cpu, probe=seconds.get, flags=native).mode == "bf16"
     seconds[torch.bfloat16] = 0.95      # not faster by 1.1x: fp32 stays
     choice = resolve_amp("auto", cpu, probe=seconds.get, flags=native)
-    assert choice.mode == "off" and "1.000 s/step fp32, 0.950 s/step bf16" in choice.reason
+    assert choice.mode == "off" and "1.000 s fp32, 0.950 s bf16 per probe step" in choice.reason
     assert resolve_amp("bf16", cpu, flags=native).mode == "bf16" and resolve_amp("off", cpu).mode == "off"
 
 
