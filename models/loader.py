@@ -16,10 +16,13 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -305,3 +308,31 @@ def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
     m = torch.tensor(mean, device=x.device).view(3, 1, 1)
     s = torch.tensor(std, device=x.device).view(3, 1, 1)
     return (x.float().div_(255.0) - m) / s
+
+
+def cache_budget_gb(cache_gb: float | None, processes: int = 1) -> float:
+    """The decoded-clip cache of one process: ``cache_gb`` when given, else half the memory available now
+    (``MemAvailable``) shared by the ``processes`` on this machine; 6 GB where the memory cannot be read."""
+    if cache_gb is not None:
+        return float(cache_gb)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        avail = kib * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 6.0
+    return round(0.5 * avail / 1e9 / max(1, processes), 1)
+
+
+def synth_provenance(data: str) -> dict[str, Any]:
+    """``generator`` (and the synth seed) when the training data was made by ``dataset synth`` (its synth.json):
+    the INT8 check and ``quantize --recipe`` render their clips from the generator a bundle was trained on."""
+    try:
+        have = json.loads((Path(data) / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    gen = have.get("generator") if isinstance(have, dict) else None
+    return {"generator": gen} if isinstance(gen, int) and not isinstance(gen, bool) else {}

@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,10 +40,12 @@ from edge.models.loader import (
     ClipDataset,
     ClipSource,
     StepSampler,
+    cache_budget_gb,
     input_hw,
     make_loader,
     normalize,
     sample_window,
+    synth_provenance,
 )
 from edge.models.precision import Amp, default_workers, probe_step, resolve_amp, resolve_device
 from edge.models.prior import train_offsets, with_offsets
@@ -128,23 +129,6 @@ def validate(net: TSMNet, src: ClipSource, size: int | str, stride: int,
         correct += int(prob.argmax()) == clip.label
         n += 1
     return {"accuracy": correct / max(1, n), "clips": n, "skipped": len(src.ds.clips) - n}
-
-
-def cache_budget_gb(cache_gb: float | None, processes: int = 1) -> float:
-    """The decoded-clip cache of one process: ``cache_gb`` when given, else half the memory available now
-    (``MemAvailable``) shared by the ``processes`` on this machine; 6 GB where the memory cannot be read."""
-    if cache_gb is not None:
-        return float(cache_gb)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-        avail = kib * 1024
-    except (OSError, StopIteration, ValueError, IndexError):
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 6.0
-    return round(0.5 * avail / 1e9 / max(1, processes), 1)
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -459,15 +443,4 @@ def checkpoint_meta(cfg: TrainConfig, labels: list[str], fps: float) -> dict[str
             "frame_stride": cfg.stride,
             "clip_frames": cfg.frames, "name": cfg.name,
             "provenance": {"data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs, "shift": cfg.shift,
-                           **_synth_provenance(cfg.data), **cfg.provenance}}
-
-
-def _synth_provenance(data: str) -> dict[str, Any]:
-    """``generator`` (and the synth seed) when the training data was made by ``dataset synth`` (its synth.json):
-    the INT8 check and ``quantize --recipe`` render their clips from the generator a bundle was trained on."""
-    try:
-        have = json.loads((Path(data) / "synth.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    gen = have.get("generator") if isinstance(have, dict) else None
-    return {"generator": gen} if isinstance(gen, int) and not isinstance(gen, bool) else {}
+                           **synth_provenance(cfg.data), **cfg.provenance}}

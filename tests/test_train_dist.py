@@ -86,7 +86,7 @@ def test_the_cache_is_one_shared_block_or_none_and_its_default_is_half_the_memor
     than estimated grow it within the budget, or the set streams from disk."""
     import cv2
 
-    from edge.models.train import cache_budget_gb
+    from edge.models.loader import cache_budget_gb
     ds = load_dataset(tiny3)
     src = ClipSource(ds, 1.0)
     assert src.cached and src.store.is_shared() and src.store.numel() == sum(src.frames(i).nbytes
