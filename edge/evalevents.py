@@ -136,18 +136,21 @@ def pool_results(results: list[dict[str, Any]]) -> dict[str, Any]:
 MISS_REASONS = ("under_enter", "outscored", "too_brief", "other_event", "counted_elsewhere", "cooldown", "unscored")
 
 
-def replay(frames: list[tuple[float, np.ndarray]], labels: list[str],
-           settings: EventSettings) -> list[tuple[float, np.ndarray, str | None]]:
-    """The frames' probabilities through a detector with ``settings``: ``(ts, smoothed scores, the event on
-    after the frame or None)`` per frame past the warm-up (what the detector's decisions were made on). Pure;
-    a recording read without gaps (a file) gives the run's own detector's figures."""
-    det = EventDetector(labels, settings)
-    out = []
+def replay(frames: list[tuple[float, np.ndarray]], labels: list[str], settings: EventSettings,
+           camera: str = "eval") -> tuple[list[tuple[float, np.ndarray, str | None]], list[Event]]:
+    """The frames' ``(ts, probs)`` through a detector with ``settings``, once: ``(ts, smoothed scores, the event on
+    after the frame or None)`` per frame past the warm-up (what the detector's decisions were made on), and the
+    events it gives (one still open at the last frame ends there). Pure; a recording read without gaps (a file)
+    gives the run's own detector's events and scores."""
+    det = EventDetector(labels, settings, camera=camera)
+    scored, events = [], []
     for i, (ts, probs) in enumerate(frames):
-        det.update(np.asarray(probs, np.float32), ts)
+        events += det.update(np.asarray(probs, np.float32), ts)
         if i >= settings.warmup:
-            out.append((ts, det.smoothed.copy(), det.active_label))
-    return out
+            scored.append((ts, det.smoothed.copy(), det.active_label))
+    if frames:
+        events += det.flush(float(frames[-1][0]))
+    return scored, events
 
 
 def why_missed(seg: dict[str, Any], scored: list[tuple[float, np.ndarray, str | None]], labels: list[str],
@@ -194,11 +197,10 @@ def why_missed(seg: dict[str, Any], scored: list[tuple[float, np.ndarray, str | 
     return {**out, "why": "cooldown", "why_text": f"within the {th.cooldown_s:g} s cool-down after a {lab} event"}
 
 
-def explain_misses(result: dict[str, Any], frames: list[tuple[float, np.ndarray]], labels: list[str],
+def explain_misses(result: dict[str, Any], scored: list[tuple[float, np.ndarray, str | None]], labels: list[str],
                    settings: EventSettings, tolerance_s: float) -> None:
-    """Give each of ``result``'s misses (a :func:`match_events` result) its :func:`why_missed`, from the frames'
-    ``(ts, probs)``, and the result its ``miss_summary``."""
-    scored = replay(frames, labels, settings)
+    """Give each of ``result``'s misses (a :func:`match_events` result) its :func:`why_missed`, from the scores
+    :func:`replay` gives, and the result its ``miss_summary``."""
     for m in result["missed"]:
         m.update(why_missed({"label": m["label"], "start": m["start_s"], "end": m["end_s"]}, scored, labels,
                             settings, tolerance_s))
@@ -254,7 +256,7 @@ def evaluate_events(video: str | Path, annotations: str | Path, *, model: str = 
            "precision_graph": precision or bundle.precision, "engine": engine, "tolerance_s": tolerance_s,
            "duration_s": round(duration, 3), "ignored_labels": list(settings.ignore)}
     out.update(match_events(pair_events(res.events), segments, bundle.labels, tuple(settings.ignore), tolerance_s))
-    explain_misses(out, frames, bundle.labels, settings, tolerance_s)
+    explain_misses(out, replay(frames, bundle.labels, settings)[0], bundle.labels, settings, tolerance_s)
     return out
 
 

@@ -149,7 +149,7 @@ def test_replay_smooths_like_the_detector_and_skips_its_warmup():
     st = EventSettings(window=2, defaults=Thresholds(enter=0.6, exit=0.4, min_frames=1, cooldown_s=0.0),
                        ignore=("no_motion",), warmup=1)
     probs = [(0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0)]
-    out = replay([(0.2 * i, np.array(p)) for i, p in enumerate(probs)], LABELS, st)
+    out = replay([(0.2 * i, np.array(p)) for i, p in enumerate(probs)], LABELS, st)[0]
     assert [round(t, 1) for t, _, _ in out] == [0.2, 0.4, 0.6]       # the first frame is the warm-up
     assert [float(s[1]) for _, s, _ in out] == [0.0, 0.5, 1.0]      # a mean over two frames after it
     assert [a for _, _, a in out] == [None, None, "wave"]

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from edge.bundle import Bundle, load_bundle
 from edge.config import EventsConfig, config_from_data
 from edge.errors import EdgeError
-from edge.events import EventDetector, EventSettings, event_settings
+from edge.events import EventSettings, event_settings
 from edge.studio.settings import StudioError, StudioSettings
 from edge.util import atomic_write, file_sha256
 
@@ -54,13 +54,13 @@ def replay(labels: list[str], settings: EventSettings, t: np.ndarray, probs: np.
     first frame of the run that made it, ``fired``: when the start event fired, ``end``; seconds). An
     event still open at the last frame ends there."""
     from edge.evalevents import pair_events
-    det = EventDetector(labels, settings, camera="studio")
-    evs = []
-    for ts, p in zip(np.asarray(t).tolist(), probs, strict=True):
-        evs += det.update(p, ts)
-    if len(t):
-        evs += det.flush(float(t[-1]))
-    return pair_events(evs)
+    return pair_events(replay_scored(labels, settings, t, probs)[1])
+
+
+def replay_scored(labels: list[str], settings: EventSettings, t: np.ndarray, probs: np.ndarray) -> tuple[list, list]:
+    """:func:`edge.evalevents.replay` of these scores: the smoothed scores per frame and the events, one pass."""
+    from edge.evalevents import replay as detector_replay
+    return detector_replay(list(zip(np.asarray(t).tolist(), probs, strict=True)), labels, settings, camera="studio")
 
 
 def rounded(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 from edge.studio.jobs import Cancelled, Job
 from edge.studio.labels import annotations_of
 from edge.studio.library import check_label
-from edge.studio.scores import Scores, replay, rounded
+from edge.studio.scores import Scores, replay_scored, rounded
 from edge.studio.settings import StudioError, StudioSettings
 
 logger = logging.getLogger(__name__)
@@ -70,11 +70,9 @@ def _teach_options(raw: Any) -> dict[str, Any]:
 
 def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """eval-events of a model on a recording with its saved segments (the ``--json`` object + the events)."""
-    import numpy as np
-
     from edge.data.fieldclips import read_segments
     from edge.errors import EdgeError
-    from edge.evalevents import explain_misses, match_events
+    from edge.evalevents import explain_misses, match_events, pair_events
     ref = body.get("path")
     video, ann = annotations_of(s, ref)
     if not ann.is_file():
@@ -98,7 +96,8 @@ def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[
         data = scores.scores(video, model, cancel=job.cancel)
         job.progress("match", 1, 1)
         settings = scores.settings(b)
-        events = replay(data["labels"], settings, data["t"], data["probs"])
+        scored, evs = replay_scored(data["labels"], settings, data["t"], data["probs"])
+        events = pair_events(evs)
         duration = data["frames"] / data["fps"] if data["fps"] else 0.0
         segments = [{"line": n, "start": a, "end": e, "label": lab} for n, a, e, lab in rows]
         late = [x for x in segments if x["start"] >= duration]
@@ -108,8 +107,7 @@ def eval_work(s: StudioSettings, scores: Scores, body: dict[str, Any]) -> tuple[
         out = {"video": ref, "annotations": s.api_path(ann), "model": b.name, "engine": s.engine.get("type"),
                "tolerance_s": tolerance, "duration_s": round(duration, 3), "ignored_labels": list(settings.ignore)}
         out.update(match_events(events, segments, b.labels, tuple(settings.ignore), tolerance))
-        explain_misses(out, list(zip(np.asarray(data["t"]).tolist(), data["probs"], strict=True)), b.labels,
-                       settings, tolerance)
+        explain_misses(out, scored, b.labels, settings, tolerance)
         false = {(f["label"], f["fired_s"]) for f in out["false_events"]}
         out["event_count"] = out["events"]   # the CLI's count; "events" is the list the timeline draws
         out["events"] = [{**e, "matched": (e["label"], round(e["fired"], 3)) not in false} for e in rounded(events)]
